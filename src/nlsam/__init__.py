@@ -1,0 +1,34 @@
+"""nlsam: the nonlocal spatial attention module (NL-SAM) for PyTorch CNNs.
+
+    >>> import torch, nlsam
+    >>> model = nlsam.create_model("resnet110", num_classes=100, attention="nlsam")
+    >>> model(torch.randn(2, 3, 32, 32)).shape
+    torch.Size([2, 100])
+"""
+from .attention import (
+    ATTENTION_NAMES,
+    BAM,
+    CBAMChannelGate,
+    CBAMSpatialGate,
+    GatherExcite,
+    NLSAM,
+    SqueezeExcite,
+    create_attention,
+)
+from .models import ResNet, create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ATTENTION_NAMES",
+    "BAM",
+    "CBAMChannelGate",
+    "CBAMSpatialGate",
+    "GatherExcite",
+    "NLSAM",
+    "ResNet",
+    "SqueezeExcite",
+    "create_attention",
+    "create_model",
+    "list_models",
+]

@@ -1,0 +1,46 @@
+"""BAM, the bottleneck attention module (Park et al., 2018).
+
+A channel branch (global average pool, MLP with batch norm) and a spatial branch (1x1
+reduction, two dilated 3x3 convolutions with dilation 4, 1x1 to one channel) are combined into
+a 3-D map ``M = sigmoid(M_c + M_s)`` and applied residually: ``x * (1 + M)``. This follows the
+BAM paper's equation; the authors' released code multiplies the two branches instead of adding.
+BAM is meant for the points between stages, and the networks here put it there.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .se import reduced_channels
+
+
+class BAM(nn.Module):
+    """Bottleneck attention module with reduction ``r`` (16 in BAM) and dilation ``d`` (4)."""
+
+    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4) -> None:
+        super().__init__()
+        hidden = reduced_channels(channels, reduction)
+        self.channel_branch = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, hidden, 1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+        )
+        self.spatial_branch = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attention = self.gate(self.channel_branch(x) + self.spatial_branch(x))
+        return x * (1.0 + attention)

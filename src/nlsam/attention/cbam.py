@@ -1,0 +1,48 @@
+"""CBAM (Woo et al., 2018): a channel gate (average- and max-pooled descriptors through one
+shared MLP, summed, sigmoid) followed by a spatial gate (channel max and mean, 7x7 convolution,
+batch norm, sigmoid), as in the authors' official code."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .se import reduced_channels
+
+
+class CBAMChannelGate(nn.Module):
+    """CBAM's channel attention: ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = reduced_channels(channels, reduction)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+        )
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
+        mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))
+        return x * self.gate(avg + mx)
+
+
+class CBAMSpatialGate(nn.Module):
+    """CBAM's spatial attention: ``sigmoid(BN(conv7x7([max_c(x), mean_c(x)])))``.
+
+    This is the local, convolutional spatial gate NL-SAM replaces in ``"cbam+nlsam"``.
+    """
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
+        self.gate = nn.Sigmoid()
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        return self.gate(self.norm(self.conv(pooled)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attention_map(x)

@@ -1,0 +1,127 @@
+"""The nonlocal spatial attention module (NL-SAM).
+
+NL-SAM turns a feature map ``x`` (B x C x H x W) into a one-channel spatial attention map
+computed from *all* positions at once, in the paper's three steps:
+
+1. context collecting: mean over channels, then k x k average pooling with stride k;
+2. transformation: the N = (H/k)(W/k) positions go through fc(N -> N/r), ReLU,
+   fc(N/r -> N), sigmoid (the bottleneck that makes the module nonlocal);
+3. distribution: the map is upsampled back to H x W (nearest by default, the paper's
+   Table 3 choice) and multiplies ``x``, broadcast over channels.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "area")
+
+SizeLike = Union[int, Sequence[int]]
+
+
+def to_2tuple(size: SizeLike, name: str = "feature_size") -> Tuple[int, int]:
+    """Return ``(h, w)`` from an int or a pair, rejecting anything else."""
+    if isinstance(size, int):
+        pair = (size, size)
+    else:
+        pair = tuple(size)
+    if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
+        raise ValueError(f"{name} must be a positive int or a pair (H, W) of positive ints, got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def bottleneck_width(num_positions: int, reduction: int) -> int:
+    """Hidden width of the NL-SAM bottleneck: ``N // r``, at least 1.
+
+    The paper writes N/r; where r does not divide N we round down (and never below one unit).
+    """
+    return max(1, num_positions // reduction)
+
+
+class NLSAM(nn.Module):
+    """Nonlocal spatial attention module.
+
+    Args:
+        feature_size: (H, W) of the feature map at the training resolution; an int means square.
+            H and W must be divisible by ``pool``.
+        pool: pooling kernel and stride k of the context-collecting step (the paper's k);
+            0 or 1 means no pooling. The paper uses k = 2 on CIFAR (its Table 2).
+        reduction: bottleneck ratio r of the transformation step; the paper picks r = 8
+            (its Table 1). The hidden width is ``max(1, N // r)``.
+        interpolation: how the (H/k) x (W/k) map is upsampled to H x W: ``"nearest"`` (the
+            paper's choice, Table 3), ``"bilinear"``, ``"bicubic"`` or ``"area"``.
+
+    At the training resolution the module is exactly the paper's. At any other input size the
+    channel-mean map is pooled adaptively to the trained (H/k) x (W/k) grid and the attention
+    map is upsampled to the actual size, so one trained module serves every input size.
+    """
+
+    def __init__(
+        self,
+        feature_size: SizeLike,
+        pool: int = 2,
+        reduction: int = 8,
+        interpolation: str = "nearest",
+    ) -> None:
+        super().__init__()
+        height, width = to_2tuple(feature_size)
+        if not isinstance(pool, int) or pool < 0:
+            raise ValueError(f"pool must be an int >= 0 (0 or 1 means no pooling), got {pool!r}")
+        pool = max(pool, 1)
+        if height % pool or width % pool:
+            raise ValueError(
+                f"feature size {height}x{width} is not divisible by the pooling kernel k={pool}; "
+                f"valid k for this size divide both {height} and {width}"
+            )
+        if not isinstance(reduction, int) or reduction < 1:
+            raise ValueError(f"reduction must be an int >= 1, got {reduction!r}")
+        if interpolation not in INTERPOLATION_MODES:
+            raise ValueError(
+                f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATION_MODES)}"
+            )
+        self.feature_size = (height, width)
+        self.pool = pool
+        self.reduction = reduction
+        self.interpolation = interpolation
+        self.grid_size = (height // pool, width // pool)
+        num_positions = self.grid_size[0] * self.grid_size[1]
+        hidden = bottleneck_width(num_positions, reduction)
+        self.fc1 = nn.Linear(num_positions, hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, num_positions)
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the B x 1 x H x W attention map for ``x``, with values in (0, 1)."""
+        batch = x.shape[0]
+        height, width = x.shape[-2], x.shape[-1]
+        context = x.mean(dim=1, keepdim=True)
+        if height == self.feature_size[0] and width == self.feature_size[1]:
+            if self.pool > 1:
+                context = F.avg_pool2d(context, self.pool, self.pool)
+        else:
+            context = F.adaptive_avg_pool2d(context, self.grid_size)
+        weights = torch.sigmoid(self.fc2(self.act(self.fc1(context.reshape(batch, -1)))))
+        weights = weights.reshape(batch, 1, self.grid_size[0], self.grid_size[1])
+        if weights.shape[-2] != height or weights.shape[-1] != width:
+            if self.interpolation in ("bilinear", "bicubic"):
+                weights = F.interpolate(
+                    weights, size=(height, width), mode=self.interpolation, align_corners=False
+                )
+                if self.interpolation == "bicubic":
+                    # bicubic kernels overshoot; keep the map a gate in [0, 1]
+                    weights = weights.clamp(0.0, 1.0)
+            else:
+                weights = F.interpolate(weights, size=(height, width), mode=self.interpolation)
+        return weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attention_map(x).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"feature_size={self.feature_size}, pool={self.pool}, reduction={self.reduction}, "
+            f"interpolation={self.interpolation!r}"
+        )

@@ -1,0 +1,30 @@
+"""Squeeze-and-excitation (Hu et al., 2018): global average pooling, then a bottleneck MLP
+C -> C/r -> C with ReLU and sigmoid, rescaling each channel."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def reduced_channels(channels: int, reduction: int) -> int:
+    """Hidden width of a channel bottleneck, ``channels // reduction``, at least 1."""
+    if not isinstance(reduction, int) or reduction < 1:
+        raise ValueError(f"reduction must be an int >= 1, got {reduction!r}")
+    return max(1, channels // reduction)
+
+
+class SqueezeExcite(nn.Module):
+    """SE block. ``reduction`` is r; SENet uses 16, the NL-SAM paper's CIFAR experiments 4."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = reduced_channels(channels, reduction)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+        return x * scale

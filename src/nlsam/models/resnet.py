@@ -1,0 +1,508 @@
+"""ResNets that carry attention modules, for CIFAR (He et al. 2015/2016) and ImageNet.
+
+Attention sits on the residual branch of every block of the chosen stages, just before the
+addition, where SE and CBAM sit and where the NL-SAM paper puts NL-SAM. BAM, designed for the
+points between stages, goes once at the end of each chosen stage except the last.
+
+Stages are numbered as in the papers: CIFAR networks have stages 1-3 (16/32/64 channels at
+32/16/8 pixels for 32x32 inputs); ImageNet networks have stages 2-5 (conv2_x .. conv5_x).
+
+Shortcuts: CIFAR basic-block networks (resnet20..110, preresnet110) use option A of He et al.
+(2015): a parameter-free identity that subsamples and zero-pads channels, which is what gives
+ResNet-110 its 1.7M parameters. Bottleneck networks (resnet164, preresnet164, ResNet-50..152)
+and ImageNet networks use option B: a 1x1 projection (with batch norm in post-activation nets)
+when the shape changes. ``shortcut="A"`` or ``"B"`` overrides either.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import attention_placement, check_attention_name, create_attention
+from ..attention.nlsam import SizeLike, to_2tuple
+
+PerStage = Union[int, Dict[int, int]]
+
+
+def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A shortcut: subsample by ``stride`` and zero-pad the new channels."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra = out_planes - in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra > 0:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return x
+
+
+def _shortcut(
+    kind: str, in_planes: int, out_planes: int, stride: int, norm: bool
+) -> Optional[nn.Module]:
+    if stride == 1 and in_planes == out_planes:
+        return None
+    if kind == "A":
+        return ZeroPadShortcut(in_planes, out_planes, stride)
+    layers: List[nn.Module] = [_conv1x1(in_planes, out_planes, stride)]
+    if norm:
+        layers.append(nn.BatchNorm2d(out_planes))
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions; attention on the branch before the addition, ReLU after it."""
+
+    expansion = 1
+    preact = False
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module
+    ) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.attention = attention
+        self.downsample = _shortcut(shortcut, in_planes, planes, stride, norm=True)
+        self.act2 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.attention(self.bn2(self.conv2(out)))
+        return self.act2(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand x4; attention before the addition."""
+
+    expansion = 4
+    preact = False
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module
+    ) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.conv1 = _conv1x1(in_planes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv3 = _conv1x1(planes, out_planes)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.attention = attention
+        self.downsample = _shortcut(shortcut, in_planes, out_planes, stride, norm=True)
+        self.act3 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
+        out = self.attention(self.bn3(self.conv3(out)))
+        return self.act3(out + identity)
+
+
+class PreActBasicBlock(nn.Module):
+    """Pre-activation basic block (He et al. 2016): BN-ReLU-conv twice, attention, addition.
+    A projection shortcut reads the pre-activated input."""
+
+    expansion = 1
+    preact = True
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module
+    ) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv1 = _conv3x3(in_planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes)
+        self.attention = attention
+        self.downsample = _shortcut(shortcut, in_planes, planes, stride, norm=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act1(self.bn1(x))
+        identity = x if self.downsample is None else self.downsample(pre)
+        out = self.conv1(pre)
+        out = self.conv2(self.act2(self.bn2(out)))
+        return self.attention(out) + identity
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck (He et al. 2016), as in ResNet-164 (pre-act)."""
+
+    expansion = 4
+    preact = True
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module
+    ) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv1 = _conv1x1(in_planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes, stride)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.act3 = nn.ReLU(inplace=True)
+        self.conv3 = _conv1x1(planes, out_planes)
+        self.attention = attention
+        self.downsample = _shortcut(shortcut, in_planes, out_planes, stride, norm=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act1(self.bn1(x))
+        identity = x if self.downsample is None else self.downsample(pre)
+        out = self.conv1(pre)
+        out = self.conv2(self.act2(self.bn2(out)))
+        out = self.conv3(self.act3(self.bn3(out)))
+        return self.attention(out) + identity
+
+
+Block = Type[Union[BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck]]
+
+
+def _stage_value(value: PerStage, stage: int, option: str) -> int:
+    if isinstance(value, dict):
+        if stage not in value:
+            raise ValueError(
+                f"{option} has no value for stage {stage}; give an int or a dict with keys "
+                f"for every NL-SAM stage, got {value!r}"
+            )
+        return value[stage]
+    return value
+
+
+class ResNet(nn.Module):
+    """A ResNet with attention, for CIFAR (``stem="cifar"``) or ImageNet (``stem="imagenet"``).
+
+    Args:
+        block: the residual block class.
+        layers: blocks per stage.
+        widths: base width (``planes``) per stage; a stage outputs ``width * block.expansion``.
+        stem: ``"cifar"`` (3x3 conv, stride 1) or ``"imagenet"`` (7x7 stride 2 + max pool).
+        num_classes: classifier outputs; 0 gives a network without classifier (``fc`` is
+            ``nn.Identity``).
+        in_chans: input image channels.
+        input_size: training resolution (int or (H, W)); it fixes the feature size of each
+            stage and so the size of NL-SAM's fully-connected layers. The network still runs at
+            other sizes (see :class:`nlsam.NLSAM`).
+        attention: a composition name (see :data:`nlsam.attention.ATTENTION_NAMES`) or None.
+        nlsam_stages: stages whose blocks get the NL-SAM part of ``attention``.
+        channel_stages: stages that get the other parts (SE, GE, CBAM, BAM); default all.
+        nlsam_pool: NL-SAM pooling kernel k, an int or a dict stage -> k.
+        nlsam_reduction: NL-SAM bottleneck ratio r, an int or a dict stage -> r.
+        nlsam_interpolation: NL-SAM upsampling mode.
+        channel_reduction: reduction ratio of SE, GE, CBAM and BAM.
+        shortcut: ``"A"`` (zero-padding identity) or ``"B"`` (projection) on shape changes.
+        drop_rate: dropout before the classifier.
+        zero_init_residual: zero the last BN of each post-activation block.
+    """
+
+    def __init__(
+        self,
+        block: Block,
+        layers: Sequence[int],
+        widths: Sequence[int],
+        *,
+        stem: str = "imagenet",
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        input_size: SizeLike = 224,
+        attention: Optional[str] = None,
+        nlsam_stages: Optional[Sequence[int]] = None,
+        channel_stages: Optional[Sequence[int]] = None,
+        nlsam_pool: PerStage = 2,
+        nlsam_reduction: PerStage = 8,
+        nlsam_interpolation: str = "nearest",
+        channel_reduction: int = 16,
+        shortcut: str = "B",
+        drop_rate: float = 0.0,
+        zero_init_residual: bool = False,
+        stem_width: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"unknown stem {stem!r}; valid: cifar, imagenet")
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"unknown shortcut {shortcut!r}; valid: A (zero-pad), B (projection)")
+        if not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        attention = check_attention_name(attention)
+        first_stage = 1 if stem == "cifar" else 2
+        stage_ids = list(range(first_stage, first_stage + len(layers)))
+        nlsam_stages = stage_ids[-2:] if nlsam_stages is None else list(nlsam_stages)
+        channel_stages = stage_ids if channel_stages is None else list(channel_stages)
+        for option, chosen in (("nlsam_stages", nlsam_stages), ("channel_stages", channel_stages)):
+            bad = [s for s in chosen if s not in stage_ids]
+            if bad:
+                raise ValueError(
+                    f"{option} {bad} out of range for this network; valid stages: {stage_ids}"
+                )
+
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.input_size = to_2tuple(input_size, "input_size")
+        self.attention_name = attention
+        self.drop_rate = drop_rate
+        self.preact = block.preact
+        self.stage_ids = stage_ids
+
+        height, width = self.input_size
+        in_planes = stem_width or widths[0]
+        if stem == "cifar":
+            self.conv1 = _conv3x3(in_chans, in_planes)
+            stem_stride = 1
+        else:
+            self.conv1 = nn.Conv2d(in_chans, in_planes, 7, stride=2, padding=3, bias=False)
+            stem_stride = 4
+        # a pre-activation network normalises inside its first block instead
+        self.bn1 = nn.Identity() if self.preact else nn.BatchNorm2d(in_planes)
+        self.act1 = nn.Identity() if self.preact else nn.ReLU(inplace=True)
+        self.maxpool = (
+            nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+        )
+        height, width = math.ceil(height / stem_stride), math.ceil(width / stem_stride)
+
+        self.feature_info: List[dict] = []
+        reduction = stem_stride
+        placement = attention_placement(attention)
+        self.stages = nn.Sequential()
+        for index, (stage, depth, planes) in enumerate(zip(stage_ids, layers, widths)):
+            stride = 1 if index == 0 else 2
+            height, width = math.ceil(height / stride), math.ceil(width / stride)
+            reduction *= stride
+            out_planes = planes * block.expansion
+            in_block = dict(
+                nlsam_pool=_stage_value(nlsam_pool, stage, "nlsam_pool"),
+                nlsam_reduction=_stage_value(nlsam_reduction, stage, "nlsam_reduction"),
+            ) if stage in nlsam_stages and attention is not None and "nlsam" in attention else {}
+            blocks: List[nn.Module] = []
+            for i in range(depth):
+                module = nn.Identity()
+                if placement == "block":
+                    module = create_attention(
+                        attention,
+                        out_planes,
+                        (height, width),
+                        nlsam_interpolation=nlsam_interpolation,
+                        channel_reduction=channel_reduction,
+                        include_nlsam=stage in nlsam_stages,
+                        include_others=stage in channel_stages,
+                        **in_block,
+                    )
+                blocks.append(
+                    block(in_planes, planes, stride if i == 0 else 1, shortcut, module)
+                )
+                in_planes = out_planes
+            if placement == "stage" and stage in channel_stages and stage != stage_ids[-1]:
+                blocks.append(
+                    create_attention(
+                        attention, out_planes, (height, width), channel_reduction=channel_reduction
+                    )
+                )
+            name = f"layer{index + 1}"
+            self.stages.add_module(name, nn.Sequential(*blocks))
+            self.feature_info.append(
+                dict(num_chs=out_planes, reduction=reduction, module=f"stages.{name}", stage=stage)
+            )
+        self.num_features = in_planes
+        self.head_hidden_size = in_planes
+        self.final_norm = nn.BatchNorm2d(in_planes) if self.preact else nn.Identity()
+        self.final_act = nn.ReLU(inplace=True) if self.preact else nn.Identity()
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(in_planes, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(zero_init_residual)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        """Replace the classifier with a fresh one for ``num_classes`` outputs (0: none)."""
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"unsupported global_pool {global_pool!r}; valid: avg, ''")
+        self.num_classes = num_classes
+        self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool == "avg" else nn.Identity()
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and all stages: B x ``num_features`` x H/32 x W/32 (H/4 on CIFAR)."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                "expected input of shape (B, {}, H, W), got {}".format(
+                    self.in_chans, list(x.shape)
+                )
+            )
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        x = self.stages(x)
+        return self.final_act(self.final_norm(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global pool, dropout and (unless ``pre_logits``) the classifier."""
+        x = self.global_pool(x).flatten(1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders: they only fill in numbers. The NL-SAM defaults are the paper's:
+# CIFAR: NL-SAM in stages 2 and 3 with k = 2, r = 8 (its Table 4); SE/GE/CBAM ratio 4 as in its
+#   CIFAR combination experiments.
+# ImageNet: NL-SAM in stages 3, 4 and 5 (its Table 6, whose numbers did not survive). We pool
+#   every stage to the same 7 x 7 grid at 224 px (k = 4, 2, 1) and use r = 2, which puts the
+#   overhead of ResNet-50 + NL-SAM at +0.032M parameters and +0.0065 GFLOPs, the paper's
+#   "+0.03M and +0.007G". SE/GE/CBAM/BAM use their own papers' ratio 16.
+# ---------------------------------------------------------------------------------------------
+from .registry import register_model  # noqa: E402
+
+CIFAR_DEFAULTS = dict(
+    stem="cifar",
+    num_classes=10,
+    input_size=32,
+    nlsam_stages=(2, 3),
+    nlsam_pool=2,
+    nlsam_reduction=8,
+    channel_reduction=4,
+)
+IMAGENET_DEFAULTS = dict(
+    stem="imagenet",
+    num_classes=1000,
+    input_size=224,
+    nlsam_stages=(3, 4, 5),
+    nlsam_pool={3: 4, 4: 2, 5: 1},
+    nlsam_reduction=2,
+    channel_reduction=16,
+)
+
+
+def _cifar_resnet(block: Block, blocks_per_stage: int, **kwargs) -> ResNet:
+    options = dict(CIFAR_DEFAULTS, shortcut="A" if block.expansion == 1 else "B")
+    options.update(kwargs)
+    return ResNet(block, [blocks_per_stage] * 3, [16, 32, 64], **options)
+
+
+def _imagenet_resnet(block: Block, layers: Sequence[int], **kwargs) -> ResNet:
+    options = dict(IMAGENET_DEFAULTS, shortcut="B")
+    options.update(kwargs)
+    return ResNet(block, layers, [64, 128, 256, 512], **options)
+
+
+@register_model
+def resnet20(**kwargs) -> ResNet:
+    """CIFAR ResNet-20 (6n+2, n=3, basic blocks)."""
+    return _cifar_resnet(BasicBlock, 3, **kwargs)
+
+
+@register_model
+def resnet32(**kwargs) -> ResNet:
+    """CIFAR ResNet-32 (n=5)."""
+    return _cifar_resnet(BasicBlock, 5, **kwargs)
+
+
+@register_model
+def resnet44(**kwargs) -> ResNet:
+    """CIFAR ResNet-44 (n=7)."""
+    return _cifar_resnet(BasicBlock, 7, **kwargs)
+
+
+@register_model
+def resnet56(**kwargs) -> ResNet:
+    """CIFAR ResNet-56 (n=9)."""
+    return _cifar_resnet(BasicBlock, 9, **kwargs)
+
+
+@register_model
+def resnet110(**kwargs) -> ResNet:
+    """CIFAR ResNet-110 (n=18), the paper's main CIFAR network."""
+    return _cifar_resnet(BasicBlock, 18, **kwargs)
+
+
+@register_model
+def resnet164(**kwargs) -> ResNet:
+    """CIFAR ResNet-164 (9n+2, n=18, bottleneck blocks, post-activation)."""
+    return _cifar_resnet(Bottleneck, 18, **kwargs)
+
+
+@register_model
+def preresnet110(**kwargs) -> ResNet:
+    """CIFAR pre-activation ResNet-110 (He et al. 2016)."""
+    return _cifar_resnet(PreActBasicBlock, 18, **kwargs)
+
+
+@register_model
+def preresnet164(**kwargs) -> ResNet:
+    """CIFAR pre-activation ResNet-164 with bottlenecks (He et al. 2016)."""
+    return _cifar_resnet(PreActBottleneck, 18, **kwargs)
+
+
+@register_model
+def resnet18(**kwargs) -> ResNet:
+    """ImageNet ResNet-18."""
+    return _imagenet_resnet(BasicBlock, [2, 2, 2, 2], **kwargs)
+
+
+@register_model
+def resnet34(**kwargs) -> ResNet:
+    """ImageNet ResNet-34."""
+    return _imagenet_resnet(BasicBlock, [3, 4, 6, 3], **kwargs)
+
+
+@register_model
+def resnet50(**kwargs) -> ResNet:
+    """ImageNet ResNet-50, the paper's ImageNet network."""
+    return _imagenet_resnet(Bottleneck, [3, 4, 6, 3], **kwargs)
+
+
+@register_model
+def resnet101(**kwargs) -> ResNet:
+    """ImageNet ResNet-101."""
+    return _imagenet_resnet(Bottleneck, [3, 4, 23, 3], **kwargs)
+
+
+@register_model
+def resnet152(**kwargs) -> ResNet:
+    """ImageNet ResNet-152."""
+    return _imagenet_resnet(Bottleneck, [3, 8, 36, 3], **kwargs)
