@@ -92,6 +92,19 @@ class NLSAM(nn.Module):
         self.fc1 = nn.Linear(num_positions, hidden)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, num_positions)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default Linear init, except a zero bias for the first layer.
+
+        The channel-mean context after batch norm is close to zero, so with the default uniform
+        bias a unit whose bias starts negative never fires; with the paper's r = 8 on a 4 x 4
+        grid the bottleneck has two units, and a quarter of the blocks would start (and stay)
+        dead.
+        """
+        self.fc1.reset_parameters()
+        self.fc2.reset_parameters()
+        nn.init.zeros_(self.fc1.bias)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """Return the B x 1 x H x W attention map for ``x``, with values in (0, 1)."""

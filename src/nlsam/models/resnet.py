@@ -289,7 +289,7 @@ class ResNet(nn.Module):
         )
         height, width = math.ceil(height / stem_stride), math.ceil(width / stem_stride)
 
-        self.feature_info: List[dict] = []
+        self.feature_info = []
         reduction = stem_stride
         placement = attention_placement(attention)
         self.stages = nn.Sequential()
