@@ -15,6 +15,8 @@ from .attention import (
     SqueezeExcite,
     create_attention,
 )
+from .analysis.cost import profile
+from .engine.loading import load_model
 from .models import ResNet, create_model, list_models
 
 __version__ = "0.1.0"
@@ -31,4 +33,6 @@ __all__ = [
     "create_attention",
     "create_model",
     "list_models",
+    "load_model",
+    "profile",
 ]

@@ -16,29 +16,29 @@ def random_crop_flip(
 
     Each image of the ``B x C x H x W`` batch is zero-padded by ``pad`` pixels on every side, an
     ``H x W`` window at a random offset in ``[0, 2 * pad]`` is cut out, and (if ``flip``) the
-    window is mirrored horizontally with probability 1/2. Crop and flip are one ``gather`` with
-    per-image index arithmetic: there is no Python loop over the batch. Works on any dtype and
-    device; ``generator`` must live on ``x.device``.
+    window is mirrored horizontally with probability 1/2. There is no Python loop over the
+    batch: the padded batch and its mirror image are viewed as all their windows
+    (``unfold``) and one advanced-indexing copy picks each image's window. Works on any dtype
+    and device; ``generator`` must live on ``x.device``.
     """
     if x.dim() != 4:
         raise ValueError(f"expected a B x C x H x W batch, got shape {tuple(x.shape)}")
     B, C, H, W = x.shape
-    if B == 0 or (pad <= 0 and not flip):
+    pad = max(int(pad), 0)
+    if B == 0 or (pad == 0 and not flip):
         return x
     dev = x.device
-    pad = max(int(pad), 0)
     xp = F.pad(x, (pad, pad, pad, pad)) if pad else x
-    Hp, Wp = H + 2 * pad, W + 2 * pad
-    dy = torch.randint(0, 2 * pad + 1, (B, 1), device=dev, generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (B, 1), device=dev, generator=generator)
-    cols = torch.arange(W, device=dev).unsqueeze(0)
+    dy = torch.randint(0, 2 * pad + 1, (B,), device=dev, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (B,), device=dev, generator=generator)
+    batch = torch.arange(B, device=dev)
     if flip:
-        mirror = torch.randint(0, 2, (B, 1), device=dev, generator=generator).bool()
-        cols = torch.where(mirror, (W - 1) - cols, cols)
-    rows = torch.arange(H, device=dev).unsqueeze(0) + dy  # B x H
-    cols = cols + dx  # B x W
-    idx = (rows.unsqueeze(2) * Wp + cols.unsqueeze(1)).view(B, 1, H * W).expand(B, C, H * W)
-    return xp.reshape(B, C, Hp * Wp).gather(2, idx).view(B, C, H, W)
+        mirror = torch.randint(0, 2, (B,), device=dev, generator=generator).bool()
+        xp = torch.cat([xp, xp.flip(3)])
+        batch = torch.where(mirror, batch + B, batch)
+        dx = torch.where(mirror, 2 * pad - dx, dx)  # the window at dx, mirrored, starts at 2p - dx
+    windows = xp.unfold(2, H, 1).unfold(3, W, 1)  # 2B x C x (2p+1) x (2p+1) x H x W (a view)
+    return windows[batch, :, dy, dx]
 
 
 class Normalizer:

@@ -70,8 +70,7 @@ def _contrasting_colour(bg_level: torch.Tensor, g: torch.Generator) -> torch.Ten
 
 def _paint(img: torch.Tensor, mask: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
     """Alpha-blend ``colour`` (n x 3) into ``img`` (n x 3 x S x S) where ``mask`` (n x S x S) is 1."""
-    m = mask.unsqueeze(1)
-    return img * (1.0 - m) + colour.view(-1, 3, 1, 1) * m
+    return torch.lerp(img, colour.view(-1, 3, 1, 1).expand_as(img), mask.unsqueeze(1))
 
 
 def _generate_chunk(n: int, size: int, g: torch.Generator, label_offset: int) -> BuiltinSplit:
@@ -90,7 +89,8 @@ def _generate_chunk(n: int, size: int, g: torch.Generator, label_offset: int) ->
     cast = (torch.rand(n, 3, 1, 1, generator=g) - 0.5) * 0.3
     grad = (torch.rand(n, 2, generator=g) - 0.5) * 0.4
     ramp = grad[:, 0].view(n, 1, 1) * (xx / S - 0.5) + grad[:, 1].view(n, 1, 1) * (yy / S - 0.5)
-    texture = F.interpolate(torch.rand(n, 3, 5, 5, generator=g) - 0.5, size=(S, S), mode="bicubic", align_corners=False)
+    interp = F.interpolate(torch.eye(5).unsqueeze(1), size=S, mode="linear", align_corners=False)[:, 0]  # 5 x S
+    texture = torch.einsum("ys,ncst,tx->ncyx", interp.T, torch.rand(n, 3, 5, 5, generator=g) - 0.5, interp)
     img = (bg_level.view(n, 1, 1, 1) + cast + ramp.unsqueeze(1) + 0.25 * texture).clamp(0.0, 1.0)
 
     # Distractors: small blobs / bars and thin line segments, anywhere.

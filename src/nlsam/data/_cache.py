@@ -45,6 +45,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp_name)
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600 files
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):

@@ -87,6 +87,7 @@ def download_url(url: str, dest: Path, md5: Optional[str] = None, *, timeout: fl
                 f"checksum mismatch for {url}: expected md5 {md5}, got {digest}; the download is "
                 "corrupt or incomplete and was deleted, run the command again"
             )
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
         os.replace(tmp, dest)
         _log.info("downloaded %s in %.1f s", dest.name, time.monotonic() - start)
     finally:

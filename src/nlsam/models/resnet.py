@@ -393,7 +393,7 @@ class ResNet(nn.Module):
 #   CIFAR combination experiments.
 # ImageNet: NL-SAM in stages 3, 4 and 5 (its Table 6, whose numbers did not survive). We pool
 #   every stage to the same 7 x 7 grid at 224 px (k = 4, 2, 1) and use r = 2, which puts the
-#   overhead of ResNet-50 + NL-SAM at +0.032M parameters and +0.0065 GFLOPs, the paper's
+#   overhead of ResNet-50 + NL-SAM at +0.032M parameters and +0.0063 GFLOPs, the paper's
 #   "+0.03M and +0.007G". SE/GE/CBAM/BAM use their own papers' ratio 16.
 # ---------------------------------------------------------------------------------------------
 from .registry import register_model  # noqa: E402

@@ -1,0 +1,46 @@
+"""Datasets and loaders for training: ``build_data`` turns a dataset name or path into loaders.
+
+Supported data:
+
+* ``"builtin"``: a procedural 8-class "which shape is the large object" dataset among clutter
+  (32 x 32, no download; ``"builtin:N_TRAIN:N_TEST:DATA_SEED"`` sets sizes and the data seed).
+* ``"cifar10"`` / ``"cifar100"``: the official python-format files, read with pickle + numpy;
+  ``download=True`` fetches and verifies the official archives.
+* A path to an ImageFolder tree (``ROOT/train/<class>/*`` and ``ROOT/val/<class>/*`` or
+  ``ROOT/test/<class>/*``) or the same layout in a ``.zip``. Images of at most 64 px are
+  decoded once into memory and cached on disk (``$NLSAM_CACHE_DIR``, default
+  ``~/.cache/nlsam``); larger images are read by DataLoader workers with torchvision
+  transforms.
+
+In-memory data is augmented in whole batches on the training device (zero-pad + random crop,
+horizontal flip) and normalized there. Train loaders shard per rank with a per-epoch
+deterministic shuffle; test loaders shard without duplicates (reduce metrics over ranks).
+"""
+from __future__ import annotations
+
+from ._augment import random_crop_flip
+from ._build import DATASET_NAMES, DataBundle, build_data, default_data_dir
+from ._builtin import BUILTIN_CLASSES, BuiltinSplit, generate_builtin
+from ._cache import cache_dir
+from ._cifar import download_cifar
+from ._download import ChecksumError, DatasetNotFoundError, DownloadError
+from ._images import preprocess_image
+from ._loaders import shard_indices
+
+__all__ = [
+    "BUILTIN_CLASSES",
+    "BuiltinSplit",
+    "ChecksumError",
+    "DATASET_NAMES",
+    "DataBundle",
+    "DatasetNotFoundError",
+    "DownloadError",
+    "build_data",
+    "cache_dir",
+    "default_data_dir",
+    "download_cifar",
+    "generate_builtin",
+    "preprocess_image",
+    "random_crop_flip",
+    "shard_indices",
+]

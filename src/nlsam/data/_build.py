@@ -1,0 +1,351 @@
+"""``build_data``: one entry point from a dataset name or path to train/test loaders."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from PIL import Image
+
+from ._augment import Normalizer
+from ._builtin import BUILTIN_CLASSES, generate_builtin
+from ._cifar import CIFAR_SPECS, load_cifar
+from ._folder import (
+    LazyImageDataset,
+    channel_stats,
+    choose_size,
+    collate_skip,
+    index_folder,
+    load_small_folder,
+    torchvision_transforms,
+)
+from ._images import SMALL_IMAGE_MAX, preprocess_image
+from ._loaders import InMemoryLoader, ShardSampler, TorchLoader
+
+__all__ = ["DATASET_NAMES", "DataBundle", "build_data", "default_data_dir"]
+
+_log = logging.getLogger("nlsam.data")
+
+#: Dataset names :func:`build_data` knows (besides paths to ImageFolder directories / zips).
+DATASET_NAMES = ("builtin", "cifar10", "cifar100")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+BUILTIN_DEFAULT_TRAIN = 10_000
+BUILTIN_DEFAULT_TEST = 2_000
+
+# uint8 datasets up to this size are moved to an accelerator once and indexed there.
+_MAX_DEVICE_BYTES = 4 << 30
+
+Loader = Union[InMemoryLoader, TorchLoader]
+
+
+@dataclass
+class DataBundle:
+    """Everything a trainer needs from a dataset.
+
+    ``num_train`` / ``num_test`` count the whole splits (all ranks together, unreadable files
+    excluded); ``len(train_loader)`` / ``len(test_loader)`` are this rank's batches per epoch.
+    ``input_size`` is the (H, W) of the images the loaders yield, ``mean``/``std`` the per-channel
+    normalization they applied, ``skipped`` the number of unreadable files left out when the
+    dataset was decoded (large-image folders find unreadable files lazily: they are logged and
+    dropped from their batch, and not counted here).
+    """
+
+    name: str
+    classes: List[str]
+    input_size: Tuple[int, int]
+    in_chans: int
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+    num_train: int
+    num_test: int
+    train_loader: Loader
+    test_loader: Loader
+    skipped: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def preprocess(self, img: Union[Image.Image, str, "os.PathLike[str]"]) -> torch.Tensor:
+        """``preprocess_image(img, self.input_size, self.mean, self.std)``: a 1 x 3 x H x W input."""
+        return preprocess_image(img, self.input_size, self.mean, self.std)
+
+
+def default_data_dir() -> Path:
+    """Where datasets are looked for without ``data_dir``: ``$NLSAM_DATA_DIR``, else ``./data``."""
+    return Path(os.environ.get("NLSAM_DATA_DIR") or "data").expanduser()
+
+
+def _parse_builtin(spec: str) -> Tuple[int, int, int]:
+    parts = spec.split(":")[1:]
+    usage = "builtin[:N_TRAIN[:N_TEST[:DATA_SEED]]], e.g. builtin:20000:4000"
+    if len(parts) > 3:
+        raise ValueError(f"bad builtin dataset spec {spec!r}; expected {usage}")
+    try:
+        vals = [int(p.replace("_", "")) for p in parts]
+    except ValueError:
+        raise ValueError(f"bad builtin dataset spec {spec!r}; expected {usage}") from None
+    defaults = [BUILTIN_DEFAULT_TRAIN, BUILTIN_DEFAULT_TEST, 0]
+    n_train, n_test, data_seed = vals + defaults[len(vals):]
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"bad builtin dataset spec {spec!r}: sizes must be positive")
+    return n_train, n_test, data_seed
+
+
+def _pair(size: int) -> Tuple[int, int]:
+    return int(size), int(size)
+
+
+def _check_args(batch_size: int, eval_batch_size: Optional[int], rank: int, world_size: int,
+                num_workers: int, image_size: Optional[int]) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if eval_batch_size is not None and eval_batch_size < 1:
+        raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if image_size is not None and image_size < 8:
+        raise ValueError(f"image_size must be >= 8, got {image_size}")
+
+
+def _place(x: torch.Tensor, y: torch.Tensor, device: torch.device, total_bytes: int):
+    if device.type == "cpu" or total_bytes > _MAX_DEVICE_BYTES:
+        return x, y
+    return x.to(device), y.to(device)
+
+
+def _in_memory_bundle(
+    name: str,
+    classes: Sequence[str],
+    train: Tuple[torch.Tensor, torch.Tensor],
+    test: Tuple[torch.Tensor, torch.Tensor],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    skipped: int,
+    out_size: Optional[Tuple[int, int]],
+    device: torch.device,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    augment: bool,
+    channels_last: bool,
+) -> DataBundle:
+    (tr_x, tr_y), (te_x, te_y) = train, test
+    if len(tr_x) < world_size:
+        raise ValueError(f"{name}: {len(tr_x)} training samples cannot be sharded over {world_size} ranks")
+    total = tr_x.numel() + te_x.numel()
+    tr_x, tr_y = _place(tr_x, tr_y, device, total)
+    te_x, te_y = _place(te_x, te_y, device, total)
+    H, W = tr_x.shape[-2:]
+    size = out_size or (H, W)
+    norm = Normalizer(mean, std, device, out_size=size if size != (H, W) else None, channels_last=channels_last)
+    pad = max(1, round(min(H, W) / 8))  # 4 for 32 x 32 (He et al.)
+    common = dict(device=device, normalizer=norm, seed=seed, rank=rank, world_size=world_size)
+    return DataBundle(
+        name=name,
+        classes=list(classes),
+        input_size=(int(size[0]), int(size[1])),
+        in_chans=int(tr_x.shape[1]),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        num_train=len(tr_x),
+        num_test=len(te_x),
+        train_loader=InMemoryLoader(tr_x, tr_y, batch_size=batch_size, train=True, augment=augment, pad=pad, **common),
+        test_loader=InMemoryLoader(te_x, te_y, batch_size=eval_batch_size, train=False, **common),
+        skipped=skipped,
+    )
+
+
+def _resolve_path(data: str, data_dir: Optional[str]) -> Optional[Path]:
+    p = Path(data).expanduser()
+    if p.exists():
+        return p
+    if data_dir is not None and not p.is_absolute():
+        q = Path(data_dir).expanduser() / p
+        if q.exists():
+            return q
+    return None
+
+
+def build_data(
+    data: str,
+    *,
+    data_dir: Optional[str] = None,
+    batch_size: int = 128,
+    eval_batch_size: Optional[int] = None,
+    device: Union[torch.device, str] = "cpu",
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    download: bool = False,
+    num_workers: int = 2,
+    image_size: Optional[int] = None,
+    augment: bool = True,
+    channels_last: bool = False,
+) -> DataBundle:
+    """Build train and test loaders for a dataset.
+
+    Args:
+        data: ``"builtin"`` (procedural shapes, no download; ``"builtin:N_TRAIN:N_TEST:DATA_SEED"``
+            sets sizes / the data seed, default 10000 / 2000 / 0), ``"cifar10"``, ``"cifar100"``,
+            or a path to an ImageFolder directory or ``.zip`` (relative paths are also tried
+            under ``data_dir``).
+        data_dir: folder holding (or receiving) the CIFAR files; default ``$NLSAM_DATA_DIR`` or
+            ``./data``.
+        batch_size: training batch size per rank.
+        eval_batch_size: test batch size per rank (default: ``batch_size``).
+        device: where batches are produced. Small datasets are moved there once (up to 4 GiB),
+            so augmentation runs on the device.
+        seed: seeds the per-epoch shuffle (``seed + epoch``) and the augmentation. The builtin
+            dataset's pixels do not depend on it (see ``DATA_SEED`` above).
+        rank, world_size: distributed sharding. Every rank must pass the same ``seed``.
+        download: fetch CIFAR from the official site when it is missing.
+        num_workers: DataLoader worker processes; used only for large-image folders.
+        image_size: square size of the model input. Default: 32 for builtin/CIFAR, the most
+            common image size for folders of small images, 224 for folders of large images.
+            Folders are decoded in memory if it (or the detected size) is <= 64, else read
+            with torchvision transforms. For builtin/CIFAR another size resizes batches on the
+            device.
+        augment: random crop (zero-pad by size/8, i.e. 4 px at 32) + horizontal flip on the train
+            loader (RandomResizedCrop + flip for large images). The test loader never augments.
+        channels_last: yield images in ``torch.channels_last`` memory format.
+
+    Returns:
+        A :class:`DataBundle`. Loader semantics: the train loader shuffles with ``seed + epoch``
+        (call ``set_epoch(epoch)`` before each epoch; otherwise each pass uses the next epoch),
+        gives every rank the same number of samples (``num_train // world_size``) and drops the
+        last incomplete batch (unless the shard is smaller than one batch). The test loader is
+        sharded as ``rank::world_size`` without padding or duplicates, so the ranks together
+        visit every test sample exactly once and may differ by one sample (and one batch):
+        under DDP the trainer must sum the correct-count and sample-count over ranks
+        (``all_reduce``) after the loop and must not run collectives per test batch.
+
+    Raises:
+        ValueError: unknown dataset name (lists the valid ones), bad arguments, a corrupt zip,
+            an empty folder, or an eval class that train/ lacks.
+        DatasetNotFoundError: (a ``FileNotFoundError``) CIFAR files are missing and ``download``
+            is False; the message names the folder and the command that downloads them.
+        FileNotFoundError: an ImageFolder without train/ or without val/ and test/.
+        DownloadError: the download failed or its checksum did not match.
+    """
+    _check_args(batch_size, eval_batch_size, rank, world_size, num_workers, image_size)
+    dev = torch.device(device)
+    eval_bs = eval_batch_size or batch_size
+    common = dict(
+        device=dev, batch_size=batch_size, eval_batch_size=eval_bs, seed=seed, rank=rank,
+        world_size=world_size, augment=augment, channels_last=channels_last,
+    )
+    key = data.strip()
+    low = key.lower()
+    start = time.monotonic()
+
+    if low == "builtin" or low.startswith("builtin:"):
+        n_train, n_test, data_seed = _parse_builtin(key)
+        size = image_size or 32
+        gen_size = min(size, SMALL_IMAGE_MAX)
+        tr = generate_builtin(n_train, image_size=gen_size, seed=data_seed, split="train")
+        te = generate_builtin(n_test, image_size=gen_size, seed=data_seed, split="test")
+        mean, std = channel_stats(tr.images)
+        bundle = _in_memory_bundle(
+            "builtin", BUILTIN_CLASSES, (tr.images, tr.labels), (te.images, te.labels), mean, std,
+            skipped=0, out_size=_pair(size), **common,
+        )
+    elif low.replace("-", "") in CIFAR_SPECS:
+        name = low.replace("-", "")
+        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        tr_x, tr_y, te_x, te_y, classes = load_cifar(name, root, download=download)
+        spec = CIFAR_SPECS[name]
+        bundle = _in_memory_bundle(
+            name, classes, (tr_x, tr_y), (te_x, te_y), spec.mean, spec.std,
+            skipped=0, out_size=_pair(image_size or 32), **common,
+        )
+    else:
+        path = _resolve_path(key, data_dir)
+        if path is None:
+            raise ValueError(
+                f"unknown dataset {data!r}: expected one of {', '.join(DATASET_NAMES)} "
+                f"(builtin also as builtin:N_TRAIN:N_TEST), or a path to an ImageFolder directory "
+                f"or .zip file (no such file or directory: {Path(data).expanduser()})"
+            )
+        bundle = _folder_bundle(path, image_size=image_size, num_workers=num_workers, **common)
+    _log.info(
+        "data %s: %d train / %d test images, %d classes, input %dx%d, %d train batches per epoch "
+        "(rank %d of %d), ready in %.1f s",
+        bundle.name, bundle.num_train, bundle.num_test, bundle.num_classes, *bundle.input_size,
+        len(bundle.train_loader), rank, world_size, time.monotonic() - start,
+    )
+    return bundle
+
+
+def _folder_bundle(
+    path: Path,
+    *,
+    image_size: Optional[int],
+    num_workers: int,
+    device: torch.device,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    augment: bool,
+    channels_last: bool,
+) -> DataBundle:
+    index = index_folder(path)
+    name = path.stem if path.is_file() else path.name
+    with index.reader() as reader:
+        size = choose_size(index, reader, image_size)
+    if max(size) <= SMALL_IMAGE_MAX:
+        d = load_small_folder(index, size)
+        return _in_memory_bundle(
+            name, d.classes, (d.train_images, d.train_labels), (d.test_images, d.test_labels), d.mean, d.std,
+            skipped=d.skipped, out_size=None, device=device, batch_size=batch_size,
+            eval_batch_size=eval_batch_size, seed=seed, rank=rank, world_size=world_size,
+            augment=augment, channels_last=channels_last,
+        )
+    # Large images: decoded lazily by worker processes with torchvision transforms.
+    side = int(image_size or 224)
+    if len(index.train) < world_size:
+        raise ValueError(f"{path}: {len(index.train)} training images cannot be sharded over {world_size} ranks")
+    norm = Normalizer(IMAGENET_MEAN, IMAGENET_STD, device, channels_last=channels_last)
+    loaders = []
+    for train, items, bs in ((True, index.train, batch_size), (False, index.test, eval_batch_size)):
+        ds = LazyImageDataset(index, items, torchvision_transforms(side, train, augment))
+        sampler = ShardSampler(len(items), rank=rank, world_size=world_size, shuffle=train, seed=seed)
+        dl = torch.utils.data.DataLoader(
+            ds,
+            batch_size=min(bs, max(len(sampler), 1)) if train else bs,
+            sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=collate_skip,
+            pin_memory=device.type == "cuda",
+            drop_last=train,
+            persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        loaders.append(TorchLoader(dl, sampler, device=device, normalizer=norm, train=train))
+    return DataBundle(
+        name=name,
+        classes=list(index.classes),
+        input_size=(side, side),
+        in_chans=3,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        num_train=len(index.train),
+        num_test=len(index.test),
+        train_loader=loaders[0],
+        test_loader=loaders[1],
+        skipped=0,
+    )

@@ -1,0 +1,64 @@
+"""Evaluation: top-1/top-5 accuracy, loss and per-class accuracy over a test loader.
+
+Under torchrun each rank evaluates its shard of the test set and the sums are reduced, so the
+figures are exact for the whole set.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distributed import all_reduce_tensor
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    num_classes: int,
+    amp_dtype: Optional[torch.dtype] = None,
+) -> Dict[str, Any]:
+    """Return ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy), ``n``,
+    ``per_class_top1`` (percent per class) and ``images_per_s``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    # columns: loss sum, top-1 hits, top-5 hits, count; then per-class hits and counts
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
+    class_hits = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    class_counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    start = time.perf_counter()
+    for images, labels in loader:
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(images)
+        logits = logits.float()
+        k = min(5, num_classes)
+        top = logits.topk(k, dim=1).indices
+        hit1 = top[:, 0] == labels
+        totals[0] += F.cross_entropy(logits, labels, reduction="sum").double()
+        totals[1] += hit1.sum()
+        totals[2] += (top == labels[:, None]).any(dim=1).sum()
+        totals[3] += labels.shape[0]
+        class_hits.index_add_(0, labels, hit1.double())
+        class_counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+    elapsed = time.perf_counter() - start
+    all_reduce_tensor(totals)
+    all_reduce_tensor(class_hits)
+    all_reduce_tensor(class_counts)
+    model.train(was_training)
+    n = int(totals[3].item())
+    if n == 0:
+        raise ValueError("the evaluation set is empty")
+    per_class = (100.0 * class_hits / class_counts.clamp(min=1)).tolist()
+    return dict(
+        top1=100.0 * totals[1].item() / n,
+        top5=100.0 * totals[2].item() / n,
+        loss=totals[0].item() / n,
+        n=n,
+        per_class_top1=per_class,
+        images_per_s=n / max(elapsed, 1e-9),
+    )

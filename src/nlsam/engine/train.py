@@ -1,0 +1,379 @@
+"""The training loop behind ``nlsam train``.
+
+One process or many (torchrun): the same code path, DistributedDataParallel when
+``WORLD_SIZE > 1``. Each epoch appends one JSON line to ``metrics.jsonl`` and atomically
+rewrites ``last.pt`` (and ``best.pt`` on a new best test top-1), so a killed run loses at most
+the epoch in progress and ``--resume`` continues it to the same result.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import create_model
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig, save_yaml
+from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from .evaluate import evaluate
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------- hardware set-up
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; asking for CUDA without one is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but no CUDA device is available; use --device cpu")
+        return torch.device("cuda", local_rank)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda")
+
+
+def resolve_amp(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    """Mixed precision only where it helps: bf16 (or fp16) on CUDA, off on the CPU by default."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # some CUDA kernels (e.g. upsampling backward) have no deterministic version: warn, don't fail
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+# ----------------------------------------------------------------------------- optimisation
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, epoch: float) -> float:
+    """Learning rate as a fraction of ``cfg.lr`` at a (fractional) epoch.
+
+    * warm-up: ``warmup_epochs`` at the constant ``warmup_lr`` (He et al.'s 0.01 for ResNet-110)
+      or, without ``warmup_lr``, a linear ramp from 0;
+    * ``step``: divide by ``1/gamma`` at each of ``milestones`` (the paper's /10 at 82 and 123);
+    * ``cosine``: cosine decay to 0 over the epochs after warm-up;
+    * ``onecycle``: linear rise from lr/25 over the first 15% of training, then cosine to 0;
+    * ``constant``.
+    """
+    if epoch < cfg.warmup_epochs:
+        if cfg.warmup_lr is not None:
+            return cfg.warmup_lr / cfg.lr
+        return (epoch + 1e-3) / cfg.warmup_epochs
+    if cfg.scheduler == "step":
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.scheduler == "constant":
+        return 1.0
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-8)
+    t = min(max((epoch - cfg.warmup_epochs) / span, 0.0), 1.0)
+    if cfg.scheduler == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    rise = 0.15
+    if t < rise:
+        return 1.0 / 25 + (1.0 - 1.0 / 25) * t / rise
+    return 0.5 * (1.0 + math.cos(math.pi * (t - rise) / (1.0 - rise)))
+
+
+# ----------------------------------------------------------------------------- progress output
+class Progress:
+    """A one-line progress bar on a terminal; plain log lines elsewhere (files, CI)."""
+
+    def __init__(self, enabled: bool, log_every: int) -> None:
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.log_every = log_every
+
+    def step(self, epoch: int, epochs: int, step: int, steps: int, loss: float, lr: float, ips: float) -> None:
+        if not self.enabled:
+            return
+        text = f"epoch {epoch + 1}/{epochs} [{step}/{steps}] loss {loss:.4f} lr {lr:.4g} {ips:.0f} img/s"
+        if self.tty:
+            filled = int(20 * step / max(steps, 1))
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (20 - filled)}] {text}\033[K")
+            sys.stderr.flush()
+        elif step % self.log_every == 0 or step == steps:
+            print(text, file=sys.stderr, flush=True)
+
+    def end_epoch(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def log(dist_info: DistInfo, message: str) -> None:
+    if dist_info.is_main:
+        print(message, flush=True)
+
+
+# ----------------------------------------------------------------------------- the run
+# settings a resumed run must share with the run it continues
+RESUME_FIXED = ("data", "model", "attention", "model_options", "batch_size", "seed", "optimizer", "scheduler")
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    data = Path(cfg.data).stem if os.sep in cfg.data or cfg.data.endswith(".zip") else cfg.data
+    return Path("runs") / f"{data}-{cfg.model}-{cfg.attention or 'plain'}-seed{cfg.seed}"
+
+
+def prepare_run_dir(cfg: TrainConfig) -> tuple:
+    """Return ``(config, run_dir, resume_state)``; refuse to overwrite an existing run."""
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    last = run_dir / "last.pt"
+    if cfg.resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: no {last}; start the run without --resume")
+        state = load_checkpoint(last)
+        saved = state["config"]
+        changed = [k for k in RESUME_FIXED if saved.get(k) != getattr(cfg, k)]
+        if changed:
+            raise ValueError(
+                f"cannot resume {run_dir} with different {', '.join(changed)} "
+                f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in changed)})"
+            )
+        return replace(cfg, out=str(run_dir)), run_dir, state
+    if last.exists():
+        raise ValueError(
+            f"run directory {run_dir} already holds a run; add --resume to continue it or choose another --out"
+        )
+    return replace(cfg, out=str(run_dir)), run_dir, None
+
+
+def train(cfg: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Run a full training as described by ``cfg``; return the summary of the final epoch."""
+    cfg.validate()
+    device_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    dist_info = init_distributed(device_type)
+    try:
+        return _train(cfg, dist_info, on_epoch_end)
+    finally:
+        cleanup()
+
+
+def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any]:
+    from ..analysis.cost import profile
+    from ..data import build_data
+
+    cfg, run_dir, resume_state = prepare_run_dir(cfg)
+    device = resolve_device(cfg.device, dist_info.local_rank)
+    seed_everything(cfg.seed + dist_info.rank, cfg.deterministic)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else True
+
+    data = build_data(
+        cfg.data,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        device=device,
+        seed=cfg.seed,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+        download=cfg.download and dist_info.is_main,
+        num_workers=cfg.num_workers,
+        image_size=cfg.image_size,
+        channels_last=channels_last,
+    )
+    model = create_model(
+        cfg.model,
+        num_classes=len(data.classes),
+        attention=cfg.attention,
+        in_chans=data.in_chans,
+        input_size=data.input_size,
+        **cfg.model_options,
+    )
+    cost = profile(model, (data.in_chans, *data.input_size)) if dist_info.is_main else None
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    steps_per_epoch = len(data.train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(cfg, step / steps_per_epoch)
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    start_epoch, best_top1 = 0, 0.0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        scaler.load_state_dict(resume_state["scaler"])
+        start_epoch = resume_state["epoch"] + 1
+        best_top1 = resume_state.get("best_top1", 0.0)
+        set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list) else resume_state["rng"])
+        log(dist_info, f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+
+    train_model: nn.Module = model
+    if dist_info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    meta = dict(
+        classes=list(data.classes),
+        input_size=list(data.input_size),
+        in_chans=data.in_chans,
+        mean=list(data.mean),
+        std=list(data.std),
+        data=data.name,
+    )
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg.to_dict(), run_dir / "config.yaml")
+        log(
+            dist_info,
+            f"{cfg.model} + {cfg.attention or 'no attention'} on {data.name}: {len(data.classes)} classes, "
+            f"{data.num_train} train / {data.num_test} test images of {data.input_size[0]}x{data.input_size[1]}; "
+            f"{cost.params / 1e6:.3f}M params, {cost.flops / 1e9:.4f} GFLOPs; device {device}"
+            + (f" x {dist_info.world_size} processes" if dist_info.enabled else "")
+            + (f", amp {str(amp_dtype).replace('torch.', '')}" if amp_dtype else ""),
+        )
+        if data.skipped:
+            log(dist_info, f"skipped {data.skipped} unreadable image file(s)")
+    writer = _tensorboard(run_dir) if cfg.tensorboard and dist_info.is_main else None
+    progress = Progress(dist_info.is_main, cfg.log_every)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    summary: Dict[str, Any] = {}
+
+    for epoch in range(start_epoch, cfg.epochs):
+        data.train_loader.set_epoch(epoch)
+        train_model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
+        for step, (images, labels) in enumerate(data.train_loader, start=1):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = train_model(images)
+                loss = criterion(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.detach().double() * labels.shape[0]
+            correct += (logits.detach().argmax(1) == labels).sum()
+            seen += labels.shape[0]
+            if step % cfg.log_every == 0 or step == steps_per_epoch:
+                mean_loss = loss_sum.item() / seen
+                if not math.isfinite(mean_loss):
+                    raise NonFiniteLossError(
+                        f"training loss became {mean_loss} at epoch {epoch + 1}, step {step}; stopped. "
+                        f"The last good checkpoint is kept in {run_dir / 'last.pt'} (if an epoch finished). "
+                        "Try a lower --lr, or --amp off."
+                    )
+                progress.step(epoch, cfg.epochs, step, steps_per_epoch, mean_loss,
+                              optimizer.param_groups[0]["lr"], seen * dist_info.world_size / (time.perf_counter() - start))
+        progress.end_epoch()
+        train_time = time.perf_counter() - start
+        total_loss, total_correct, total_seen = all_reduce_sum([loss_sum.item(), correct.item(), seen], device)
+        result = evaluate(model, data.test_loader, num_classes=len(data.classes), amp_dtype=amp_dtype)
+        top1 = result["top1"]
+        is_best = top1 > best_top1
+        best_top1 = max(best_top1, top1)
+        summary = dict(
+            epoch=epoch + 1,
+            lr=optimizer.param_groups[0]["lr"],
+            train_loss=total_loss / total_seen,
+            train_top1=100.0 * total_correct / total_seen,
+            test_loss=result["loss"],
+            test_top1=top1,
+            test_top5=result["top5"],
+            best_top1=best_top1,
+            images_per_s=total_seen / train_time,
+            epoch_time_s=time.perf_counter() - start,
+        )
+        if dist_info.is_main:
+            state = dict(
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                scaler=scaler.state_dict(),
+                epoch=epoch,
+                best_top1=best_top1,
+                rng=rng_state(),
+                config=cfg.to_dict(),
+                meta=meta,
+                metrics=summary,
+            )
+            save_checkpoint(state, run_dir / "last.pt")
+            if is_best:
+                save_checkpoint(state, run_dir / "best.pt")
+            with open(run_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(summary) + "\n")
+            if writer is not None:
+                for key, value in summary.items():
+                    writer.add_scalar(key, value, epoch + 1)
+            log(
+                dist_info,
+                f"epoch {epoch + 1}/{cfg.epochs}: train loss {summary['train_loss']:.4f} "
+                f"top1 {summary['train_top1']:.2f}% | test loss {summary['test_loss']:.4f} "
+                f"top1 {top1:.2f}% top5 {summary['test_top5']:.2f}% | {summary['images_per_s']:.0f} img/s, "
+                f"{summary['epoch_time_s']:.1f} s",
+            )
+        barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(summary)
+
+    if dist_info.is_main:
+        if summary:
+            log(
+                dist_info,
+                f"done: test top-1 {summary['test_top1']:.2f}% (best {best_top1:.2f}%), "
+                f"{cost.params / 1e6:.3f}M params, {cost.flops / 1e9:.4f} GFLOPs; run directory {run_dir}",
+            )
+        else:
+            log(dist_info, f"nothing to do: {run_dir} already finished {cfg.epochs} epochs")
+    if writer is not None:
+        writer.close()
+    # a cheap fingerprint of the weights, equal on every rank when replicas are in sync
+    checksum = sum(p.detach().double().sum().item() for p in model.parameters())
+    return dict(summary, run_dir=str(run_dir), param_checksum=checksum)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("tensorboard is not installed (pip install tensorboard); continuing without it", file=sys.stderr)
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))

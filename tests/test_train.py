@@ -1,0 +1,185 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import nlsam
+from nlsam.cli import main
+from nlsam.engine import TrainConfig, resolve_config, train
+from nlsam.engine.checkpoint import load_checkpoint
+from nlsam.engine.train import NonFiniteLossError, lr_factor
+
+TINY = dict(data="builtin:512:256:0", model="resnet20", attention="nlsam", batch_size=64, log_every=1000)
+
+
+def tiny_config(out, **kw):
+    return TrainConfig.from_dict({**TINY, "out": str(out), "epochs": 2, **kw})
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLSAM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_run_directory_contents(tmp_path):
+    summary = train(tiny_config(tmp_path / "run"))
+    run = tmp_path / "run"
+    assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2]
+    for key in ("epoch", "lr", "train_loss", "test_loss", "test_top1", "images_per_s"):
+        assert key in lines[0]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"] == "resnet20" and saved["out"] == str(run)
+    state = load_checkpoint(run / "last.pt")
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config"} <= set(state)
+    assert summary["test_top1"] == lines[-1]["test_top1"]
+
+
+def test_load_model_and_eval_cli(tmp_path, capsys):
+    train(tiny_config(tmp_path / "run", epochs=1))
+    model = nlsam.load_model(tmp_path / "run")
+    assert not model.training
+    assert len(model.classes) == 8 and model.input_size == (32, 32)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"top1", "top5", "loss", "n"} <= set(result) and result["n"] == 256
+    metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["top1"] == pytest.approx(metrics["test_top1"])
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_after_interrupt_gives_identical_weights(tmp_path):
+    full = train(tiny_config(tmp_path / "full", epochs=3, deterministic=True))
+
+    def stop_after_first(summary):
+        if summary["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "cut", epochs=3, deterministic=True), on_epoch_end=stop_after_first)
+    resumed = train(tiny_config(tmp_path / "cut", epochs=3, deterministic=True, resume=True))
+    a, b = _weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "cut" / "last.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed["test_top1"] == full["test_top1"]
+
+
+def test_killed_process_resumes_to_the_same_result(tmp_path):
+    """SIGKILL a real `python -m nlsam train` mid-run, resume it, compare with a clean run."""
+    args = ["--data", "builtin:1024:128:0", "--epochs", "3", "--batch-size", "64", "--deterministic",
+            "--device", "cpu"]
+    env = dict(os.environ, NLSAM_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "nlsam", "train", *args, "--out", str(tmp_path / "killed")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "killed" / "last.pt").exists()
+    assert main(["train", *args, "--out", str(tmp_path / "killed"), "--resume"]) == 0
+    assert main(["train", *args, "--out", str(tmp_path / "clean")]) == 0
+    a, b = _weights(tmp_path / "killed" / "last.pt"), _weights(tmp_path / "clean" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_last_good_checkpoint(tmp_path):
+    train(tiny_config(tmp_path / "run", epochs=1))
+    before = _weights(tmp_path / "run" / "last.pt")
+    with pytest.raises(NonFiniteLossError, match="training loss became nan"):
+        train(tiny_config(tmp_path / "run", epochs=2, resume=True, lr=1e30))
+    after = _weights(tmp_path / "run" / "last.pt")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    train(tiny_config(tmp_path / "run", epochs=1))
+    assert main(["train", "--data", TINY["data"], "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    assert "already holds a run; add --resume" in capsys.readouterr().err
+
+
+def test_config_file_and_flag_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: resnet32\nepochs: 5\nlr: 0.05\nmodel_options: {nlsam_pool: 4}\n")
+    cfg = resolve_config(path, {"epochs": 2})
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.model_options) == ("resnet32", 2, 0.05, {"nlsam_pool": 4})
+
+
+def test_bad_config_inputs(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("epoch: 5\n")
+    assert main(["train", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'epoch'" in err and "did you mean 'epochs'" in err and "valid keys:" in err
+    assert main(["train", "-c", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["train", "--scheduler", "linear", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown scheduler 'linear'; valid: step, cosine, onecycle, constant" in capsys.readouterr().err
+    assert main(["train", "--model", "resnet21", "--epochs", "1", "--data", TINY["data"], "--out", str(tmp_path / "y")]) == 2
+    assert "unknown model 'resnet21'" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "z")]) == 2
+    assert main(["train", "--device", "cuda", "--out", str(tmp_path / "w")]) == (0 if torch.cuda.is_available() else 2)
+
+
+def test_shipped_configs_are_valid():
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert configs, "no configs shipped"
+    for path in configs:
+        cfg = resolve_config(path)
+        nlsam.create_model(cfg.model, attention=cfg.attention, **cfg.model_options)
+
+
+def test_paper_schedule():
+    cfg = TrainConfig(epochs=164, lr=0.1, scheduler="step", milestones=[82, 123], warmup_epochs=1, warmup_lr=0.01)
+    assert lr_factor(cfg, 0.5) == pytest.approx(0.1)
+    assert lr_factor(cfg, 1.0) == 1.0
+    assert lr_factor(cfg, 82.0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 123.5) == pytest.approx(0.01)
+    cos = TrainConfig(epochs=10, scheduler="cosine")
+    assert lr_factor(cos, 0) == 1.0 and lr_factor(cos, 10) == pytest.approx(0.0)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world_size, port, out, result_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    summary = train(TrainConfig.from_dict({**TINY, "epochs": 2, "out": out, "device": "cpu"}))
+    Path(result_dir, f"rank{rank}.json").write_text(json.dumps(summary))
+
+
+def test_ddp_two_gloo_processes_keep_weights_identical(tmp_path):
+    import torch.multiprocessing as mp
+
+    out, results = str(tmp_path / "ddp"), tmp_path / "results"
+    results.mkdir()
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out, str(results)), nprocs=2, join=True)
+    r0, r1 = (json.loads((results / f"rank{i}.json").read_text()) for i in range(2))
+    assert r0["param_checksum"] == r1["param_checksum"]
+    assert r0["test_top1"] == r1["test_top1"]  # metrics are reduced over both ranks
+    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # only rank 0 writes
+    assert r0["images_per_s"] > 0
