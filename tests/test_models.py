@@ -4,6 +4,7 @@ import torch
 import nlsam
 from nlsam import NLSAM, create_model, list_models
 from nlsam.attention import ATTENTION_NAMES, BAM, SqueezeExcite
+from nlsam.models import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNet
 
 CIFAR = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet164", "preresnet110", "preresnet164"]
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -26,8 +27,8 @@ def test_cifar_models_forward_backward(name):
 @pytest.mark.parametrize("name", IMAGENET)
 def test_imagenet_models_native_and_second_size(name):
     model = create_model(name, attention="nlsam")
-    out = model(torch.randn(2, 3, 224, 224))
-    assert out.shape == (2, 1000)
+    out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 1000)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
     model.eval()
@@ -126,20 +127,35 @@ def test_timm_style_interface():
     assert imagenet.num_features == 2048
 
 
-@pytest.mark.parametrize("name", ["resnet20", "preresnet164"])
-@pytest.mark.parametrize("attention", ["nlsam", "cbam+nlsam", "ge+nlsam"])
-def test_torchscript(name, attention):
-    model = create_model(name, attention=attention).eval()
+SMALL_BLOCKS = {
+    "basic": BasicBlock, "bottleneck": Bottleneck, "preact_basic": PreActBasicBlock, "preact_bottleneck": PreActBottleneck
+}
+
+
+@pytest.mark.parametrize("block", SMALL_BLOCKS)
+@pytest.mark.parametrize("attention", ["nlsam", "cbam+nlsam", "ge+nlsam", "bam"])
+def test_torchscript(block, attention):
+    """Every block type and every kind of attention module scripts (one block per stage keeps it quick)."""
+    model = ResNet(SMALL_BLOCKS[block], [1, 1, 1], [16, 32, 64], stem="cifar", input_size=32, num_classes=10,
+                   attention=attention).eval()
     scripted = torch.jit.script(model)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(scripted(x), model(x))
 
 
-def test_torch_export_cifar():
-    model = create_model("resnet20", attention="se+nlsam").eval()
+@pytest.mark.parametrize("name", ["resnet20", "preresnet164-small"])
+def test_torch_export_cifar(name):
+    if name == "resnet20":
+        model = create_model(name, attention="se+nlsam").eval()
+    else:  # the pre-activation bottleneck of preresnet164, one block per stage
+        model = ResNet(PreActBottleneck, [1, 1, 1], [16, 32, 64], stem="cifar", input_size=32, num_classes=10,
+                       attention="se+nlsam").eval()
     x = torch.randn(2, 3, 32, 32)
-    exported = torch.export.export(model, (x,))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})
     torch.testing.assert_close(exported.module()(x), model(x))
+    x5 = torch.randn(5, 3, 32, 32)
+    torch.testing.assert_close(exported.module()(x5), model(x5))
 
 
 def test_bad_inputs_raise_clear_errors():

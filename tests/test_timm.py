@@ -34,7 +34,7 @@ def _nlsam_modules(model):
     return [m for m in model.modules() if isinstance(m, NLSAM)]
 
 
-# --- registration -------------------------------------------------------------------------------
+# --- registration --------------------------------------------------------------------------------
 
 
 def test_names_are_registered_and_listed():
@@ -64,7 +64,7 @@ def test_timm_model_name():
 
 
 def test_import_is_lazy_and_works_without_timm():
-    """Importing nlsam neither needs nor imports timm; importing timm later registers the models."""
+    """Importing nlsam neither needs nor imports timm; importing timm later registers them."""
     script = textwrap.dedent(
         """
         import sys
@@ -106,7 +106,8 @@ def test_every_arch_matches_nlsam_create_model(arch):
         ref = nlsam.create_model(arch, attention="se+nlsam")
     assert type(ours) is ResNet and ours.attention_name == "se+nlsam"
     assert list(ours.state_dict()) == list(ref.state_dict())
-    assert [v.shape for v in ours.state_dict().values()] == [v.shape for v in ref.state_dict().values()]
+    shapes = [v.shape for v in ours.state_dict().values()]
+    assert shapes == [v.shape for v in ref.state_dict().values()]
     assert len(ours.feature_info) == (4 if arch in IMAGENET_ARCHS else 3)
 
 
@@ -118,6 +119,7 @@ def test_every_attention_tag_builds_and_runs(tag):
     assert bool(_nlsam_modules(model)) == ("nlsam" in tag)
     torch.manual_seed(0)
     ref = nlsam.create_model("resnet20", attention=ATTENTION_TAGS[tag])
+    assert list(model.state_dict()) == list(ref.state_dict())
     for a, b in zip(model.state_dict().values(), ref.state_dict().values()):
         assert torch.equal(a, b)  # same seed, same network, same weights
     out = model(_cifar_input())
@@ -125,7 +127,7 @@ def test_every_attention_tag_builds_and_runs(tag):
     out.sum().backward()
 
 
-# --- forward --------------------------------------------------------------------------------------
+# --- forward -------------------------------------------------------------------------------------
 
 
 def test_imagenet_forward_native_and_second_size():
@@ -142,7 +144,7 @@ def test_resnet50_forward():
         assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
 
 
-# --- features_only --------------------------------------------------------------------------------
+# --- features_only -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -158,7 +160,8 @@ def test_features_only(name, size, channels, reductions):
     model = timm.create_model(name, features_only=True).eval()
     assert model.feature_info.channels() == channels
     assert model.feature_info.reduction() == reductions
-    assert model.feature_info.module_name() == [f"stages.layer{i + 1}" for i in range(len(channels))]
+    modules = [f"stages.layer{i + 1}" for i in range(len(channels))]
+    assert model.feature_info.module_name() == modules
     with torch.no_grad():
         feats = model(torch.randn(1, 3, size, size))
     assert [tuple(f.shape) for f in feats] == [
@@ -192,7 +195,7 @@ def test_features_only_other_wrappers(feature_cls):
     assert [f.shape[1:] for f in feats] == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
 
 
-# --- keyword arguments --------------------------------------------------------------------------
+# --- keyword arguments ---------------------------------------------------------------------------
 
 
 def test_num_classes_in_chans_and_nlsam_overrides():
@@ -205,7 +208,9 @@ def test_num_classes_in_chans_and_nlsam_overrides():
     assert {m.reduction for m in _nlsam_modules(model)} == {4}
     assert model(_cifar_input(chans=1)).shape == (2, 5)
 
-    model = timm.create_model("nlsam_resnet18", num_classes=3, nlsam_stages=(5,), nlsam_pool={5: 7})
+    model = timm.create_model(
+        "nlsam_resnet18", num_classes=3, nlsam_stages=(5,), nlsam_pool={5: 7}
+    )
     assert [m.pool for m in _nlsam_modules(model)] == [7, 7]
 
 
@@ -273,7 +278,7 @@ def test_unpooled_features():
     assert out.shape == (2, 64, 8, 8)
 
 
-# --- data config and pretrained ----------------------------------------------------------------------
+# --- data config and pretrained ------------------------------------------------------------------
 
 
 def test_data_config_and_transform():
@@ -321,14 +326,20 @@ def test_pretrained_from_own_file(tmp_path):
         torch.testing.assert_close(loaded.eval()(x), source(x))
 
     adapted = timm.create_model(
-        "nlsam_resnet20", pretrained=True, pretrained_cfg_overlay=overlay, num_classes=4, in_chans=1
+        "nlsam_resnet20",
+        pretrained=True,
+        pretrained_cfg_overlay=overlay,
+        num_classes=4,
+        in_chans=1,
     )
     assert adapted.fc.out_features == 4
     torch.testing.assert_close(adapted.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
-    torch.testing.assert_close(adapted.stages.layer3[0].conv1.weight, source.stages.layer3[0].conv1.weight)
+    torch.testing.assert_close(
+        adapted.stages.layer3[0].conv1.weight, source.stages.layer3[0].conv1.weight
+    )
 
 
-# --- timm helpers that need methods ResNet may not have yet ----------------------------------------
+# --- timm helpers that need methods ResNet may not have yet --------------------------------------
 
 
 @pytest.mark.skipif(not hasattr(ResNet, "group_matcher"), reason="ResNet has no group_matcher")

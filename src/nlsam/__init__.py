@@ -18,6 +18,7 @@ from .attention import (
 from .analysis.cost import profile
 from .engine.loading import load_model
 from .models import ResNet, create_model, list_models
+from .models import timm_models  # noqa: F401  (registers the models with timm once timm is imported)
 
 __version__ = "0.1.0"
 

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..attention import attention_placement, check_attention_name, create_attention
 from ..attention.nlsam import SizeLike, to_2tuple
@@ -272,6 +273,7 @@ class ResNet(nn.Module):
         self.drop_rate = drop_rate
         self.preact = block.preact
         self.stage_ids = stage_ids
+        self.grad_checkpointing = False
 
         height, width = self.input_size
         in_planes = stem_width or widths[0]
@@ -336,6 +338,7 @@ class ResNet(nn.Module):
         self.final_norm = nn.BatchNorm2d(in_planes) if self.preact else nn.Identity()
         self.final_act = nn.ReLU(inplace=True) if self.preact else nn.Identity()
         self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_planes, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(zero_init_residual)
@@ -357,31 +360,128 @@ class ResNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` outputs (0: none)."""
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for timm's layer-wise lr decay: stem, each block (or stage), final norm."""
+        return dict(
+            stem=r"^conv1|^bn1",
+            blocks=[
+                (r"^stages\.layer(\d+)" if coarse else r"^stages\.layer(\d+)\.(\d+)", None),
+                (r"^final_norm", (99999,)),
+            ],
+        )
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every residual block in the backward pass instead of keeping its activations."""
+        self.grad_checkpointing = enable
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier with a fresh one for ``num_classes`` outputs (0: none).
+
+        ``global_pool``: ``"avg"``, or ``""`` for none (only with ``num_classes=0``); None keeps
+        the current one."""
+        if global_pool is None:
+            global_pool = "" if isinstance(self.global_pool, nn.Identity) else "avg"
         if global_pool not in ("avg", ""):
             raise ValueError(f"unsupported global_pool {global_pool!r}; valid: avg, ''")
+        if global_pool == "" and num_classes > 0:
+            raise ValueError("global_pool='' (no pooling) needs num_classes=0")
         self.num_classes = num_classes
         self.global_pool = nn.AdaptiveAvgPool2d(1) if global_pool == "avg" else nn.Identity()
+        self.flatten = nn.Flatten(1) if global_pool == "avg" else nn.Identity()
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                "expected input of shape (B, {}, H, W), got {}".format(self.in_chans, list(x.shape))
+            )
+        return self.maxpool(self.act1(self.bn1(self.conv1(x))))
+
+    @torch.jit.unused
+    def _forward_stages_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            for block in stage:
+                x = checkpoint(block, x, use_reentrant=False)
+        return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and all stages: B x ``num_features`` x H/32 x W/32 (H/4 on CIFAR)."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                "expected input of shape (B, {}, H, W), got {}".format(
-                    self.in_chans, list(x.shape)
-                )
-            )
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        x = self.stages(x)
+        x = self.forward_stem(x)
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            x = self._forward_stages_checkpointed(x)
+        else:
+            x = self.stages(x)
         return self.final_act(self.final_norm(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global pool, dropout and (unless ``pre_logits``) the classifier."""
-        x = self.global_pool(x).flatten(1)
+        x = self.flatten(self.global_pool(x))
         x = self.head_drop(x)
         return x if pre_logits else self.fc(x)
+
+    def _take_indices(self, indices: Optional[Union[int, Sequence[int]]]) -> List[int]:
+        """timm's convention over the stages: None -> all, int n -> last n, a sequence -> those
+        (negative counts from the end)."""
+        n = len(self.stages)
+        if indices is None:
+            indices = n
+        if isinstance(indices, int):
+            if not 0 < indices <= n:
+                raise ValueError(f"last-n indices must be in 1..{n}, got {indices}")
+            return list(range(n - indices, n))
+        take = []
+        for i in indices:
+            j = n + i if i < 0 else i
+            if not 0 <= j < n:
+                raise ValueError(f"stage index {i} out of range for {n} stages")
+            take.append(j)
+        return take
+
+    @torch.jit.unused
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, Sequence[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's feature API: the outputs of stages ``indices``; unless ``intermediates_only``,
+        the ``forward_features`` output first. ``norm`` applies a pre-activation network's final
+        BN-ReLU to the last stage."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take = self._take_indices(indices)
+        last = len(self.stages) - 1
+        stop = max(take) if stop_early or intermediates_only else last
+        intermediates = []
+        x = self.forward_stem(x)
+        for i, stage in enumerate(self.stages):
+            if i > stop:
+                break
+            x = checkpoint(stage, x, use_reentrant=False) if self.grad_checkpointing and self.training else stage(x)
+            if i in take:
+                intermediates.append(self.final_act(self.final_norm(x)) if norm and i == last else x)
+        if intermediates_only:
+            return intermediates
+        return self.final_act(self.final_norm(x)), intermediates
+
+    @torch.jit.unused
+    def prune_intermediate_layers(
+        self, indices: Optional[Union[int, Sequence[int]]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> List[int]:
+        """Drop the stages after the last of ``indices`` (and the head); return the indices kept."""
+        take = self._take_indices(indices)
+        names = list(self.stages._modules)
+        for name in names[max(take) + 1:]:
+            setattr(self.stages, name, nn.Identity())
+        if prune_norm or max(take) < len(names) - 1:
+            self.final_norm = nn.Identity()
+            self.final_act = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

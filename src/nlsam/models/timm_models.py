@@ -57,7 +57,7 @@ import sys
 import threading
 import warnings
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..attention import check_attention_name
 from ..attention.nlsam import to_2tuple
@@ -101,7 +101,7 @@ CIFAR_ARCHS: Tuple[str, ...] = (
 )
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm's IMAGENET_DEFAULT_MEAN / _STD, checked on import
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # = timm.data.IMAGENET_DEFAULT_MEAN / _STD
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # name -> (arch, attention)
@@ -126,11 +126,17 @@ _TIMM_KWARGS = frozenset(
         "pretrained_strict",
     }
 )
-_RESNET_KWARGS = frozenset(
-    name
-    for name, p in inspect.signature(ResNet.__init__).parameters.items()
-    if p.kind == p.KEYWORD_ONLY
-)
+
+
+def _resnet_kwargs() -> Optional[frozenset]:
+    """The keyword arguments ResNet accepts (None: it takes any, so nothing to check)."""
+    params = list(inspect.signature(ResNet.__init__).parameters.values())
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(
+        p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ) - {"self", "block", "layers", "widths"}
+
 
 _lock = threading.RLock()
 _registered = False
@@ -192,7 +198,7 @@ def _label(attention: str) -> str:
 def _cfg(arch: str, attention: Optional[str]) -> Dict[str, Any]:
     defaults = _builder_defaults(arch)
     size = to_2tuple(defaults["input_size"])
-    what = _label(attention) + " " if attention else ""
+    what = f"{_label(attention)} attention" if attention else "no attention"
     common = dict(
         url="",
         num_classes=defaults["num_classes"],
@@ -208,14 +214,14 @@ def _cfg(arch: str, attention: Optional[str]) -> Dict[str, Any]:
             crop_pct=0.875,
             mean=_IMAGENET_MEAN,
             std=_IMAGENET_STD,
-            description=f"ImageNet {arch} with {what or 'no '}attention (nlsam); no pretrained weights",
+            description=f"ImageNet {arch} with {what} (nlsam); no pretrained weights",
         )
     return dict(
         common,
         crop_pct=1.0,
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
-        description=f"CIFAR {arch} with {what or 'no '}attention (nlsam); no pretrained weights",
+        description=f"CIFAR {arch} with {what} (nlsam); no pretrained weights",
     )
 
 
@@ -269,9 +275,10 @@ def _create(
     device = kwargs.pop("device", None)
     dtype = kwargs.pop("dtype", None)
 
-    unknown = sorted(set(kwargs) - _RESNET_KWARGS - _TIMM_KWARGS)
+    accepted = _resnet_kwargs()
+    unknown = [] if accepted is None else sorted(set(kwargs) - accepted - _TIMM_KWARGS)
     if unknown:
-        valid = ", ".join(sorted(_RESNET_KWARGS - {"attention"}))
+        valid = ", ".join(sorted(accepted - {"attention"}))
         raise TypeError(
             f"{variant}: unexpected keyword argument(s) {', '.join(unknown)}; the nlsam ResNet "
             f"accepts {valid} (plus timm's img_size, global_pool, device, dtype, features_only, "
@@ -344,12 +351,9 @@ def register_timm_models() -> bool:
         if _registered:
             return True
         try:
-            from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
             from timm.models import generate_default_cfgs, register_model
         except ImportError:
             return False
-        assert tuple(IMAGENET_DEFAULT_MEAN) == _IMAGENET_MEAN
-        assert tuple(IMAGENET_DEFAULT_STD) == _IMAGENET_STD
 
         module = sys.modules[__name__]
         module.default_cfgs = generate_default_cfgs(
