@@ -197,6 +197,9 @@ def test_random_crop_flip_is_shifted_window_of_padded_image():
         seen.update(match)
     assert {fl for _, _, fl in seen} == {False, True}
     assert len({(dy, dx) for dy, dx, _ in seen}) > 10
+    # channels_last input: the same crops (same random draws), channels_last output
+    out_cl = D.random_crop_flip(x.contiguous(memory_format=torch.channels_last), pad, torch.Generator().manual_seed(0))
+    assert torch.equal(out_cl, out) and out_cl.is_contiguous(memory_format=torch.channels_last)
     # flip only (pad 0): each image is itself or its mirror image
     out = D.random_crop_flip(x, 0, torch.Generator().manual_seed(1))
     same = (out == x).flatten(1).all(1)
@@ -231,6 +234,13 @@ def test_channels_last_and_image_size():
     x, _ = next(iter(b.train_loader))
     assert b.input_size == (40, 40) and x.shape == (32, 3, 40, 40)
     assert x.is_contiguous(memory_format=torch.channels_last)
+    # channels_last changes the layout only, not the values
+    plain = D.build_data("builtin:128:32", batch_size=32, image_size=40)
+    for loader in (b.train_loader, plain.train_loader, b.test_loader, plain.test_loader):
+        loader.set_epoch(1)
+    assert torch.equal(_collect(b.train_loader)[0], _collect(plain.train_loader)[0])
+    xt, _ = _collect(b.test_loader)
+    assert torch.equal(xt, _collect(plain.test_loader)[0]) and xt.is_contiguous(memory_format=torch.channels_last)
 
 
 # --------------------------------------------------------------------------- sharding
@@ -398,6 +408,14 @@ def test_image_folder_directory(tmp_path, caplog):
         b = D.build_data(str(root), batch_size=4)
     assert b.name == "ds"
     _check_folder_bundle(b, caplog)
+    # cached; a changed file gives a new cache entry
+    cache = tmp_path / "cache"
+    D.build_data(str(root))
+    assert len(list(cache.rglob("*.pt"))) == 1
+    (root / "train" / "cat" / "0.png").write_bytes(_png(_rgb(12345)))
+    os.utime(root / "train" / "cat" / "0.png", ns=(1, 1))
+    D.build_data(str(root))
+    assert len(list(cache.rglob("*.pt"))) == 2
 
 
 @pytest.mark.parametrize("top", ["", "mydata/"])
@@ -556,3 +574,14 @@ def test_real_cifar10_jpg_zip(tmp_path):
     t2 = time.monotonic()
     assert again.num_train == 50000
     assert t2 - t1 < max(5.0, (t1 - t0) / 2), "the second build should come from the cache"
+
+
+def test_torchvision_is_not_imported_for_small_data():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from nlsam.data import build_data; b = build_data('builtin:64:16', batch_size=16); "
+        "next(iter(b.train_loader)); assert 'torchvision' not in sys.modules, 'torchvision imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -101,11 +101,17 @@ def test_killed_process_resumes_to_the_same_result(tmp_path):
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_last_good_checkpoint(tmp_path):
+class _NaNLoss(torch.nn.CrossEntropyLoss):
+    def forward(self, logits, labels):
+        return super().forward(logits, labels) * float("nan")
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     train(tiny_config(tmp_path / "run", epochs=1))
     before = _weights(tmp_path / "run" / "last.pt")
-    with pytest.raises(NonFiniteLossError, match="training loss became nan"):
-        train(tiny_config(tmp_path / "run", epochs=2, resume=True, lr=1e30))
+    monkeypatch.setattr("nlsam.engine.train.nn.CrossEntropyLoss", _NaNLoss)
+    with pytest.raises(NonFiniteLossError, match="training loss became nan at epoch 2"):
+        train(tiny_config(tmp_path / "run", epochs=2, resume=True))
     after = _weights(tmp_path / "run" / "last.pt")
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -183,3 +189,33 @@ def test_ddp_two_gloo_processes_keep_weights_identical(tmp_path):
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # only rank 0 writes
     assert r0["images_per_s"] > 0
+
+
+def _write_folder(root, size, mode, per_class=6):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, colour in enumerate((0, 255)):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new(mode, (size, size), colour if mode == "L" else (colour, i * 10, 0)).save(d / f"{i}.png")
+
+
+def test_other_peoples_data_28px_grayscale_is_resized_to_fit(tmp_path, capsys):
+    _write_folder(tmp_path / "digits", 28, "L")
+    summary = train(TrainConfig.from_dict(
+        dict(data=str(tmp_path / "digits"), epochs=1, batch_size=4, out=str(tmp_path / "run"))))
+    assert "resizing them to the network's native 32x32" in capsys.readouterr().out
+    model = nlsam.load_model(tmp_path / "run")
+    assert model.input_size == (32, 32) and model.classes == ["class0", "class1"]
+    assert summary["epoch"] == 1
+
+
+def test_other_peoples_data_64px_rgb_trains_at_its_own_size(tmp_path):
+    _write_folder(tmp_path / "tiles", 64, "RGB")
+    train(TrainConfig.from_dict(dict(data=str(tmp_path / "tiles"), epochs=1, batch_size=4, out=str(tmp_path / "run"))))
+    model = nlsam.load_model(tmp_path / "run")
+    assert model.input_size == (64, 64)
+    sizes = {m.feature_size for m in model.modules() if isinstance(m, nlsam.NLSAM)}
+    assert sizes == {(32, 32), (16, 16)}

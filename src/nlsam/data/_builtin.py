@@ -9,10 +9,12 @@ a seed, so the same arguments always give the same pixels.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Tuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from ._threads import one_thread
 
 __all__ = ["BUILTIN_CLASSES", "BuiltinSplit", "generate_builtin"]
 
@@ -160,8 +162,9 @@ def generate_builtin(n: int, *, image_size: int = 32, seed: int = 0, split: str 
         raise ValueError(f"need n >= 0 and image_size >= 8, got n={n}, image_size={image_size}")
     g = torch.Generator().manual_seed(2 * int(seed) + (0 if split == "train" else 1))
     parts = []
-    for start in range(0, n, _CHUNK):
-        parts.append(_generate_chunk(min(_CHUNK, n - start), image_size, g, start))
+    with one_thread():
+        for start in range(0, n, _CHUNK):
+            parts.append(_generate_chunk(min(_CHUNK, n - start), image_size, g, start))
     if not parts:
         S = image_size
         return BuiltinSplit(torch.empty(0, 3, S, S, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), torch.empty(0, 4))

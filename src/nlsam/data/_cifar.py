@@ -175,7 +175,7 @@ def load_cifar(
     and the command that downloads it when the files are absent and ``download`` is False.
     """
     spec = CIFAR_SPECS[name]
-    data_dir = Path(data_dir).expanduser()
+    data_dir = Path(data_dir).expanduser().absolute()
     root = find_cifar(name, data_dir)
     if root is None:
         if not download:

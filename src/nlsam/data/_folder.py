@@ -13,7 +13,7 @@ import os
 import time
 import zipfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -23,6 +23,7 @@ from PIL import Image
 
 from . import _images
 from ._cache import atomic_torch_save, cache_dir, cache_key, load_cached
+from ._threads import one_thread
 
 __all__ = [
     "FolderIndex",
@@ -71,7 +72,21 @@ class FolderIndex:
     train: List[Item]
     test: List[Item]
     eval_split: str
-    fingerprint: Tuple = field(default=())
+
+    def fingerprint(self) -> Tuple:
+        """Identifies the content for the cache: path, size and mtime of the zip, or of every
+        listed file of a directory (so added, removed, replaced or touched files count)."""
+        if self.is_zip:
+            st = self.path.stat()
+            return ("zip", str(self.path.resolve()), st.st_size, st.st_mtime_ns)
+        stats = []
+        for member, label in self.train + self.test:
+            try:
+                st = os.stat(os.path.join(self.root, member))
+                stats.append((member, label, st.st_size, st.st_mtime_ns))
+            except OSError:
+                stats.append((member, label, -1, -1))
+        return ("dir", self.root, len(stats), cache_key(*stats))
 
     def display(self, member: str) -> str:
         """A path for messages."""
@@ -113,10 +128,9 @@ class _Reader:
         self.close()
 
 
-def _group(names: List[str], prefix: str) -> Tuple[Dict[str, List[str]], int]:
-    """Group member names under ``prefix`` by class folder; also count stray files."""
+def _group(names: List[str], prefix: str) -> Dict[str, List[str]]:
+    """Group zip member names under ``prefix`` (a split folder) by class folder."""
     out: Dict[str, List[str]] = {}
-    stray = 0
     n = len(prefix)
     for name in names:
         if not name.startswith(prefix):
@@ -124,23 +138,21 @@ def _group(names: List[str], prefix: str) -> Tuple[Dict[str, List[str]], int]:
         rest = name[n:]
         parts = rest.split("/")
         if len(parts) < 2 or not parts[0] or parts[0].startswith("."):
-            stray += 1 if rest and not rest.endswith("/") else 0
-            continue
-        out.setdefault(parts[0], [])
+            continue  # a file directly in the split folder, or a hidden folder
+        files = out.setdefault(parts[0], [])
         if not rest.endswith("/") and _is_image_name(rest):
-            out[parts[0]].append(name)
+            files.append(name)
     for v in out.values():
         v.sort()
-    return out, stray
+    return out
 
 
-def _index_zip(path: Path) -> Tuple[str, Dict[str, Dict[str, List[str]]], Tuple]:
+def _index_zip(path: Path) -> Tuple[str, Dict[str, Dict[str, List[str]]]]:
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if not n.startswith("__MACOSX/")]
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise ValueError(f"{path} is not a readable zip file ({e}); {_LAYOUT}") from e
-    names = [n.replace("\\", "/") for n in names]
     if any(n.startswith("train/") for n in names):
         base = ""
     else:
@@ -156,35 +168,25 @@ def _index_zip(path: Path) -> Tuple[str, Dict[str, Dict[str, List[str]]], Tuple]
     for split in ("train",) + EVAL_SPLITS:
         prefix = f"{base}{split}/"
         if any(n.startswith(prefix) for n in names):
-            splits[split], _ = _group(names, prefix)
-    st = path.stat()
-    return base, splits, ("zip", str(path.resolve()), st.st_size, st.st_mtime_ns)
+            splits[split] = _group(names, prefix)
+    return base, splits
 
 
-def _scan_split_dir(split_dir: Path, root: Path) -> Tuple[Dict[str, List[str]], List[Tuple[str, int, int]]]:
+def _scan_split_dir(split_dir: Path, root: Path) -> Dict[str, List[str]]:
     out: Dict[str, List[str]] = {}
-    stats: List[Tuple[str, int, int]] = []
     for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
         if entry.name.startswith(".") or not entry.is_dir():
             continue
         files: List[str] = []
         for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fn in sorted(filenames):
-                if _is_image_name(fn):
-                    full = os.path.join(dirpath, fn)
-                    rel = os.path.relpath(full, root).replace(os.sep, "/")
-                    files.append(rel)
-                    try:
-                        st = os.stat(full)
-                        stats.append((rel, st.st_size, st.st_mtime_ns))
-                    except OSError:
-                        stats.append((rel, -1, -1))
+            rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            files.extend(f"{rel_dir}/{fn}" for fn in sorted(filenames) if _is_image_name(fn))
         out[entry.name] = files
-    return out, stats
+    return out
 
 
-def _index_dir(path: Path) -> Tuple[str, Dict[str, Dict[str, List[str]]], Tuple]:
+def _index_dir(path: Path) -> Tuple[str, Dict[str, Dict[str, List[str]]]]:
     if (path / "train").is_dir():
         root = path
     else:
@@ -194,13 +196,10 @@ def _index_dir(path: Path) -> Tuple[str, Dict[str, Dict[str, List[str]]], Tuple]
         else:
             raise FileNotFoundError(f"{path}: no train/ folder found; {_LAYOUT}")
     splits = {}
-    all_stats: List[Tuple[str, int, int]] = []
     for split in ("train",) + EVAL_SPLITS:
         if (root / split).is_dir():
-            splits[split], stats = _scan_split_dir(root / split, root)
-            all_stats += stats
-    digest = cache_key(*all_stats)  # any added, removed, resized or touched file changes it
-    return str(root.resolve()), splits, ("dir", str(root.resolve()), len(all_stats), digest)
+            splits[split] = _scan_split_dir(root / split, root)
+    return str(root.resolve()), splits
 
 
 def index_folder(path: Path) -> FolderIndex:
@@ -208,12 +207,12 @@ def index_folder(path: Path) -> FolderIndex:
     path = Path(path).expanduser()
     if path.is_dir():
         is_zip = False
-        root, splits, fp = _index_dir(path)
+        root, splits = _index_dir(path)
     elif path.is_file():
         if not zipfile.is_zipfile(path):
             raise ValueError(f"{path} is neither a directory nor a valid zip file; {_LAYOUT}")
         is_zip = True
-        root, splits, fp = _index_zip(path)
+        root, splits = _index_zip(path)
     else:
         raise FileNotFoundError(f"{path} does not exist")
     train = splits.get("train", {})
@@ -239,7 +238,7 @@ def index_folder(path: Path) -> FolderIndex:
     test_items = [(m, to_idx[c]) for c in sorted(splits[eval_split]) for m in splits[eval_split][c]]
     if not test_items:
         raise ValueError(f"{path}: no image files under {eval_split}/<class>/")
-    return FolderIndex(path, is_zip, root, classes, train_items, test_items, eval_split, fp)
+    return FolderIndex(path, is_zip, root, classes, train_items, test_items, eval_split)
 
 
 # --------------------------------------------------------------------------- small images
@@ -312,11 +311,12 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> Tuple[Tuple[float,
     s = torch.zeros(3, dtype=torch.float64)
     ss = torch.zeros(3, dtype=torch.float64)
     n = 0
-    for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].to(torch.float64).div_(255.0)
-        s += x.sum(dim=(0, 2, 3))
-        ss += (x * x).sum(dim=(0, 2, 3))
-        n += x.shape[0] * x.shape[2] * x.shape[3]
+    with one_thread():
+        for i in range(0, len(images), chunk):
+            x = images[i:i + chunk].to(torch.float64).div_(255.0)
+            s += x.sum(dim=(0, 2, 3))
+            ss += (x * x).sum(dim=(0, 2, 3))
+            n += x.shape[0] * x.shape[2] * x.shape[3]
     if n == 0:
         return (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     mean = s / n
@@ -336,7 +336,7 @@ def choose_size(index: FolderIndex, reader: _Reader, image_size: Optional[int]) 
 
 def load_small_folder(index: FolderIndex, size: Tuple[int, int]) -> SmallFolderData:
     """Decode (or load from the cache) every image at ``size`` = (H, W)."""
-    key = cache_key(_CACHE_VERSION, index.fingerprint, tuple(size))
+    key = cache_key(_CACHE_VERSION, index.fingerprint(), tuple(size))
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in index.path.stem)[:40]
     cache_path = cache_dir() / "imagefolder" / f"{stem}-{size[0]}x{size[1]}-{key}.pt"
     cached = load_cached(cache_path)

@@ -7,17 +7,14 @@ target device. Without ``set_epoch`` each new pass uses the next epoch number (0
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 from typing import Iterator, Tuple
 
 import torch
 
 from ._augment import Normalizer, random_crop_flip
+from ._threads import one_thread
 
 __all__ = ["InMemoryLoader", "ShardSampler", "TorchLoader", "shard_indices"]
-
-_log = logging.getLogger("nlsam.data")
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -40,26 +37,6 @@ def shard_indices(n: int, *, rank: int, world_size: int, shuffle: bool, seed: in
         perm = perm[: (n // world_size) * world_size]
         return perm[rank::world_size]
     return torch.arange(rank, n, world_size)
-
-
-@contextlib.contextmanager
-def _batch_threads(device: torch.device) -> Iterator[None]:
-    """Build a CPU batch with one intra-op thread.
-
-    The per-batch ops are small (about 0.4M elements); splitting them over OpenMP threads gains
-    little and, on a busy machine with few cores, makes them orders of magnitude slower (threads
-    wait on each other). One thread makes well over 100k 32x32 images/s. The previous setting is
-    restored before the batch is handed to the caller.
-    """
-    n = torch.get_num_threads()
-    if device.type != "cpu" or n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
@@ -102,7 +79,9 @@ class InMemoryLoader:
             raise ValueError(f"expected uint8 N x C x H x W images, got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = images
+        # channels_last output: store N x H x W x C once, so batches need no transposition
+        self._nhwc = normalizer.channels_last
+        self.images = images.contiguous(memory_format=torch.channels_last) if self._nhwc else images
         self.labels = labels.to(device=images.device, dtype=torch.int64)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -142,9 +121,12 @@ class InMemoryLoader:
             gen = torch.Generator(device=self.device).manual_seed(_aug_seed(self.seed, self.rank, epoch))
         bs = min(self.batch_size, len(idx)) if self.drop_last else self.batch_size
         for b in range(len(self)):
-            with _batch_threads(self.device):
+            with one_thread(self.device):
                 sel = idx[b * bs:(b + 1) * bs]
-                x = self.images.index_select(0, sel)
+                if self._nhwc:
+                    x = self.images.permute(0, 2, 3, 1).index_select(0, sel).permute(0, 3, 1, 2)
+                else:
+                    x = self.images.index_select(0, sel)
                 y = self.labels.index_select(0, sel)
                 if data_dev != self.device:
                     if self.device.type == "cuda":
@@ -225,7 +207,7 @@ class TorchLoader:
             if batch is None:
                 continue
             x, y = batch
-            with _batch_threads(self.device):
+            with one_thread(self.device):
                 x = self.normalizer(x.to(self.device, non_blocking=True))
                 y = y.to(self.device, non_blocking=True)
             yield x, y

@@ -193,28 +193,52 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
     amp_dtype = resolve_amp(cfg.amp, device)
     channels_last = cfg.channels_last if cfg.channels_last is not None else True
 
-    data = build_data(
-        cfg.data,
-        data_dir=cfg.data_dir,
-        batch_size=cfg.batch_size,
-        eval_batch_size=cfg.eval_batch_size,
-        device=device,
-        seed=cfg.seed,
-        rank=dist_info.rank,
-        world_size=dist_info.world_size,
-        download=cfg.download and dist_info.is_main,
-        num_workers=cfg.num_workers,
-        image_size=cfg.image_size,
-        channels_last=channels_last,
-    )
-    model = create_model(
-        cfg.model,
-        num_classes=len(data.classes),
-        attention=cfg.attention,
-        in_chans=data.in_chans,
-        input_size=data.input_size,
-        **cfg.model_options,
-    )
+    def load_data(image_size: Optional[int]):
+        # rank 0 downloads and fills the decode cache first; the other ranks then read it
+        if dist_info.enabled and not dist_info.is_main:
+            barrier()
+        bundle = build_data(
+            cfg.data,
+            data_dir=cfg.data_dir,
+            batch_size=cfg.batch_size,
+            eval_batch_size=cfg.eval_batch_size,
+            device=device,
+            seed=cfg.seed,
+            rank=dist_info.rank,
+            world_size=dist_info.world_size,
+            download=cfg.download and dist_info.is_main,
+            num_workers=cfg.num_workers,
+            image_size=image_size,
+            channels_last=channels_last,
+        )
+        if dist_info.enabled and dist_info.is_main:
+            barrier()
+        return bundle
+
+    def build(data):
+        return create_model(
+            cfg.model,
+            num_classes=len(data.classes),
+            attention=cfg.attention,
+            in_chans=data.in_chans,
+            input_size=data.input_size,
+            **cfg.model_options,
+        )
+
+    data = load_data(cfg.image_size)
+    try:
+        model = build(data)
+    except ValueError as exc:
+        # e.g. 28x28 images: stage 3 would be 7x7, which NL-SAM's k = 2 cannot pool. Rather than
+        # make the user do feature-map arithmetic, train at the network's native size.
+        if cfg.image_size is not None or "not divisible" not in str(exc):
+            raise
+        native = create_model(cfg.model).input_size
+        log(dist_info, f"images of {data.input_size[0]}x{data.input_size[1]} do not fit {cfg.model} + "
+                       f"{cfg.attention} ({exc}); resizing them to the network's native {native[0]}x{native[1]}")
+        cfg = replace(cfg, image_size=native[0])
+        data = load_data(cfg.image_size)
+        model = build(data)
     cost = profile(model, (data.in_chans, *data.input_size)) if dist_info.is_main else None
     model.to(device)
     if channels_last:
