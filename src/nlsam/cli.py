@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_profile(sub)
+    from .analysis.inspect_cli import add_inspect_commands  # cam, attention, predict, export
+
+    add_inspect_commands(sub)
     return parser
 
 
