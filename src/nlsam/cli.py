@@ -92,8 +92,8 @@ def run_train(args: argparse.Namespace) -> int:
     config_file = getattr(args, "config_file", None)
     if overrides.get("resume"):
         # a resumed run starts from its own saved config; flags given now still override it
-        run_dir = Path(overrides["out"]) if "out" in overrides else default_run_dir(resolve_config(config_file, {
-            k: v for k, v in overrides.items() if k != "resume"}))
+        given = resolve_config(config_file, {k: v for k, v in overrides.items() if k != "resume"})
+        run_dir = Path(given.out) if given.out else default_run_dir(given)
         saved = run_dir / "config.yaml"
         if not saved.is_file():
             raise FileNotFoundError(f"cannot resume: no {saved}; start the run without --resume")
@@ -166,6 +166,56 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_study(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study",
+        help="run a grid of trainings described by a study file",
+        description="Run every run of a study (models x attention x options x seeds). Finished "
+        "runs are skipped and killed ones resumed, so the same command continues a study.",
+    )
+    p.add_argument("study_file", help="study YAML (base, grid, seeds, ...)")
+    p.add_argument("--out", default=None, help="study directory (default studies/NAME)")
+    p.add_argument("--workers", type=int, default=1, help="runs at a time (local executor)")
+    p.add_argument("--executor", default="local", help="local, submitit (its local executor) or slurm")
+    p.add_argument("--set", dest="overrides", type=_model_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="override a base option, e.g. data=PATH or epochs=5")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state only")
+    p.set_defaults(handler="nlsam.cli:run_study")
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from .engine.study import execute_study, load_study
+
+    study = load_study(args.study_file, out=args.out, overrides=dict(args.overrides))
+    counts = execute_study(study, workers=args.workers, executor=args.executor, dry_run=args.dry_run)
+    if counts["failed"]:
+        print(f"nlsam study: {counts['failed']} run(s) failed; run the same command again to retry them",
+              file=sys.stderr)
+        return 1
+    if not args.dry_run:
+        print(f"study done: {counts['done']} runs in {study.out}; `nlsam report {study.out}` writes the tables")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="tables and figures of a study directory",
+        description="Write report.md, results.csv, runs.csv and PNG figures into a study directory.",
+    )
+    p.add_argument("study_dir")
+    p.set_defaults(handler="nlsam.cli:run_report")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .analysis.report import write_report
+
+    path = write_report(args.study_dir)
+    print(path.read_text())
+    print(f"written: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nlsam",
@@ -177,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_profile(sub)
+    _add_study(sub)
+    _add_report(sub)
     from .analysis.inspect_cli import add_inspect_commands  # cam, attention, predict, export
 
     add_inspect_commands(sub)

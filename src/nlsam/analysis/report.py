@@ -1,0 +1,301 @@
+"""``nlsam report STUDY_DIR``: tables and figures of a study, laid out like the paper's.
+
+Every accuracy is the final-epoch test top-1, given as mean ± sample standard deviation over
+seeds with the seed count; the difference to the baseline comes with a 95% confidence
+interval (Welch's t interval, unequal variances). Parameters and GFLOPs are measured with
+:func:`nlsam.profile` at the data's input size. Writes ``report.md``, ``results.csv``,
+``runs.csv`` and PNG figures into the study directory.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..engine.checkpoint import load_checkpoint
+from ..engine.config import TrainConfig
+from ..engine.study import Study, load_study, run_state
+
+# two-sided 95% quantiles of Student's t, interpolated linearly in 1/df between entries
+_T975 = [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447), (7, 2.365), (8, 2.306),
+         (9, 2.262), (10, 2.228), (12, 2.179), (15, 2.131), (20, 2.086), (25, 2.060), (30, 2.042),
+         (40, 2.021), (60, 2.000), (120, 1.980), (math.inf, 1.960)]
+
+
+def t_quantile_975(df: float) -> float:
+    """The 0.975 quantile of Student's t with ``df`` (possibly fractional) degrees of freedom."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    for (d0, t0), (d1, t1) in zip(_T975, _T975[1:]):
+        if d0 <= df <= d1:
+            x0, x1, x = 1 / d0, (0.0 if math.isinf(d1) else 1 / d1), 1 / df
+            return t0 + (t1 - t0) * (x0 - x) / (x0 - x1)
+    return 1.960
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float]) -> Optional[Tuple[float, float, float]]:
+    """Mean difference ``mean(a) - mean(b)`` and its 95% Welch interval; None with < 2 samples."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = t_quantile_975(df) * math.sqrt(va + vb)
+    return diff, diff - half, diff + half
+
+
+@dataclass
+class GroupResult:
+    label: str
+    group: Dict[str, Any]
+    accuracies: List[float] = field(default_factory=list)
+    curves: List[List[float]] = field(default_factory=list)
+    params: Optional[int] = None
+    flops: Optional[int] = None
+    missing: int = 0
+    baseline: Optional["GroupResult"] = None
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+
+def group_label(group: Dict[str, Any]) -> str:
+    if not group:
+        return "all"
+    return ", ".join(f"{k.replace('model_options.', '')}={_fmt(v)}" for k, v in group.items())
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _cost(run_dir: Path, cfg) -> Tuple[Optional[int], Optional[int]]:
+    from ..models import create_model
+    from .cost import profile
+
+    meta = load_checkpoint(run_dir / "last.pt").get("meta", {})
+    model = create_model(
+        cfg.model, num_classes=len(meta.get("classes", [])) or 10, attention=cfg.attention,
+        in_chans=meta.get("in_chans", 3), input_size=tuple(meta.get("input_size", (32, 32))), **cfg.model_options,
+    )
+    report = profile(model, (meta.get("in_chans", 3), *meta.get("input_size", (32, 32))))
+    return report.params, report.flops
+
+
+def collect(study: Study) -> List[GroupResult]:
+    """Gather the final accuracy of every finished run, grouped by grid values."""
+    groups: Dict[str, GroupResult] = {}
+    for run in study.runs:
+        label = group_label(run.group)
+        result = groups.setdefault(label, GroupResult(label, dict(run.group)))
+        if run_state(run) != "done":
+            result.missing += 1
+            continue
+        lines = [json.loads(l) for l in (run.run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+        result.accuracies.append(lines[-1]["test_top1"])
+        result.curves.append([l["test_top1"] for l in lines])
+        if result.params is None:
+            result.params, result.flops = _cost(run.run_dir, run.config)
+    results = list(groups.values())
+    _attach_baselines(study, results)
+    return results
+
+
+def _attach_baselines(study: Study, results: List[GroupResult]) -> None:
+    baseline_spec = study.spec.get("baseline", {"attention": None})
+    base = study.spec.get("base") or {}
+    defaults = TrainConfig()
+
+    def value(group: Dict[str, Any], key: str) -> Any:
+        if key in group:
+            return group[key]
+        if key.startswith("model_options."):
+            return (base.get("model_options") or {}).get(key.split(".", 1)[1])
+        return base.get(key, getattr(defaults, key, None))
+
+    candidates = [r for r in results if all(value(r.group, k) == v for k, v in baseline_spec.items())]
+    for result in results:
+        if result in candidates or not candidates:
+            continue
+        shared = lambda c: sum(value(c.group, k) == value(result.group, k) for k in set(c.group) | set(result.group))
+        result.baseline = max(candidates, key=shared)
+
+
+def _row(result: GroupResult, paper: Dict[str, str]) -> Dict[str, str]:
+    row = {"variant": result.label}
+    if result.accuracies:
+        row["top-1 (%)"] = f"{result.mean:.2f} ± {result.std:.2f} (n={len(result.accuracies)})"
+    else:
+        row["top-1 (%)"] = "not run"
+    diff = ""
+    if result.baseline is not None and result.accuracies and result.baseline.accuracies:
+        interval = welch_interval(result.accuracies, result.baseline.accuracies)
+        if interval is None:
+            diff = f"{result.mean - result.baseline.mean:+.2f} (CI needs >= 2 seeds)"
+        else:
+            diff = f"{interval[0]:+.2f} [{interval[1]:+.2f}, {interval[2]:+.2f}]"
+    row["Δ vs baseline (95% CI)"] = diff or ("baseline" if result.baseline is None else "")
+    row["Params (M)"] = f"{result.params / 1e6:.4f}" if result.params else ""
+    row["GFLOPs"] = f"{result.flops / 1e9:.4f}" if result.flops else ""
+    if result.baseline is not None and result.flops and result.baseline.flops:
+        row["+GFLOPs (%)"] = f"{100.0 * (result.flops / result.baseline.flops - 1):+.3f}"
+    else:
+        row["+GFLOPs (%)"] = ""
+    if paper:
+        row["paper (published)"] = str(paper.get(result.label, ""))
+    return row
+
+
+def _markdown(rows: List[Dict[str, str]]) -> str:
+    headers = list(rows[0])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r.get(h, "") for h in headers) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(study_dir: Path) -> Path:
+    """Write ``report.md``, ``results.csv``, ``runs.csv`` and the figures; return report.md."""
+    study_dir = Path(study_dir)
+    spec_path = study_dir / "study.yaml"
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{study_dir} is not a study directory (no study.yaml); run `nlsam study` first")
+    study = load_study(spec_path, out=study_dir)
+    results = collect(study)
+    if not any(r.accuracies for r in results):
+        raise ValueError(f"no finished runs in {study_dir / 'runs'} yet")
+    paper = {str(k): v for k, v in (study.spec.get("paper") or {}).items()}
+    rows = [_row(r, paper) for r in results]
+
+    with open(study_dir / "results.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["variant", "n", "top1_mean", "top1_std", "delta", "delta_ci_low", "delta_ci_high",
+                         "params", "flops", "missing_runs"])
+        for r in results:
+            interval = welch_interval(r.accuracies, r.baseline.accuracies) if r.baseline and r.accuracies else None
+            delta = [f"{v:.4f}" for v in interval] if interval else ["", "", ""]
+            stats = [f"{r.mean:.4f}", f"{r.std:.4f}"] if r.accuracies else ["", ""]
+            writer.writerow([r.label, len(r.accuracies), *stats, *delta, r.params or "", r.flops or "", r.missing])
+    with open(study_dir / "runs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["run", "variant", "seed", "state", "final_top1"])
+        for run in study.runs:
+            state = run_state(run)
+            top1 = ""
+            if state == "done":
+                top1 = json.loads((run.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["test_top1"]
+            writer.writerow([run.name, group_label(run.group), run.seed, state, top1])
+
+    figures = _figures(study, results, study_dir)
+    base = study.spec.get("base") or {}
+    lines = [
+        f"# Study: {study.name}",
+        "",
+        "Settings shared by all runs: " + ", ".join(f"`{k}: {_fmt(v)}`" for k, v in base.items()),
+        "",
+        "Accuracy: final-epoch test top-1, mean ± sample std over seeds (n = seeds). Δ: difference of "
+        "means to the baseline with a 95% Welch t interval. GFLOPs = 2 x MACs + attention's "
+        "elementwise work (docs/cost.md), at the data's input size.",
+        "",
+        _markdown(rows),
+        "",
+    ]
+    missing = sum(r.missing for r in results)
+    if missing:
+        lines += [f"{missing} run(s) not finished yet are left out.", ""]
+    if paper:
+        lines += ["The 'paper' column quotes the published figures (the paper's, not measured here).", ""]
+    for title, name in figures:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    report = study_dir / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _figures(study: Study, results: List[GroupResult], out: Path) -> List[Tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in results if r.accuracies and r.flops]
+    figures = []
+    if done:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        largest = max(r.params for r in done)
+        for r in done:
+            ax.errorbar(r.flops / 1e9, r.mean, yerr=r.std, fmt="none", ecolor="0.5", capsize=3, zorder=1)
+            ax.scatter(r.flops / 1e9, r.mean, s=60 + 600 * r.params / largest, alpha=0.6, zorder=2)
+            ax.annotate(r.label, (r.flops / 1e9, r.mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.margins(x=0.25, y=0.15)
+        ax.set_xlabel("GFLOPs")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title("Accuracy against cost (marker area ~ parameters)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "accuracy_vs_gflops.png", dpi=120)
+        plt.close(fig)
+        figures.append(("Accuracy against GFLOPs (the paper's Figure 1)", "accuracy_vs_gflops.png"))
+
+    keys = set().union(*(r.group for r in results)) if results else set()
+    if {"model_options.nlsam_stages", "model_options.nlsam_pool"} <= keys:
+        stages = sorted({_fmt(r.group["model_options.nlsam_stages"]) for r in done if "model_options.nlsam_stages" in r.group})
+        ks = sorted({r.group["model_options.nlsam_pool"] for r in done if "model_options.nlsam_pool" in r.group})
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        width = 0.8 / max(len(ks), 1)
+        for i, k in enumerate(ks):
+            xs, ys, es = [], [], []
+            for j, stage in enumerate(stages):
+                match = [r for r in done if _fmt(r.group.get("model_options.nlsam_stages")) == stage
+                         and r.group.get("model_options.nlsam_pool") == k]
+                if match:
+                    xs.append(j + i * width)
+                    ys.append(match[0].mean)
+                    es.append(match[0].std)
+            ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"k = {k}")
+        baseline = next((r.baseline for r in done if r.baseline is not None), None)
+        if baseline is not None and baseline.accuracies:
+            ax.axhline(baseline.mean, color="k", linestyle="--", linewidth=1, label="baseline")
+        ax.set_xticks([j + width * (len(ks) - 1) / 2 for j in range(len(stages))])
+        ax.set_xticklabels([f"stages {s}" for s in stages])
+        lows = [r.mean - r.std for r in done]
+        ax.set_ylim(min(lows) - 1.0, max(r.mean + r.std for r in done) + 1.0)
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title("NL-SAM by insertion stage and pooling kernel k")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "accuracy_by_stage_k.png", dpi=120)
+        plt.close(fig)
+        figures.append(("Accuracy by stage and k (the paper's Figure 3)", "accuracy_by_stage_k.png"))
+
+    curves = [r for r in results if r.curves]
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in curves:
+            length = min(len(c) for c in r.curves)
+            mean = [statistics.fmean(c[i] for c in r.curves) for i in range(length)]
+            ax.plot(range(1, length + 1), mean, label=r.label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test top-1 (%), mean over seeds")
+        ax.set_title("Test accuracy during training")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "curves.png", dpi=120)
+        plt.close(fig)
+        figures.append(("Test accuracy per epoch", "curves.png"))
+    return figures

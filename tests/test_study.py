@@ -1,0 +1,163 @@
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nlsam.analysis.report import t_quantile_975, welch_interval, write_report
+from nlsam.cli import main
+from nlsam.engine.study import execute_study, load_study, run_state
+
+SMALLEST = """
+base: {data: builtin, model: resnet20, epochs: 1}
+grid: {attention: [null, nlsam]}
+seeds: [0, 1]
+"""
+TINY_BASE = {"data": "builtin:128:64:0", "model": "resnet20", "epochs": 1, "batch_size": 64}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLSAM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def write_study(tmp_path, text=None, **spec):
+    path = tmp_path / "study.yaml"
+    path.write_text(text if text is not None else yaml.safe_dump(spec))
+    return path
+
+
+def test_smallest_study_file_is_accepted(tmp_path):
+    study = load_study(write_study(tmp_path, SMALLEST), out=tmp_path / "out")
+    assert [r.name for r in study.runs] == [
+        "attention=none,seed=0", "attention=none,seed=1", "attention=nlsam,seed=0", "attention=nlsam,seed=1"]
+    assert all(r.config.data == "builtin" and r.config.epochs == 1 for r in study.runs)
+    assert study.runs[0].config.attention is None and study.runs[3].config.seed == 1
+
+
+def test_model_options_grid_and_variants(tmp_path):
+    path = write_study(tmp_path, base=dict(TINY_BASE, attention="nlsam"),
+                       grid={"model_options.nlsam_reduction": [2, 8]}, variants=[{"attention": None}], seeds=[0])
+    study = load_study(path, out=tmp_path / "out")
+    assert [r.config.model_options for r in study.runs] == [{"nlsam_reduction": 2}, {"nlsam_reduction": 8}, {}]
+    assert study.runs[2].config.attention is None
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (dict(base={"epoch": 1}), "unknown key 'epoch' in .*base.*did you mean 'epochs'.*valid keys:"),
+        (dict(base=TINY_BASE, grid={"attenton": ["nlsam"]}), "unknown key 'attenton'.*valid keys:"),
+        (dict(base=TINY_BASE, grid={"attention": ["nlsam", "sam"]}), "unknown attention 'sam'; valid: None, nlsam"),
+        (dict(base=TINY_BASE, grid={"model": ["resnet21"]}), "unknown model 'resnet21'.*valid: .*resnet20"),
+        (dict(base=TINY_BASE, grid={"model_options.nlsam_pool": [3]}, seeds=[0]), "not divisible by the pooling kernel k=3"),
+        (dict(base=TINY_BASE, grid={"model_options.colour": ["red"]}), "unexpected keyword argument 'colour'"),
+        (dict(base=TINY_BASE, grid={"scheduler": ["linear"]}), "unknown scheduler 'linear'; valid: step"),
+        (dict(base=TINY_BASE, seeds="zero"), "seeds must be a non-empty list of integers"),
+        (dict(base=dict(TINY_BASE, seed=3)), "base must not set 'seed'"),
+        (dict(base=TINY_BASE, runs=3), "unknown key 'runs'.*valid study keys: name, base, grid"),
+        (dict(base=TINY_BASE, grid={"attention": "nlsam"}), "must be a non-empty list"),
+    ],
+)
+def test_bad_study_files_are_rejected_before_anything_runs(tmp_path, spec, message):
+    with pytest.raises(ValueError, match=message):
+        load_study(write_study(tmp_path, **spec), out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_study_cli_rejects_bad_file_with_one_line(tmp_path, capsys):
+    path = write_study(tmp_path, base=TINY_BASE, grid={"attention": ["eca"]})
+    assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown attention 'eca'" in err[0]
+
+
+def test_run_skip_resume_and_report(tmp_path, capsys):
+    from nlsam.engine import TrainConfig, train
+
+    path = write_study(tmp_path, base=dict(TINY_BASE, epochs=2), grid={"attention": [None, "nlsam"]}, seeds=[0, 1],
+                       paper={"attention=nlsam": "+0.98 (published)"})
+    out = tmp_path / "out"
+    study = load_study(path, out=out)
+    # a run killed after its first epoch, as a crash would leave it
+    killed = study.runs[2]
+
+    def stop(summary):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(killed.config, on_epoch_end=stop)
+    assert run_state(killed) == "partial"
+    assert main(["study", str(path), "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert "0 done, 1 to resume, 3 to start" in log and "started attention=nlsam,seed=0 (resuming)" in log
+    assert all(run_state(r) == "done" for r in study.runs)
+    epochs = [json.loads(l)["epoch"] for l in (killed.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    # a second invocation has nothing left to do
+    assert main(["study", str(path), "--out", str(out)]) == 0
+    assert "4 done, 0 to resume, 0 to start" in capsys.readouterr().out
+
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "| attention=nlsam |" in report and "(n=2)" in report and "+0.98 (published)" in report
+    for name in ("results.csv", "runs.csv", "accuracy_vs_gflops.png", "curves.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert rows["attention=none"]["n"] == "2" and rows["attention=none"]["delta"] == ""
+    nl = rows["attention=nlsam"]
+    accs = {a: [json.loads((r.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["test_top1"]
+                for r in study.runs if r.config.attention == a] for a in (None, "nlsam")}
+    diff, low, high = welch_interval(accs["nlsam"], accs[None])
+    assert float(nl["delta"]) == pytest.approx(diff, abs=1e-3)
+    assert float(nl["delta_ci_low"]) == pytest.approx(low, abs=1e-3)
+    assert int(nl["params"]) > int(rows["attention=none"]["params"])
+
+
+def test_parallel_workers(tmp_path):
+    path = write_study(tmp_path, base=TINY_BASE, grid={"attention": [None, "nlsam"]}, seeds=[0])
+    study = load_study(path, out=tmp_path / "out")
+    counts = execute_study(study, workers=2, log=lambda *_: None)
+    assert counts == dict(done=2, failed=0, ran=2)
+
+
+def test_submitit_local_executor(tmp_path):
+    pytest.importorskip("submitit")
+    path = write_study(tmp_path, base=TINY_BASE, grid={"attention": ["nlsam"]}, seeds=[0])
+    study = load_study(path, out=tmp_path / "out")
+    counts = execute_study(study, executor="submitit", log=lambda *_: None)
+    assert counts["failed"] == 0 and run_state(study.runs[0]) == "done"
+    assert (tmp_path / "out" / "submitit").is_dir()
+
+
+def test_failed_run_is_reported_and_retried(tmp_path, capsys):
+    path = write_study(tmp_path, base=dict(TINY_BASE, data=str(tmp_path / "missing-folder")), seeds=[0])
+    assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert "1 run(s) failed" in capsys.readouterr().err
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a study directory"):
+        write_report(tmp_path)
+
+
+def test_t_quantiles_and_welch():
+    assert t_quantile_975(1) == pytest.approx(12.706)
+    assert t_quantile_975(4) == pytest.approx(2.776)
+    assert t_quantile_975(1e9) == pytest.approx(1.96, abs=1e-3)
+    assert 2.776 > t_quantile_975(4.5) > 2.571
+    a, b = [1.0, 2.0, 3.0], [0.0, 1.0, 2.0]
+    diff, low, high = welch_interval(a, b)
+    # equal variances 1, n = 3: se = sqrt(2/3), df = 4
+    assert diff == 1.0 and high - diff == pytest.approx(2.776 * math.sqrt(2 / 3))
+    assert welch_interval([1.0], b) is None
+
+
+def test_shipped_study_files_are_valid(tmp_path):
+    files = sorted((Path(__file__).resolve().parents[1] / "configs" / "studies").glob("*.yaml"))
+    assert len(files) >= 12
+    for path in files:
+        study = load_study(path, out=tmp_path / path.stem)
+        assert study.runs
