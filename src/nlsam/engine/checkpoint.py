@@ -52,7 +52,8 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt, truncated or not a checkpoint at all
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot read checkpoint {path}: {reason}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not an nlsam checkpoint (no model state and config inside)")
     version = state.get("format_version")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import create_model
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .evaluate import evaluate
@@ -280,6 +280,9 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg.to_dict(), run_dir / "config.yaml")
+        # what the data looked like (classes, input size, normalisation): enough to rebuild the
+        # network and its cost without a checkpoint
+        atomic_write_bytes(run_dir / "meta.json", json.dumps(meta, indent=1).encode())
         log(
             dist_info,
             f"{cfg.model} + {cfg.attention or 'no attention'} on {data.name}: {len(data.classes)} classes, "

@@ -1,0 +1,141 @@
+"""``nlsam attention``: the spatial maps NL-SAM computes, per block, overlaid on the image.
+
+The maps are taken with forward hooks on the :class:`nlsam.NLSAM` modules (the network is not
+changed): the hook re-applies :meth:`NLSAM.attention_map` to the module's input, which gives
+exactly the gate that multiplied the feature map. Each map has the size of its stage's
+feature map (e.g. 16 x 16 and 8 x 8 in stages 2 and 3 of a CIFAR ResNet, with k x k blocks of
+equal value where the module pooled) and is shown with nearest-neighbour upsampling, so the
+blocks stay visible.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attention.nlsam import NLSAM
+from .predict import (
+    Inspected,
+    forward_checked,
+    load_images,
+    load_inspected,
+    output_names,
+    parse_input_size,
+    require,
+)
+
+
+@dataclass
+class AttentionMap:
+    name: str  # module name, e.g. "stages.layer2.0.attention"
+    stage: Optional[int]  # the paper's stage number (1-3 on CIFAR, 2-5 on ImageNet)
+    block: Optional[int]  # block index in the stage, from 0
+    map: torch.Tensor  # H x W, values in (0, 1)
+
+
+def nlsam_modules(model: nn.Module) -> List[Tuple[str, Optional[int], Optional[int], NLSAM]]:
+    """``(name, stage, block, module)`` of every NL-SAM module of ``model``, in forward order."""
+    stage_of = {info["module"]: info.get("stage") for info in getattr(model, "feature_info", [])}
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, NLSAM):
+            match = re.match(r"(.*?stages\.layer\d+)\.(\d+)\.", name)
+            stage = stage_of.get(match.group(1)) if match else None
+            found.append((name, stage, int(match.group(2)) if match else None, module))
+    return found
+
+
+def attention_maps(
+    model: nn.Module, x: torch.Tensor, stage: Optional[int] = None
+) -> Tuple[torch.Tensor, List[AttentionMap]]:
+    """Run ``model`` on ``x`` (1 x 3 x H x W) and return its logits and the NL-SAM maps of every
+    block (or of the blocks of ``stage``), collected with forward hooks."""
+    modules = nlsam_modules(model)
+    if not modules:
+        raise ValueError("this network has no NL-SAM modules (trained without attention 'nlsam', "
+                         "'se+nlsam', 'ge+nlsam' or 'cbam+nlsam')")
+    stages = sorted({s for _, s, _, _ in modules if s is not None})
+    if stage is not None:
+        if stage not in stages:
+            raise ValueError(f"stage {stage} has no NL-SAM modules; valid: {', '.join(map(str, stages))}")
+        modules = [m for m in modules if m[1] == stage]
+    maps: List[AttentionMap] = []
+    handles = []
+
+    def hook_for(name, stage_id, block):
+        def hook(module, inputs, output):
+            maps.append(AttentionMap(name, stage_id, block, module.attention_map(inputs[0]).detach()[0, 0]))
+        return hook
+
+    try:
+        for name, stage_id, block, module in modules:
+            handles.append(module.register_forward_hook(hook_for(name, stage_id, block)))
+        with torch.no_grad():
+            logits = forward_checked(model, x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, maps
+
+
+def attention_figure(
+    inspected: Inspected,
+    path: Path,
+    img,
+    stage: Optional[int] = None,
+    input_size: Optional[Tuple[int, int]] = None,
+    cmap: str = "jet",
+    vrange: Optional[Tuple[float, float]] = None,
+):
+    """The figure of the NL-SAM maps of one image."""
+    from .figures import display_image, render_attention_figure
+
+    x = inspected.prepare(img, input_size)
+    logits, maps = attention_maps(inspected.model, x, stage)
+    probs = logits.float().softmax(dim=1)[0]
+    pred = int(probs.argmax())
+    groups: dict = {}
+    for m in maps:
+        groups.setdefault(m.stage, []).append(m)
+    stages = []
+    for stage_id, items in groups.items():
+        h, w = items[0].map.shape
+        label = f"stage {stage_id}\n{h}x{w} map" if stage_id is not None else f"{h}x{w} map"
+        blocks = [(f"block {m.block + 1}" if m.block is not None else m.name, m.map.numpy().astype(np.float32))
+                  for m in items]
+        stages.append((label, blocks))
+    cfg = inspected.model.data_config
+    size = x.shape[-2:]
+    title = (f"{path.name}: {inspected.label} ({size[0]}x{size[1]} input), "
+             f"pred: {inspected.classes[pred]} (P={probs[pred]:.2f})")
+    return render_attention_figure(display_image(x, cfg["mean"], cfg["std"]), stages, title, cmap, vrange)
+
+
+def main_attention(args: argparse.Namespace) -> int:
+    from .figures import check_cmap, png_bytes, write_files
+
+    require("matplotlib", "nlsam attention")
+    check_cmap(args.cmap)
+    images = load_images(args.images)
+    input_size = parse_input_size(args.input_size)
+    vrange = tuple(args.range) if args.range else None
+    if vrange is not None and not vrange[0] < vrange[1]:
+        raise ValueError(f"--range needs LOW < HIGH, got {vrange[0]} {vrange[1]}")
+    inspected = load_inspected(args.checkpoint)
+    if not nlsam_modules(inspected.model):
+        raise ValueError(f"{inspected.path} ({inspected.label}) has no NL-SAM modules to show")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    files = {}
+    for name, (path, img) in zip(output_names([p for p, _ in images]), images):
+        fig = attention_figure(inspected, path, img, args.stage, input_size, args.cmap, vrange)
+        files[out / name] = png_bytes(fig)
+    write_files(files)
+    return 0

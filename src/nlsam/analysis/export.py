@@ -1,0 +1,242 @@
+"""``nlsam export``: a trained network as ONNX, TorchScript or safetensors, checked against PyTorch.
+
+* ``onnx``: ``torch.onnx.export`` (the ``torch.export``-based exporter, which needs
+  ``onnxscript``; the TorchScript-based one on PyTorch < 2.6). Input ``input`` (B x 3 x H x W,
+  H x W = the training size), output ``logits`` (B x classes), dynamic batch size. The classes,
+  mean, std and config are in the model's ``metadata_props`` (``nlsam_meta``,
+  ``nlsam_config``, JSON).
+* ``torchscript``: ``torch.jit.script``; any batch and input size. ``torch.jit.load(path,
+  _extra_files={"nlsam.json": ""})`` also returns the metadata.
+* ``safetensors``: the state dict, with the config and metadata (JSON) in the header;
+  :func:`load_safetensors` rebuilds the network.
+
+The file is first produced in memory, loaded back and run on random inputs at batch sizes 1
+and 3 (onnxruntime for ONNX); only when the largest absolute difference from PyTorch's logits
+is within ``atol`` (1e-4) is it written, atomically. Nothing is written otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from .predict import Inspected, load_inspected, require
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
+CHECK_BATCHES = (1, 3)
+SAFETENSORS_FORMAT = "nlsam-safetensors-1"
+
+
+def _metadata(inspected: Inspected) -> Dict[str, str]:
+    from .. import __version__
+
+    cfg = inspected.model.data_config
+    # the checkpoint's own "meta" layout: input_size is the training (H, W)
+    meta = dict(classes=inspected.classes, input_size=list(cfg["input_size"][1:]), in_chans=cfg["input_size"][0],
+                mean=list(cfg["mean"]), std=list(cfg["std"]), data=inspected.meta.get("data"))
+    return dict(nlsam_version=__version__, nlsam_meta=json.dumps(meta),
+                nlsam_config=json.dumps(inspected.config, default=str))
+
+
+def _quiet(fn: Callable, *args, **kwargs):
+    """Call ``fn`` without the deprecation chatter of torch.jit / torch.onnx."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# the three formats: produce bytes, and a runner of the bytes for the check
+# ------------------------------------------------------------------------------------------
+
+
+def _onnx_bytes(inspected: Inspected, opset: Optional[int], exporter: str) -> bytes:
+    onnx = require("onnx", "ONNX export")
+    model = inspected.model
+    example = torch.zeros(2, *model.data_config["input_size"])
+    names = dict(input_names=["input"], output_names=["logits"])
+    if exporter == "auto":
+        exporter = "dynamo" if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 6) else "legacy"
+    if exporter not in ("dynamo", "legacy"):
+        raise ValueError(f"unknown ONNX exporter {exporter!r}; valid: auto, dynamo, legacy")
+    if exporter == "dynamo":
+        require("onnxscript", "ONNX export")
+        if opset is not None and opset < 18:
+            raise ValueError(f"--opset {opset}: the torch.export-based ONNX exporter writes opset 18 or later")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            if exporter == "dynamo":
+                program = _quiet(torch.onnx.export, model, (example,), dynamo=True, verbose=False,
+                                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                                 opset_version=opset, **names)
+                program.save(str(path))
+            else:
+                _quiet(torch.onnx.export, model, (example,), str(path), dynamo=False,
+                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                       opset_version=opset or 17, **names)
+        except Exception as exc:  # the exporters raise many kinds; report one line
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise ValueError(f"ONNX export of {inspected.label} failed ({exporter} exporter): {lines[0]}") from None
+        proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, _metadata(inspected))
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _onnx_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+    ort = require("onnxruntime", "checking the ONNX file")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def _torchscript_bytes(inspected: Inspected) -> bytes:
+    try:
+        scripted = _quiet(torch.jit.script, inspected.model)
+    except Exception as exc:  # TorchScript rejects some Python constructs
+        raise ValueError(f"torch.jit.script failed on {inspected.label}: {str(exc).splitlines()[0]}") from None
+    buffer = io.BytesIO()
+    _quiet(torch.jit.save, scripted, buffer, _extra_files={"nlsam.json": json.dumps(_metadata(inspected))})
+    return buffer.getvalue()
+
+
+def _torchscript_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+    module = _quiet(torch.jit.load, io.BytesIO(data), map_location="cpu")
+    return module
+
+
+def _safetensors_bytes(inspected: Inspected) -> bytes:
+    require("safetensors", "safetensors export")
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous() for k, v in inspected.model.state_dict().items()}
+    return save(state, metadata=dict(_metadata(inspected), format=SAFETENSORS_FORMAT))
+
+
+def _safetensors_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        path.write_bytes(data)
+        return load_safetensors(path)
+
+
+def load_safetensors(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Rebuild a network from a file written by ``nlsam export --format safetensors``.
+
+    The result is what :func:`nlsam.load_model` gives for the checkpoint: eval mode, with
+    ``classes``, ``input_size`` and ``data_config``.
+    """
+    require("safetensors", "reading safetensors files")
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from ..engine.loading import model_from_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"safetensors file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot read safetensors file {path}: {exc}") from None
+    if metadata.get("format") != SAFETENSORS_FORMAT:
+        raise ValueError(f"{path} was not written by nlsam export (no '{SAFETENSORS_FORMAT}' format tag)")
+    model = model_from_checkpoint(dict(config=json.loads(metadata["nlsam_config"]),
+                                       meta=json.loads(metadata["nlsam_meta"]), model=state))
+    return model.to(device)
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def default_output(checkpoint_path: Path, fmt: str) -> Path:
+    """``runs/x/best.pt`` -> ``runs/x/best.onnx`` (``.torchscript.pt``, ``.safetensors``)."""
+    return checkpoint_path.with_name(checkpoint_path.stem + SUFFIXES[fmt])
+
+
+@torch.no_grad()
+def check_export(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor],
+                 batches=CHECK_BATCHES, seed: int = 0) -> Dict[int, float]:
+    """Largest absolute difference between ``runner`` and ``model`` logits at each batch size."""
+    g = torch.Generator().manual_seed(seed)
+    diffs = {}
+    for batch in batches:
+        x = torch.randn(batch, *model.data_config["input_size"], generator=g)
+        expected = model(x)
+        got = runner(x)
+        if tuple(got.shape) != tuple(expected.shape):
+            raise ValueError(f"exported model gives shape {tuple(got.shape)} at batch {batch}, "
+                             f"PyTorch {tuple(expected.shape)}")
+        diffs[batch] = float((got.float() - expected.float()).abs().max())
+    return diffs
+
+
+def export_model(
+    checkpoint: Union[str, Path],
+    fmt: str,
+    out: Optional[Union[str, Path]] = None,
+    atol: float = 1e-4,
+    check: bool = True,
+    opset: Optional[int] = None,
+    exporter: str = "auto",
+) -> Dict[str, Any]:
+    """Export a checkpoint (or run directory) to ``fmt``; check it; write it atomically.
+
+    Returns ``{"path", "format", "bytes", "input_size", "max_abs_diff": {batch: diff}}``.
+    Raises ``ValueError`` (nothing written) if the export fails or differs by more than ``atol``.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    inspected = load_inspected(checkpoint)
+    path = Path(out) if out is not None else default_output(inspected.path, fmt)
+    if path.is_dir():
+        path = default_output(path / inspected.path.name, fmt)
+    if path.resolve() == inspected.path.resolve():
+        raise ValueError(f"--out {path} is the checkpoint itself; choose another file")
+    if fmt == "onnx":
+        data, run = _onnx_bytes(inspected, opset, exporter), _onnx_runner
+    elif fmt == "torchscript":
+        data, run = _torchscript_bytes(inspected), _torchscript_runner
+    else:
+        data, run = _safetensors_bytes(inspected), _safetensors_runner
+    diffs: Dict[int, float] = {}
+    if check:
+        diffs = check_export(inspected.model, run(data))
+        worst = max(diffs.values())
+        if not worst <= atol:
+            raise ValueError(f"the {fmt} model differs from PyTorch by up to {worst:.3g} (tolerance "
+                             f"{atol:g}); nothing written")
+    from .figures import write_files
+
+    write_files({path: data}, quiet=True)
+    return dict(path=str(path), format=fmt, bytes=len(data), input_size=list(inspected.model.data_config["input_size"]),
+                max_abs_diff=diffs, label=inspected.label)
+
+
+def main_export(args: argparse.Namespace) -> int:
+    result = export_model(args.checkpoint, args.format, args.out, atol=args.atol, check=not args.no_check,
+                          opset=args.opset)
+    c, h, w = result["input_size"]
+    shape = {"onnx": f"input B x {c} x {h} x {w}, dynamic batch B",
+             "torchscript": f"any batch and input size, trained at {c} x {h} x {w}",
+             "safetensors": f"state dict + config, load with nlsam.analysis.export.load_safetensors"}[args.format]
+    print(f"wrote {result['path']} ({result['format']}, {result['bytes'] / 1e6:.2f} MB; {result['label']}; {shape})")
+    if result["max_abs_diff"]:
+        batches = " and ".join(str(b) for b in result["max_abs_diff"])
+        checker = "onnxruntime" if args.format == "onnx" else f"reloaded {args.format}"
+        print(f"checked: max |{checker} - PyTorch| = {max(result['max_abs_diff'].values()):.2e} at batch "
+              f"{batches} (tolerance {args.atol:g})")
+    return 0

@@ -1,0 +1,275 @@
+"""Figures of the inspection commands (matplotlib, drawn off-screen, never through pyplot), and
+sample images to try them on.
+
+All heat maps of one figure share one colour map (``jet`` by default, the convention of
+Grad-CAM figures including the NL-SAM paper's Figure 5) and one colour bar. Inputs are shown
+as the network saw them (after resizing), upsampled with nearest-neighbour so that a 32 x 32
+CIFAR image stays sharp; heat maps are overlaid at 50 % opacity. Figures are saved with a tight
+bounding box, so no title or label is clipped.
+
+Sample images: ``python -m nlsam.analysis.figures DATA OUT_DIR`` writes the first test image of
+every class of DATA (``builtin``, ``cifar10``, ``cifar100``, or an ImageFolder directory or
+``.zip`` such as a JPEG copy of CIFAR-10) to OUT_DIR.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .predict import require
+
+DEFAULT_CMAP = "jet"
+PANEL_INCHES = 2.2
+OVERLAY_ALPHA = 0.5
+DPI = 110
+FONT_SIZE = 8.5
+MAX_COLUMNS = 9  # attention maps: blocks per row before wrapping
+
+
+def check_cmap(name: str) -> str:
+    """Raise a one-line ValueError for a colour map matplotlib does not know."""
+    matplotlib = require("matplotlib", "drawing figures")
+    if name not in matplotlib.colormaps:
+        raise ValueError(f"unknown colour map {name!r}; e.g. jet, turbo, viridis, inferno, magma")
+    return name
+
+
+def display_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """A normalized 1 x 3 x H x W (or 3 x H x W) input -> H x W x 3 floats in [0, 1]."""
+    x = x.detach().float().cpu().reshape(-1, *x.shape[-3:])[0]
+    m = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+    return (x * s + m).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _figure(width: float, height: float):
+    require("matplotlib", "drawing figures")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.04, h_pad=0.04, wspace=0.06, hspace=0.03)
+    return fig
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes (tight box: nothing clipped)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.08, facecolor="white")
+    return buffer.getvalue()
+
+
+def _clean(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _wrap(text: str, width: int = 36) -> str:
+    """Wrap each line at spaces (never inside a word)."""
+    return "\n".join(textwrap.fill(line, width, break_long_words=False) for line in text.split("\n"))
+
+
+def short_name(name: str, width: int = 18) -> str:
+    """A class or file name cut to ``width`` characters (with an ellipsis)."""
+    return name if len(name) <= width else name[: width - 1] + "\u2026"
+
+
+def _colorbar(fig, axes, cmap: str, vmin: float, vmax: float, label: str, rows: int = 1) -> None:
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap), ax=axes,
+                       shrink=min(1.0, 3.0 / rows), aspect=20 * min(rows, 3) / 2, pad=0.02)
+    bar.set_label(label, fontsize=FONT_SIZE)
+    bar.ax.tick_params(labelsize=FONT_SIZE - 1)
+
+
+def _overlay(ax, image: np.ndarray, heat: np.ndarray, cmap: str, vmin: float, vmax: float,
+             smooth: bool) -> None:
+    h, w = image.shape[:2]
+    ax.imshow(image, interpolation="nearest")
+    ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=OVERLAY_ALPHA,
+              interpolation="bilinear" if smooth else "nearest", interpolation_stage="data",
+              extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    _clean(ax)
+
+
+def render_cam_figure(
+    rows: List[Dict],
+    column_labels: Sequence[str],
+    cmap: str = DEFAULT_CMAP,
+):
+    """Grad-CAM figure: one row per image, the input then one overlay per network.
+
+    ``rows``: ``[{"title": str, "image": HxWx3, "panels": [{"image": HxWx3, "cam": HxW in
+    [0, 1], "text": str}, ...]}, ...]``, one panel per entry of ``column_labels``.
+    """
+    ncols = 1 + len(column_labels)
+    fig = _figure(PANEL_INCHES * ncols + 0.9, (PANEL_INCHES + 0.45) * len(rows) + 0.3)
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, row in enumerate(rows):
+        ax = axes[r][0]
+        ax.imshow(row["image"], interpolation="nearest")
+        _clean(ax)
+        ax.set_title(("input\n" if r == 0 else "") + short_name(row["title"], 30), fontsize=FONT_SIZE)
+        for c, (label, panel) in enumerate(zip(column_labels, row["panels"]), start=1):
+            ax = axes[r][c]
+            _overlay(ax, panel["image"], panel["cam"], cmap, 0.0, 1.0, smooth=True)
+            text = panel["text"] if r else f"{label}\n{panel['text']}"
+            ax.set_title(_wrap(text), fontsize=FONT_SIZE)
+    _colorbar(fig, list(axes.ravel()), cmap, 0.0, 1.0, "Grad-CAM (scaled to [0, 1] per image)", len(rows))
+    return fig
+
+
+def render_attention_figure(
+    image: np.ndarray,
+    stages: List[Tuple[str, List[Tuple[str, np.ndarray]]]],
+    title: str,
+    cmap: str = DEFAULT_CMAP,
+    vrange: Optional[Tuple[float, float]] = None,
+):
+    """NL-SAM maps: one row per stage (wrapped after ``MAX_COLUMNS`` blocks), the input first.
+
+    ``stages``: ``[("stage 2 (16x16)", [("block 1", HxW map), ...]), ...]``. The colour range is
+    ``vrange`` or the smallest and largest gate value in the figure; the colour bar shows it.
+    """
+    maps = [m for _, blocks in stages for _, m in blocks]
+    if vrange is None:
+        lo, hi = float(min(m.min() for m in maps)), float(max(m.max() for m in maps))
+        if hi - lo < 1e-3:
+            lo, hi = lo - 5e-4, hi + 5e-4
+    else:
+        lo, hi = vrange
+    layout = []  # (stage label, first row of the stage?, blocks of this row)
+    for label, blocks in stages:
+        for start in range(0, len(blocks), MAX_COLUMNS):
+            layout.append((label, start == 0, blocks[start:start + MAX_COLUMNS]))
+    ncols = 1 + max(len(blocks) for _, _, blocks in layout)
+    fig = _figure(PANEL_INCHES * 0.8 * ncols + 1.0, (PANEL_INCHES * 0.8 + 0.3) * len(layout) + 0.5)
+    axes = fig.subplots(len(layout), ncols, squeeze=False)
+    for r, (label, first, blocks) in enumerate(layout):
+        ax = axes[r][0]
+        _clean(ax)
+        if first:
+            ax.imshow(image, interpolation="nearest")
+            if r == 0:
+                ax.set_title("input", fontsize=FONT_SIZE)
+            ax.set_ylabel(_wrap(label, 18), fontsize=FONT_SIZE)
+        else:
+            ax.set_visible(False)
+        for c in range(1, ncols):
+            ax = axes[r][c]
+            if c > len(blocks):
+                ax.set_visible(False)
+                continue
+            name, heat = blocks[c - 1]
+            _overlay(ax, image, heat, cmap, lo, hi, smooth=False)
+            ax.set_title(name, fontsize=FONT_SIZE)
+    fig.suptitle(_wrap(title, 90), fontsize=FONT_SIZE + 1)
+    visible = [ax for ax in axes.ravel() if ax.get_visible()]
+    _colorbar(fig, visible, cmap, lo, hi, "NL-SAM attention (gate value)", len(layout))
+    return fig
+
+
+def write_files(files: Dict[Path, bytes], quiet: bool = False) -> None:
+    """Write every file atomically (a temporary file, then a rename; readable as the umask
+    allows), printing each path unless ``quiet``."""
+    from ..engine.checkpoint import atomic_write_bytes
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path, data in files.items():
+        atomic_write_bytes(path, data)
+        os.chmod(path, 0o666 & ~umask)
+        if not quiet:
+            print(path)
+
+
+# ------------------------------------------------------------------------------------------
+# sample images
+# ------------------------------------------------------------------------------------------
+
+
+def save_test_images(data: str, out: Path, per_class: int = 1, data_dir: Optional[str] = None) -> List[Path]:
+    """Write the first ``per_class`` test images of every class as ``OUT/NN_CLASS.png`` (or the
+    ImageFolder file's own extension); returns the paths.
+
+    ``data``: ``builtin``, ``cifar10`` / ``cifar100`` (the official python files under
+    ``data_dir``) or the path of an ImageFolder directory or ``.zip`` (its ``test/`` or ``val/``
+    images are copied byte for byte).
+    """
+    from PIL import Image
+
+    from ..data import BUILTIN_CLASSES, default_data_dir, generate_builtin
+    from ..data._cifar import CIFAR_SPECS, _load_pickle, _read_batch, find_cifar
+    from ..data._download import DatasetNotFoundError
+    from ..data._folder import index_folder
+
+    if per_class < 1:
+        raise ValueError(f"--per-class must be at least 1, got {per_class}")
+    files: Dict[Path, bytes] = {}
+
+    def name(label: int, cls: str, n: int, suffix: str) -> Path:
+        return Path(out) / (f"{label:02d}_{cls}{'' if per_class == 1 else f'_{n + 1}'}{suffix}")
+
+    if data not in ("builtin", *CIFAR_SPECS) and (Path(data).is_dir() or Path(data).is_file()):
+        index = index_folder(Path(data))
+        with index.reader() as reader:
+            for label, cls in enumerate(index.classes):
+                members = [m for m, y in index.test if y == label][:per_class]
+                for n, member in enumerate(members):
+                    files[name(label, cls, n, Path(member).suffix.lower())] = reader.read(member)
+        write_files(files)
+        return list(files)
+    if data == "builtin":
+        split = generate_builtin(64 * per_class, split="test")
+        images, labels, classes = split.images.numpy(), split.labels.numpy(), list(BUILTIN_CLASSES)
+    elif data in CIFAR_SPECS:
+        spec = CIFAR_SPECS[data]
+        root = find_cifar(data, Path(data_dir) if data_dir else default_data_dir())
+        if root is None:
+            raise DatasetNotFoundError(f"{data} not found under {data_dir or default_data_dir()}")
+        images, labels = _read_batch(root / spec.test_files[0], spec.label_key)
+        classes = [str(c) for c in _load_pickle(root / spec.meta_file)[spec.names_key]]
+    else:
+        raise ValueError(f"unknown data {data!r}; valid: builtin, cifar10, cifar100 or an ImageFolder "
+                         f"directory or .zip")
+    for label, cls in enumerate(classes):
+        for n, index in enumerate(np.flatnonzero(labels == label)[:per_class]):
+            buffer = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(images[index].transpose(1, 2, 0))).save(buffer, format="PNG")
+            files[name(label, cls, n, ".png")] = buffer.getvalue()
+    write_files(files)
+    return list(files)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m nlsam.analysis.figures",
+        description="Write test images of a dataset as PNG files, to try nlsam cam/attention/predict on.")
+    parser.add_argument("data", help="builtin, cifar10, cifar100, or an ImageFolder directory or .zip")
+    parser.add_argument("out", help="output directory")
+    parser.add_argument("--per-class", type=int, default=1)
+    parser.add_argument("--data-dir", default=None, help="where cifar10/cifar100 live (default $NLSAM_DATA_DIR or ./data)")
+    args = parser.parse_args(argv)
+    try:
+        save_test_images(args.data, Path(args.out), args.per_class, args.data_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

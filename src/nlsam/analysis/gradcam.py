@@ -1,0 +1,126 @@
+"""``nlsam cam``: Grad-CAM heat maps of trained networks, several side by side (the NL-SAM
+paper's Figure 5 compares a baseline, NL-SAM and GE + NL-SAM this way).
+
+Grad-CAM itself comes from the ``grad-cam`` package (``pytorch_grad_cam.GradCAM``), which
+takes the activations and gradients of the target layer with hooks; the network is not
+changed. The target layer is the last convolutional stage (``model.stages[-1]``, e.g.
+``layer3`` of a CIFAR ResNet or ``layer4`` of ResNet-50), as in the Grad-CAM paper. The map
+is the ReLU of the gradient-weighted activation sum, upsampled bilinearly to the input size and
+scaled to [0, 1] per image (the package's convention), so that maps of different networks can
+be compared by shape, not by magnitude.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .predict import (
+    Inspected,
+    load_images,
+    load_inspected,
+    output_names,
+    parse_input_size,
+    require,
+    resolve_target_class,
+)
+
+
+def target_layer(model: nn.Module) -> nn.Module:
+    """The last convolutional stage of an nlsam ResNet."""
+    stages = getattr(model, "stages", None)
+    if not isinstance(stages, nn.Sequential) or len(stages) == 0:
+        raise ValueError(f"cannot find the convolutional stages of {type(model).__name__} (no model.stages)")
+    return stages[-1]
+
+
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, target: Optional[int] = None
+) -> Tuple[np.ndarray, torch.Tensor]:
+    """Grad-CAM of the last stage for one input ``x`` (1 x 3 x H x W).
+
+    Returns the H x W map in [0, 1] for class ``target`` (default: the predicted class) and the
+    softmax probabilities (a tensor of ``num_classes``).
+    """
+    require("pytorch_grad_cam", "Grad-CAM")
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if target is not None and not 0 <= target < model.num_classes:
+        raise ValueError(f"target class {target} is out of range: valid indices are 0..{model.num_classes - 1}")
+    targets = None if target is None else [ClassifierOutputTarget(int(target))]
+    with torch.enable_grad(), GradCAM(model=model, target_layers=[target_layer(model)]) as cam:
+        try:
+            heat = cam(input_tensor=x, targets=targets)
+        except RuntimeError as exc:
+            raise ValueError(f"Grad-CAM failed on a {x.shape[-2]}x{x.shape[-1]} input: "
+                             f"{str(exc).splitlines()[0]}") from None
+        probs = cam.outputs.detach().float().softmax(dim=1)[0]
+    model.zero_grad(set_to_none=True)
+    return np.asarray(heat[0], dtype=np.float32), probs
+
+
+def cam_figure(
+    checkpoints: Sequence[Inspected],
+    images: Sequence[Tuple[Path, "Image.Image"]],
+    target: Optional[str] = None,
+    labels: Optional[Sequence[str]] = None,
+    input_size: Optional[Tuple[int, int]] = None,
+    cmap: str = "jet",
+):
+    """The Grad-CAM figure for ``images`` (one row each) and ``checkpoints`` (one column each)."""
+    from .figures import display_image, render_cam_figure, short_name
+
+    labels = list(labels) if labels else [c.label for c in checkpoints]
+    targets = [resolve_target_class(target, c.classes) for c in checkpoints]
+    rows = []
+    for path, img in images:
+        panels = []
+        for inspected, index in zip(checkpoints, targets):
+            x = inspected.prepare(img, input_size)
+            heat, probs = grad_cam(inspected.model, x, index)
+            pred = int(probs.argmax())
+            text = f"pred: {short_name(inspected.classes[pred])} (P={probs[pred]:.2f})"
+            if index is not None and index != pred:
+                text = f"CAM of {short_name(inspected.classes[index])} (P={probs[index]:.2f})\n" + text
+            cfg = inspected.model.data_config
+            panels.append(dict(image=display_image(x, cfg["mean"], cfg["std"]), cam=heat, text=text))
+        rows.append(dict(title=path.name, image=panels[0]["image"], panels=panels))
+    return render_cam_figure(rows, labels, cmap=cmap)
+
+
+def main_cam(args: argparse.Namespace) -> int:
+    from .figures import check_cmap, png_bytes, write_files
+
+    # everything is checked before anything is computed or written
+    require("pytorch_grad_cam", "nlsam cam")
+    require("matplotlib", "nlsam cam")
+    check_cmap(args.cmap)
+    images = load_images(args.images)
+    input_size = parse_input_size(args.input_size)
+    paths = [args.checkpoint] + list(args.compare or [])
+    if args.grid and (Path(args.grid).name != args.grid or not args.grid.lower().endswith(".png")):
+        raise ValueError(f"--grid takes a file name ending in .png (written inside --out), got {args.grid!r}")
+    if args.labels and len(args.labels) != len(paths):
+        raise ValueError(f"--labels got {len(args.labels)} names for {len(paths)} checkpoints")
+    checkpoints = [load_inspected(p) for p in paths]
+    for c in checkpoints:
+        resolve_target_class(args.target_class, c.classes)
+        target_layer(c.model)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    files = {}
+    if args.grid:
+        fig = cam_figure(checkpoints, images, args.target_class, args.labels, input_size, args.cmap)
+        files[out / args.grid] = png_bytes(fig)
+    else:
+        for name, item in zip(output_names([p for p, _ in images]), images):
+            fig = cam_figure(checkpoints, [item], args.target_class, args.labels, input_size, args.cmap)
+            files[out / name] = png_bytes(fig)
+    write_files(files)
+    return 0

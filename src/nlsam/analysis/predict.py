@@ -1,0 +1,254 @@
+"""``nlsam predict``: top-k classes of images, and the loading helpers the inspection commands share.
+
+Everything that can be wrong with the inputs (a missing or unreadable image, a checkpoint that
+is not one, a class that does not exist) is checked by :func:`load_images`,
+:func:`load_inspected` and :func:`resolve_target_class` *before* any work is done, and raises a
+``ValueError`` / ``FileNotFoundError`` naming the culprit, so that the commands fail with one
+error line and write nothing.
+
+Images of any size and mode are accepted: each is prepared as the model's test loader prepares
+its data (:func:`nlsam.data.preprocess_image`: resized to cover the model's training size and
+center-cropped; for inputs larger than 64 px the shorter side is first resized to
+``size * 256 / 224``). ``input_size`` runs the network at another resolution instead (the
+networks accept any size; NL-SAM pools adaptively away from its training size).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+PathLike = Union[str, Path]
+
+
+class MissingDependencyError(ImportError, ValueError):
+    """An optional package an inspection command needs is not installed (the message says
+    which ``pip install`` fixes it)."""
+
+
+#: module -> the package that provides it
+_PACKAGES = {
+    "pytorch_grad_cam": "grad-cam",
+    "matplotlib": "matplotlib",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "onnxscript": "onnxscript",
+    "safetensors": "safetensors",
+}
+
+
+def require(module: str, purpose: str):
+    """Import ``module`` or raise :class:`MissingDependencyError` with the pip command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = _PACKAGES.get(module.split(".")[0], module)
+        raise MissingDependencyError(
+            f"{purpose} needs the '{package}' package: pip install {package} "
+            f"(or pip install 'nlsam[inspect]' for everything the inspection commands use)"
+        ) from None
+
+
+# ------------------------------------------------------------------------------------------
+# images
+# ------------------------------------------------------------------------------------------
+
+
+def load_images(paths: Sequence[PathLike]) -> List[Tuple[Path, "Image.Image"]]:
+    """Open and decode every image (to RGB) before anything else happens.
+
+    Raises ``FileNotFoundError`` for a missing path and ``ValueError`` for a directory or a file
+    that is not a decodable image, naming the path.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from ..data._images import to_rgb
+
+    if not paths:
+        raise ValueError("no images given")
+    images = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory, not an image file")
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        try:
+            with Image.open(path) as handle:
+                handle.load()
+                img = to_rgb(handle)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            reason = "not an image file PIL can read" if isinstance(exc, UnidentifiedImageError) else str(exc)
+            raise ValueError(f"cannot read image {path}: {reason}") from None
+        images.append((path, img))
+    return images
+
+
+def output_names(paths: Sequence[Path], suffix: str = ".png") -> List[str]:
+    """One distinct file name per input image: its stem, with ``-2``, ``-3``... for repeats."""
+    names, seen = [], set()
+    for path in paths:
+        stem, name, n = path.stem, path.stem + suffix, 1
+        while name in seen:
+            n += 1
+            name = f"{stem}-{n}{suffix}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def parse_input_size(values: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
+    """``--input-size H [W]`` -> (H, W), or None for the model's own size."""
+    if not values:
+        return None
+    if len(values) > 2 or any(v < 8 for v in values):
+        raise ValueError(f"--input-size takes H [W], each at least 8 pixels; got {' '.join(map(str, values))}")
+    return (values[0], values[-1])
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inspected:
+    """A trained network with what the inspection commands need to know about it."""
+
+    model: nn.Module
+    path: Path
+    config: Dict[str, Any]
+    meta: Dict[str, Any]
+    label: str
+    classes: List[str] = field(default_factory=list)
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        return tuple(self.model.data_config["input_size"][1:])
+
+    def prepare(self, img, input_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """One image -> the 1 x 3 x H x W tensor the model reads."""
+        from ..data import preprocess_image
+
+        cfg = self.model.data_config
+        return preprocess_image(img, input_size or self.input_size, cfg["mean"], cfg["std"])
+
+
+def model_label(config: Dict[str, Any]) -> str:
+    """``resnet110 + nlsam``, ``resnet110 + ge+nlsam`` or ``resnet110 (no attention)``."""
+    attention = config.get("attention")
+    return f"{config.get('model')} + {attention}" if attention else f"{config.get('model')} (no attention)"
+
+
+def load_inspected(path: PathLike) -> Inspected:
+    """Load a checkpoint or run directory for inspection (eval mode, on the CPU)."""
+    from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from ..engine.loading import model_from_checkpoint
+
+    try:
+        state = load_checkpoint(path)
+    except ValueError as exc:
+        # torch.load's own message runs over many lines; keep the command's error to one
+        message = str(exc).splitlines()[0]
+        if "Weights only load failed" in message:
+            message = (f"cannot read checkpoint {resolve_checkpoint_path(path)}: torch.load(weights_only=True) "
+                       f"failed (a corrupt file, not a checkpoint, or one that holds pickled code)")
+        raise ValueError(message) from None
+    model = model_from_checkpoint(state)
+    classes = [str(c) for c in model.classes]
+    if not classes:
+        raise ValueError(f"checkpoint {path} names no classes (no meta.classes inside)")
+    return Inspected(model, resolve_checkpoint_path(path), state["config"], state.get("meta", {}),
+                     model_label(state["config"]), classes)
+
+
+def resolve_target_class(value: Union[None, int, str], classes: Sequence[str]) -> Optional[int]:
+    """A class index or name -> its index; ``None`` stays None (use the predicted class)."""
+    if value is None:
+        return None
+    n = len(classes)
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < n:
+            raise ValueError(f"target class {index} is out of range: valid indices are 0..{n - 1} "
+                             f"({n} classes), or a class name")
+        return index
+    if text in classes:
+        return list(classes).index(text)
+    lowered = [c.lower() for c in classes]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    shown = ", ".join(classes[:20]) + (", ..." if n > 20 else "")
+    raise ValueError(f"unknown target class {text!r}; valid: an index 0..{n - 1} or a name ({shown})")
+
+
+def forward_checked(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, with a failure for this input size turned into a one-line ValueError."""
+    try:
+        return model(x)
+    except RuntimeError as exc:
+        raise ValueError(f"the network cannot run on a {x.shape[-2]}x{x.shape[-1]} input: "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+# ------------------------------------------------------------------------------------------
+# predict
+# ------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(
+    inspected: Inspected,
+    images: Sequence["Image.Image"],
+    topk: int = 5,
+    input_size: Optional[Tuple[int, int]] = None,
+    batch_size: int = 64,
+) -> List[List[Dict[str, Any]]]:
+    """Top-k predictions per image: ``[[{"rank", "index", "class", "score"}, ...], ...]``,
+    sorted by decreasing softmax score. ``topk`` is clipped to the number of classes."""
+    if topk < 1:
+        raise ValueError(f"--topk must be at least 1, got {topk}")
+    k = min(topk, len(inspected.classes))
+    x = torch.cat([inspected.prepare(img, input_size) for img in images])
+    results = []
+    for start in range(0, len(x), batch_size):
+        probs = forward_checked(inspected.model, x[start:start + batch_size]).float().softmax(dim=1)
+        scores, indices = probs.topk(k, dim=1)
+        for row_scores, row_indices in zip(scores.tolist(), indices.tolist()):
+            results.append([
+                dict(rank=r + 1, index=i, **{"class": inspected.classes[i]}, score=s)
+                for r, (s, i) in enumerate(zip(row_scores, row_indices))
+            ])
+    return results
+
+
+def main_predict(args: argparse.Namespace) -> int:
+    images = load_images(args.images)
+    input_size = parse_input_size(args.input_size)
+    inspected = load_inspected(args.checkpoint)
+    results = predict(inspected, [img for _, img in images], topk=args.topk, input_size=input_size)
+    size = input_size or inspected.input_size
+    if args.json:
+        print(json.dumps(dict(
+            checkpoint=str(inspected.path),
+            model=inspected.config.get("model"),
+            attention=inspected.config.get("attention"),
+            input_size=list(size),
+            topk=min(args.topk, len(inspected.classes)),
+            results=[dict(image=str(path), predictions=preds) for (path, _), preds in zip(images, results)],
+        )))
+        return 0
+    print(f"{inspected.path}: {inspected.label}, {len(inspected.classes)} classes, input {size[0]}x{size[1]}")
+    width = max(len(p["class"]) for preds in results for p in preds)
+    for (path, _), preds in zip(images, results):
+        print(path)
+        for p in preds:
+            print(f"  {p['rank']:>2d}. {p['class']:<{width}s}  {p['score']:.4f}")
+    return 0
