@@ -85,6 +85,20 @@ def data_pipeline_speed(data: str, batch: int, epochs: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def _shown_args(args: argparse.Namespace) -> List[str]:
+    """The command line, with the reference checkout shown by name only (paths differ per machine)."""
+    shown = [sys.argv[0]]
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            shown.append(f"PATH/TO/{args.reference_dir.name}")
+            skip = False
+        else:
+            shown.append(arg)
+            skip = arg == "--reference-dir"
+    return shown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "resnet110"])
@@ -120,11 +134,14 @@ def main() -> None:
     lines = [
         "# Training throughput, CIFAR ResNets (CPU)",
         "",
-        f"Command: `python {' '.join(sys.argv)}`",
+        f"Command: `python {' '.join(_shown_args(args))}`",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, batch {args.batch_size}, 32x32, "
         f"{'channels_last' if channels_last else 'contiguous'}; median of {args.rounds} rounds x {args.steps} steps.",
+        "",
+        "Reference: Yerlan Idelbayev's pytorch_resnet_cifar10 (`resnet.py`, option A shortcuts, the "
+        "same architecture and parameter count), imported from a checkout, not copied.",
         "",
         "| model | plain img/s | + NL-SAM img/s | NL-SAM time overhead | reference img/s | ours / reference |",
         "|---|---:|---:|---:|---:|---:|",
