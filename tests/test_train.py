@@ -109,7 +109,9 @@ class _NaNLoss(torch.nn.CrossEntropyLoss):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     train(tiny_config(tmp_path / "run", epochs=1))
     before = _weights(tmp_path / "run" / "last.pt")
-    import nlsam.engine.train as train_module
+    import importlib
+
+    train_module = importlib.import_module("nlsam.engine.train")  # the module, not the function
 
     monkeypatch.setattr(train_module.nn, "CrossEntropyLoss", _NaNLoss)
     with pytest.raises(NonFiniteLossError, match="training loss became nan at epoch 2"):
