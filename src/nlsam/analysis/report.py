@@ -85,15 +85,12 @@ def _fmt(value: Any) -> str:
 
 
 def _cost(run_dir: Path, cfg) -> Tuple[Optional[int], Optional[int]]:
-    from ..models import create_model
+    from ..engine.loading import build_network
     from .cost import profile
 
     meta_file = run_dir / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else load_checkpoint(run_dir / "last.pt").get("meta", {})
-    model = create_model(
-        cfg.model, num_classes=len(meta.get("classes", [])) or 10, attention=cfg.attention,
-        in_chans=meta.get("in_chans", 3), input_size=tuple(meta.get("input_size", (32, 32))), **cfg.model_options,
-    )
+    model = build_network(cfg.to_dict(), meta)
     report = profile(model, (meta.get("in_chans", 3), *meta.get("input_size", (32, 32))))
     return report.params, report.flops
 

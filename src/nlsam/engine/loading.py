@@ -2,13 +2,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Any, Mapping, Union
 
 import torch
 from torch import nn
 
 from ..models import create_model
 from .checkpoint import load_checkpoint
+
+
+def build_network(config: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
+    """The untrained network a run's config and data description (``meta``) describe."""
+    return create_model(
+        config["model"],
+        num_classes=len(meta.get("classes", [])),
+        attention=config.get("attention"),
+        in_chans=meta.get("in_chans", 3),
+        input_size=tuple(meta.get("input_size", (32, 32))),
+        **(config.get("model_options") or {}),
+    )
 
 
 def model_from_checkpoint(state: dict) -> nn.Module:
@@ -20,14 +32,7 @@ def model_from_checkpoint(state: dict) -> nn.Module:
     cfg, meta = state["config"], state.get("meta", {})
     classes = list(meta.get("classes", []))
     try:
-        model = create_model(
-            cfg["model"],
-            num_classes=len(classes),
-            attention=cfg.get("attention"),
-            in_chans=meta.get("in_chans", 3),
-            input_size=tuple(meta.get("input_size", (32, 32))),
-            **(cfg.get("model_options") or {}),
-        )
+        model = build_network(cfg, meta)
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
         raise ValueError(
