@@ -134,8 +134,10 @@ def load_study(
     keys = list(grid)
     groups = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))] if keys else []
     groups += [dict(v) for v in variants]
-    for group in groups or [{}]:
-        for seed in seeds:
+    # Seed-major order: a study stopped part-way has whole seeds of every variant, not every
+    # seed of the first variants only.
+    for seed in seeds:
+        for group in groups or [{}]:
             values = copy.deepcopy(base)
             for key, value in group.items():
                 _set_option(values, key, value)
