@@ -77,6 +77,20 @@ def test_resume_after_interrupt_gives_identical_weights(tmp_path):
     assert resumed["test_top1"] == full["test_top1"]
 
 
+def test_tensorboard_logs_every_epoch_metric(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny_config(tmp_path / "run", tensorboard=True))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    metrics = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("lr", "train_loss", "test_loss", "test_top1", "images_per_s"):
+        logged = events.Scalars(key)
+        assert [e.step for e in logged] == [1, 2], key
+        assert [e.value for e in logged] == pytest.approx([m[key] for m in metrics], rel=1e-6), key
+
+
 def test_killed_process_resumes_to_the_same_result(tmp_path):
     """SIGKILL a real `python -m nlsam train` mid-run, resume it, compare with a clean run."""
     args = ["--data", "builtin:1024:128:0", "--epochs", "3", "--batch-size", "64", "--deterministic",
