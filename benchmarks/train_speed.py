@@ -67,12 +67,19 @@ def load_reference(directory: Path):
     return module
 
 
-def measure(timers: Dict[str, Callable[[], float]], rounds: int) -> Dict[str, float]:
+def measure(timers: Dict[str, Callable[[], float]], rounds: int) -> Dict[str, List[float]]:
+    """Time every variant once per round, round-robin, and return each one's images/s per round."""
     samples: Dict[str, List[float]] = {name: [] for name in timers}
     for _ in range(rounds):
         for name, timer in timers.items():
             samples[name].append(timer())
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def paired_overhead(samples: Dict[str, List[float]], variant: str, base: str = "plain") -> List[float]:
+    """Per-round time overhead of ``variant`` over ``base`` in %: each round's two timings ran
+    back to back, so a slow spell of the machine hits both and cancels in their ratio."""
+    return [100.0 * (b / v - 1.0) for b, v in zip(samples[base], samples[variant])]
 
 
 def data_pipeline_speed(data: str, batch: int, epochs: int) -> float:
@@ -126,8 +133,9 @@ def main() -> None:
                 timers["reference"] = train_step_timer(
                     getattr(reference, name)(), args.batch_size, channels_last, args.steps
                 )
-        speed = measure(timers, args.rounds)
-        rows.append((name, speed))
+        samples = measure(timers, args.rounds)
+        speed = {k: statistics.median(v) for k, v in samples.items()}
+        rows.append((name, speed, paired_overhead(samples, "nlsam")))
         print(name, {k: round(v, 1) for k, v in speed.items()}, flush=True)
     pipeline = data_pipeline_speed(args.data, args.batch_size, 2)
 
@@ -138,19 +146,21 @@ def main() -> None:
         "",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, batch {args.batch_size}, 32x32, "
-        f"{'channels_last' if channels_last else 'contiguous'}; median of {args.rounds} rounds x {args.steps} steps.",
+        f"{'channels_last' if channels_last else 'contiguous'}; median of {args.rounds} rounds x {args.steps} steps. "
+        "NL-SAM's overhead is the median of the per-round ratios (each round times both networks back "
+        "to back), with the lowest and highest round in brackets.",
         "",
         "Reference: Yerlan Idelbayev's pytorch_resnet_cifar10 (`resnet.py`, option A shortcuts, the "
         "same architecture and parameter count), imported from a checkout, not copied.",
         "",
-        "| model | plain img/s | + NL-SAM img/s | NL-SAM time overhead | reference img/s | ours / reference |",
+        "| model | plain img/s | + NL-SAM img/s | NL-SAM time overhead [range] | reference img/s | ours / reference |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, speed in rows:
-        overhead = 100.0 * (speed["plain"] / speed["nlsam"] - 1.0)
+    for name, speed, overheads in rows:
         ref = speed.get("reference")
         lines.append(
-            f"| {name} | {speed['plain']:.0f} | {speed['nlsam']:.0f} | {overhead:+.1f}% | "
+            f"| {name} | {speed['plain']:.0f} | {speed['nlsam']:.0f} | {statistics.median(overheads):+.1f}% "
+            f"[{min(overheads):+.1f}, {max(overheads):+.1f}] | "
             + (f"{ref:.0f} | {speed['plain'] / ref:.2f} |" if ref else "- | - |")
         )
     lines += ["", f"Data pipeline alone (`{args.data}`, batched crop + flip + normalise, 2 epochs): "
