@@ -46,6 +46,17 @@ def test_model_options_grid_and_variants(tmp_path):
     assert study.runs[2].config.attention is None
 
 
+def test_a_variant_can_run_on_fewer_seeds(tmp_path):
+    path = write_study(tmp_path, base=TINY_BASE, grid={"attention": [None, "nlsam"]},
+                       variants=[{"attention": "nlsam", "model_options.nlsam_reduction": 2, "seeds": [0]}],
+                       seeds=[0, 1])
+    study = load_study(path, out=tmp_path / "out")
+    assert [r.name for r in study.runs] == [
+        "attention=none,seed=0", "attention=nlsam,seed=0", "attention=nlsam,nlsam_reduction=2,seed=0",
+        "attention=none,seed=1", "attention=nlsam,seed=1"]
+    assert "seeds" not in study.runs[2].group and study.runs[2].config.model_options == {"nlsam_reduction": 2}
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
@@ -57,6 +68,7 @@ def test_model_options_grid_and_variants(tmp_path):
         (dict(base=TINY_BASE, grid={"model_options.colour": ["red"]}), "unexpected keyword argument 'colour'"),
         (dict(base=TINY_BASE, grid={"scheduler": ["linear"]}), "unknown scheduler 'linear'; valid: step"),
         (dict(base=TINY_BASE, seeds="zero"), "seeds must be a non-empty list of integers"),
+        (dict(base=TINY_BASE, variants=[{"attention": None, "seeds": []}]), "variant seeds must be a non-empty list"),
         (dict(base=dict(TINY_BASE, seed=3)), "base must not set 'seed'"),
         (dict(base=TINY_BASE, runs=3), "unknown key 'runs'.*valid study keys: name, base, grid"),
         (dict(base=TINY_BASE, grid={"attention": "nlsam"}), "must be a non-empty list"),

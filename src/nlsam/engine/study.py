@@ -8,7 +8,8 @@ A study file::
 
 ``grid`` keys are ``nlsam train`` options, or ``model_options.NAME`` for a network option
 (``model_options.nlsam_reduction: [2, 4, 8]``). ``variants`` (a list of option mappings) adds
-hand-picked runs beside the grid's (a baseline, say), each on top of ``base``. Optional: ``name``, ``baseline`` (the options
+hand-picked runs beside the grid's (a baseline, say), each on top of ``base``; a variant may
+hold its own ``seeds`` list, to run an extra network on fewer seeds. Optional: ``name``, ``baseline`` (the options
 that identify the reference group, default ``{attention: null}``), ``paper`` (published figures
 to print beside ours) and ``slurm`` (submitit parameters).
 
@@ -69,6 +70,12 @@ def _set_option(values: Dict[str, Any], key: str, value: Any) -> None:
         values[key] = value
 
 
+def _seed_list(seeds: Any, where: str) -> List[int]:
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"{where} must be a non-empty list of integers, got {seeds!r}")
+    return seeds
+
+
 def _check_option_key(key: str, where: str) -> None:
     if key.startswith("model_options."):
         return
@@ -121,23 +128,30 @@ def load_study(
     variants = spec.get("variants") or []
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ValueError(f"{path}: variants must be a list of option mappings")
+    seeds = _seed_list(spec.get("seeds", [0]), f"{path}: seeds")
+    variant_seeds: List[List[int]] = []
     for variant in variants:
         for key in variant:
-            _check_option_key(key, f"{path}: variants")
-    seeds = spec.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ValueError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+            if key != "seeds":
+                _check_option_key(key, f"{path}: variants")
+        variant_seeds.append(_seed_list(variant["seeds"], f"{path}: variant seeds") if "seeds" in variant else seeds)
 
     name = str(spec.get("name") or path.stem)
     study_dir = Path(out) if out else Path("studies") / name
     runs: List[StudyRun] = []
     keys = list(grid)
     groups = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))] if keys else []
-    groups += [dict(v) for v in variants]
+    group_seeds = [seeds] * len(groups)
+    groups += [{k: v for k, v in variant.items() if k != "seeds"} for variant in variants]
+    group_seeds += variant_seeds
+    if not groups:
+        groups, group_seeds = [{}], [seeds]
     # Seed-major order: a study stopped part-way has whole seeds of every variant, not every
     # seed of the first variants only.
-    for seed in seeds:
-        for group in groups or [{}]:
+    for seed in dict.fromkeys(itertools.chain(seeds, *group_seeds)):  # every seed once, in order
+        for group, its_seeds in zip(groups, group_seeds):
+            if seed not in its_seeds:
+                continue
             values = copy.deepcopy(base)
             for key, value in group.items():
                 _set_option(values, key, value)
