@@ -112,7 +112,7 @@ class NLSAM(nn.Module):
         height, width = x.shape[-2], x.shape[-1]
         # the channel mean, written as a sum scaled on the one-channel result: the sum's
         # gradient is a broadcast view, where mean's backward writes a full B x C x H x W tensor
-        # (this halves the module's forward + backward time on a CPU; same values)
+        # (the module's forward + backward ran 1.5-1.8x faster on a CPU; same values)
         context = x.sum(dim=1, keepdim=True) / x.shape[1]
         if height == self.feature_size[0] and width == self.feature_size[1]:
             if self.pool > 1:

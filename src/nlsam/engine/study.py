@@ -129,27 +129,23 @@ def load_study(
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ValueError(f"{path}: variants must be a list of option mappings")
     seeds = _seed_list(spec.get("seeds", [0]), f"{path}: seeds")
-    variant_seeds: List[List[int]] = []
+    keys = list(grid)
+    # (options, seeds) of each group of runs: the grid's combinations, then the variants
+    groups = [(dict(zip(keys, combo)), seeds) for combo in itertools.product(*(grid[k] for k in keys))] if keys else []
     for variant in variants:
-        for key in variant:
-            if key != "seeds":
-                _check_option_key(key, f"{path}: variants")
-        variant_seeds.append(_seed_list(variant["seeds"], f"{path}: variant seeds") if "seeds" in variant else seeds)
+        options = {k: v for k, v in variant.items() if k != "seeds"}
+        for key in options:
+            _check_option_key(key, f"{path}: variants")
+        groups.append((options, _seed_list(variant["seeds"], f"{path}: variant seeds") if "seeds" in variant else seeds))
+    groups = groups or [({}, seeds)]
 
     name = str(spec.get("name") or path.stem)
     study_dir = Path(out) if out else Path("studies") / name
     runs: List[StudyRun] = []
-    keys = list(grid)
-    groups = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))] if keys else []
-    group_seeds = [seeds] * len(groups)
-    groups += [{k: v for k, v in variant.items() if k != "seeds"} for variant in variants]
-    group_seeds += variant_seeds
-    if not groups:
-        groups, group_seeds = [{}], [seeds]
     # Seed-major order: a study stopped part-way has whole seeds of every variant, not every
     # seed of the first variants only.
-    for seed in dict.fromkeys(itertools.chain(seeds, *group_seeds)):  # every seed once, in order
-        for group, its_seeds in zip(groups, group_seeds):
+    for seed in dict.fromkeys(itertools.chain(seeds, *(s for _, s in groups))):  # every seed once, in order
+        for group, its_seeds in groups:
             if seed not in its_seeds:
                 continue
             values = copy.deepcopy(base)
