@@ -147,6 +147,24 @@ def test_config_file_and_flag_override(tmp_path):
     assert (cfg.model, cfg.epochs, cfg.lr, cfg.model_options) == ("resnet32", 2, 0.05, {"nlsam_pool": 4})
 
 
+def test_config_values_take_their_field_type(tmp_path, capsys):
+    # YAML 1.1 reads 1e-4 (no decimal point) as a string: a float field takes it as the number
+    path = tmp_path / "c.yaml"
+    path.write_text("weight_decay: 1e-4\nlr: 1\nepochs: 3.0\nwarmup_lr: null\n")
+    cfg = resolve_config(path)
+    assert (cfg.weight_decay, cfg.lr, cfg.epochs, cfg.warmup_lr) == (1e-4, 1.0, 3, None)
+    assert isinstance(cfg.lr, float) and isinstance(cfg.epochs, int)
+    for text, message in [
+        ("weight_decay: lots\n", "weight_decay in {} must be a number, got 'lots'"),
+        ("epochs: 2.5\n", "epochs in {} must be an integer, got 2.5"),
+        ("nesterov: 'yes'\n", "nesterov in {} must be true or false, got 'yes'"),
+        ("model: 20\n", "model in {} must be a string, got 20"),
+    ]:
+        path.write_text(text)
+        assert main(["train", "-c", str(path)]) == 2
+        assert message.format(path) in capsys.readouterr().err
+
+
 def test_bad_config_inputs(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("epoch: 5\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
@@ -91,8 +92,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> "TrainConfig":
-        check_keys(values, source)
-        return cls(**dict(values)).validate()
+        return cls(**_typed_values(values, source)).validate()
 
 
 def config_keys() -> List[str]:
@@ -107,6 +107,45 @@ def check_keys(values: Mapping[str, Any], source: str = "config") -> None:
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"unknown key {key!r} in {source}{hint}; valid keys: {', '.join(valid)}")
+
+
+def _typed_values(values: Mapping[str, Any], source: str) -> Dict[str, Any]:
+    """``values`` with known keys only, each converted to its field's scalar type."""
+    check_keys(values, source)
+    hints = typing.get_type_hints(TrainConfig)
+    return {key: _coerce(key, value, hints[key], source) for key, value in values.items()}
+
+
+_SCALARS = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+
+
+def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
+    """``value`` as the scalar type of field ``name``, or one error naming the key and the type.
+
+    Numbers written without a decimal point, such as ``1e-4``, are strings to YAML 1.1
+    (PyYAML), so numeric strings are accepted for float fields; integers are accepted too.
+    Lists and mappings are checked by :meth:`TrainConfig.validate`.
+    """
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Union and type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint not in _SCALARS:
+        return value
+    if hint is float and not isinstance(value, bool):
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ValueError(f"{name} in {source} must be {_SCALARS[hint]}, got {value!r}")
 
 
 def _choice(name: str, value: Any, valid: tuple) -> None:
@@ -134,11 +173,8 @@ def resolve_config(
     """Defaults, then the YAML file, then ``overrides`` (command-line flags that were given)."""
     values: Dict[str, Any] = {}
     if config_file is not None:
-        values.update(load_yaml(config_file))
-        check_keys(values, str(config_file))
-    overrides = dict(overrides or {})
-    check_keys(overrides, "options")
-    values.update(overrides)
+        values.update(_typed_values(load_yaml(config_file), str(config_file)))
+    values.update(_typed_values(dict(overrides or {}), "options"))
     return TrainConfig.from_dict(values)
 
 
