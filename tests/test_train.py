@@ -55,6 +55,29 @@ def test_load_model_and_eval_cli(tmp_path, capsys):
     assert {"top1", "top5", "loss", "n"} <= set(result) and result["n"] == 256
     metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert result["top1"] == pytest.approx(metrics["test_top1"])
+    assert main(["eval", str(tmp_path / "run"), "--json", "--device", "cpu", "--tta", "flip"]) == 0
+    flipped = json.loads(capsys.readouterr().out)
+    assert flipped["tta"] == "flip" and flipped["n"] == 256
+    with pytest.raises(SystemExit):
+        main(["eval", str(tmp_path / "run"), "--tta", "crop10"])
+    assert "invalid choice: 'crop10'" in capsys.readouterr().err
+
+
+def test_flip_tta_averages_the_probabilities_of_image_and_mirror():
+    from nlsam.engine.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 5, 3))
+    x, y = torch.randn(6, 3, 4, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        prob = (model(x).softmax(1) + model(x.flip(3)).softmax(1)) / 2
+    result = evaluate(model, [(x, y)], num_classes=3, tta="flip")
+    assert result["top1"] == pytest.approx(100 * (prob.argmax(1) == y).float().mean().item())
+    assert result["loss"] == pytest.approx(-prob[torch.arange(6), y].log().mean().item(), rel=1e-5)
+    plain = evaluate(model, [(x, y)], num_classes=3)
+    assert plain["loss"] != pytest.approx(result["loss"])
+    with pytest.raises(ValueError, match="unknown tta 'crop'; valid: none, flip"):
+        evaluate(model, [(x, y)], num_classes=3, tta="crop")
 
 
 def _weights(path):

@@ -119,6 +119,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--tta", choices=("none", "flip"), default="none",
+        help="test-time augmentation: 'flip' averages the probabilities of each image and its "
+        "mirror (default: none, the standard protocol)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler="nlsam.cli:run_eval")
 
@@ -151,13 +156,18 @@ def run_eval(args: argparse.Namespace) -> int:
             f"the dataset's {len(data.classes)} classes do not match the checkpoint's "
             f"{len(meta.get('classes', []))} classes ({', '.join(map(str, meta.get('classes', [])[:5]))}, ...)"
         )
-    result = evaluate(model, data.test_loader, num_classes=len(data.classes), amp_dtype=resolve_amp("auto", device))
+    result = evaluate(
+        model, data.test_loader, num_classes=len(data.classes), amp_dtype=resolve_amp("auto", device), tta=args.tta
+    )
     result["per_class_top1"] = dict(zip(map(str, data.classes), result["per_class_top1"]))
-    result.update(checkpoint=str(args.checkpoint), data=data.name, model=cfg["model"], attention=cfg.get("attention"))
+    result.update(
+        checkpoint=str(args.checkpoint), data=data.name, model=cfg["model"], attention=cfg.get("attention"), tta=args.tta
+    )
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{cfg['model']} + {cfg.get('attention') or 'no attention'} on {data.name} ({result['n']} images)")
+    tta = " with flip test-time augmentation" if args.tta == "flip" else ""
+    print(f"{cfg['model']} + {cfg.get('attention') or 'no attention'} on {data.name} ({result['n']} images){tta}")
     print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  "
           f"{result['images_per_s']:.0f} img/s")
     print("per-class top-1:")
