@@ -37,7 +37,7 @@ class TrainConfig:
     attention: Optional[str] = "nlsam"
     model_options: Dict[str, Any] = field(default_factory=dict)
     # optimisation
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 128
     eval_batch_size: Optional[int] = None
     optimizer: str = "sgd"
