@@ -108,6 +108,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from .engine.evaluate import TTA_MODES
+
     p = sub.add_parser(
         "eval",
         help="evaluate a checkpoint or run directory",
@@ -120,7 +122,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument(
-        "--tta", choices=("none", "flip"), default="none",
+        "--tta", choices=TTA_MODES, default="none",
         help="test-time augmentation: 'flip' averages the probabilities of each image and its "
         "mirror (default: none, the standard protocol)",
     )

@@ -175,7 +175,7 @@ def resolve_config(
     if config_file is not None:
         values.update(_typed_values(load_yaml(config_file), str(config_file)))
     values.update(_typed_values(dict(overrides or {}), "options"))
-    return TrainConfig.from_dict(values)
+    return TrainConfig(**values).validate()  # each part was checked and typed above
 
 
 def save_yaml(values: Mapping[str, Any], path: Union[str, Path]) -> None:
