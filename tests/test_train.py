@@ -196,8 +196,8 @@ def test_bad_config_inputs(tmp_path, capsys):
     assert "unknown key 'epoch'" in err and "did you mean 'epochs'" in err and "valid keys:" in err
     assert main(["train", "-c", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
-    assert main(["train", "--scheduler", "linear", "--out", str(tmp_path / "x")]) == 2
-    assert "unknown scheduler 'linear'; valid: step, cosine, onecycle, constant" in capsys.readouterr().err
+    assert main(["train", "--scheduler", "poly", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown scheduler 'poly'; valid: step, cosine, linear, onecycle, constant" in capsys.readouterr().err
     assert main(["train", "--model", "resnet21", "--epochs", "1", "--data", TINY["data"], "--out", str(tmp_path / "y")]) == 2
     assert "unknown model 'resnet21'" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "z")]) == 2
@@ -220,6 +220,11 @@ def test_paper_schedule():
     assert lr_factor(cfg, 123.5) == pytest.approx(0.01)
     cos = TrainConfig(epochs=10, scheduler="cosine")
     assert lr_factor(cos, 0) == 1.0 and lr_factor(cos, 10) == pytest.approx(0.0)
+    lin = TrainConfig(epochs=30, scheduler="linear", warmup_epochs=4.5)
+    assert lr_factor(lin, 2.25) == pytest.approx(0.5, abs=1e-3)  # half-way up the warm-up ramp
+    assert lr_factor(lin, 4.5) == 1.0
+    assert lr_factor(lin, 17.25) == pytest.approx(0.5)  # half-way down: the decay is a straight line
+    assert lr_factor(lin, 30) == pytest.approx(0.0)
 
 
 def _free_port():

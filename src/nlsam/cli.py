@@ -40,6 +40,8 @@ def _model_option(text: str) -> tuple:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .engine.config import SCHEDULERS
+
     p = sub.add_parser(
         "train",
         help="train a network (default: NL-SAM ResNet-20 on the built-in dataset)",
@@ -63,7 +65,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", help="sgd or adamw")
-    p.add_argument("--scheduler", help="step, cosine, onecycle or constant")
+    p.add_argument("--scheduler", help=", ".join(SCHEDULERS))
     p.add_argument("--milestones", type=int, nargs="+", help="epochs where 'step' divides the lr")
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import yaml
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("step", "cosine", "onecycle", "constant")
+SCHEDULERS = ("step", "cosine", "linear", "onecycle", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -88,6 +88,8 @@ def lr_factor(cfg: TrainConfig, epoch: float) -> float:
       or, without ``warmup_lr``, a linear ramp from 0;
     * ``step``: divide by ``1/gamma`` at each of ``milestones`` (the paper's /10 at 82 and 123);
     * ``cosine``: cosine decay to 0 over the epochs after warm-up;
+    * ``linear``: linear decay to 0 over the epochs after warm-up (the budget-aware schedule of
+      Li et al., "Budgeted training", ICLR 2020);
     * ``onecycle``: linear rise from lr/25 over the first 15% of training, then cosine to 0;
     * ``constant``.
     """
@@ -103,6 +105,8 @@ def lr_factor(cfg: TrainConfig, epoch: float) -> float:
     t = min(max((epoch - cfg.warmup_epochs) / span, 0.0), 1.0)
     if cfg.scheduler == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
+    if cfg.scheduler == "linear":
+        return 1.0 - t
     rise = 0.15
     if t < rise:
         return 1.0 / 25 + (1.0 - 1.0 / 25) * t / rise
