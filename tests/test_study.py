@@ -66,7 +66,7 @@ def test_a_variant_can_run_on_fewer_seeds(tmp_path):
         (dict(base=TINY_BASE, grid={"model": ["resnet21"]}), "unknown model 'resnet21'.*valid: .*resnet20"),
         (dict(base=TINY_BASE, grid={"model_options.nlsam_pool": [3]}, seeds=[0]), "not divisible by the pooling kernel k=3"),
         (dict(base=TINY_BASE, grid={"model_options.colour": ["red"]}), "unexpected keyword argument 'colour'"),
-        (dict(base=TINY_BASE, grid={"scheduler": ["linear"]}), "unknown scheduler 'linear'; valid: step"),
+        (dict(base=TINY_BASE, grid={"scheduler": ["poly"]}), "unknown scheduler 'poly'; valid: step"),
         (dict(base=TINY_BASE, seeds="zero"), "seeds must be a non-empty list of integers"),
         (dict(base=TINY_BASE, variants=[{"attention": None, "seeds": []}]), "variant seeds must be a non-empty list"),
         (dict(base=dict(TINY_BASE, seed=3)), "base must not set 'seed'"),
