@@ -587,3 +587,115 @@ def test_torchvision_is_not_imported_for_small_data():
         "next(iter(b.train_loader)); assert 'torchvision' not in sys.modules, 'torchvision imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def test_download_offline_error_is_one_line_without_chain(tmp_path, monkeypatch):
+    import socket
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    dest = tmp_path / "data"
+    with pytest.raises(D.DownloadError) as ei:
+        D.build_data("cifar10", data_dir=str(dest), download=True)
+    msg = str(ei.value)
+    spec = _cifar.CIFAR_SPECS["cifar10"]
+    assert "\n" not in msg
+    assert spec.url in msg and "Temporary failure in name resolution" in msg
+    assert "urlopen error" not in msg and "Errno" not in msg
+    assert "cifar-10-python.tar.gz" in msg and str(dest) in msg and "without --download" in msg
+    assert ei.value.__cause__ is None and ei.value.__suppress_context__
+    assert not list(dest.iterdir())  # no partial file left behind
+
+
+def test_download_error_reasons(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def not_found(url, *args, **kwargs):
+        raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
+
+    monkeypatch.setattr(urllib.request, "urlopen", not_found)
+    with pytest.raises(D.DownloadError) as ei:
+        D.build_data("cifar100", data_dir=str(tmp_path), download=True)
+    assert "HTTP 404 Not Found" in str(ei.value) and "cifar-100-python.tar.gz" in str(ei.value)
+    assert ei.value.__cause__ is None and ei.value.__suppress_context__
+
+
+def _tiny_folder(root: Path, classes=("cat", "dog")) -> Path:
+    files = {}
+    for c, cls in enumerate(classes):
+        for i in range(2):
+            files[f"train/{cls}/{i}.png"] = _png(_rgb(10 * c + i, (8, 8)))
+        files[f"val/{cls}/0.png"] = _png(_rgb(100 + c, (8, 8)))
+    return _write_tree(root, files)
+
+
+def test_cache_dir_argument_and_bundle_cache_path(tmp_path, caplog):
+    root = _tiny_folder(tmp_path / "ds")
+    with caplog.at_level(logging.INFO, logger="nlsam.data"):
+        b = D.build_data(str(root), cache_dir=str(tmp_path / "c"))
+    files = list((tmp_path / "c").rglob("*.pt"))
+    assert len(files) == 1 and b.cache_path == str(files[0])
+    assert str(files[0]) in caplog.text
+    assert not (tmp_path / "cache").exists()  # $NLSAM_CACHE_DIR is overridden by the argument
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nlsam.data"):
+        again = D.build_data(str(root), cache_dir=str(tmp_path / "c"))
+    assert again.cache_path == b.cache_path and str(files[0]) in caplog.text
+    # no cache for data that is not decoded from files
+    assert D.build_data("builtin:64:16").cache_path is None
+
+
+def test_cache_honours_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("NLSAM_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    b = D.build_data(str(_tiny_folder(tmp_path / "ds")))
+    assert b.cache_path is not None
+    assert Path(b.cache_path).parent.parent == tmp_path / "xdg" / "nlsam"
+    assert Path(b.cache_path).is_file()
+
+
+@pytest.mark.parametrize("kind", ["dir", "zip"])
+def test_single_class_dataset_is_refused(tmp_path, kind):
+    root = _tiny_folder(tmp_path / "one", classes=("cat",))
+    if kind == "zip":
+        files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.png")}
+        root = _write_zip(tmp_path / "one.zip", files)
+    with pytest.raises(ValueError) as ei:
+        D.build_data(str(root))
+    assert str(ei.value).startswith(f"{root} has 1 class ('cat'); classification needs at least 2")
+    assert not (tmp_path / "cache").exists()  # refused before anything is decoded
+
+
+def test_class_without_train_images_does_not_count(tmp_path):
+    root = _tiny_folder(tmp_path / "ds", classes=("cat",))
+    (root / "train" / "dog").mkdir()
+    with pytest.raises(ValueError, match=r"has 1 class \('cat'\)"):
+        D.build_data(str(root))
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_written_files_follow_the_umask(tmp_path, monkeypatch, umask_027):
+    archive = _fake_cifar_archive(tmp_path)
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    spec = dataclasses.replace(_cifar.CIFAR_SPECS["cifar10"], url=archive.as_uri(), md5=md5)
+    monkeypatch.setitem(_cifar.CIFAR_SPECS, "cifar10", spec)
+    D.build_data("cifar10", data_dir=str(tmp_path / "data"), download=True)
+    assert (tmp_path / "data" / "cifar-10-python.tar.gz").stat().st_mode & 0o777 == 0o640
+    b = D.build_data(str(_tiny_folder(tmp_path / "ds")))
+    assert os.stat(b.cache_path).st_mode & 0o777 == 0o640

@@ -3,8 +3,9 @@ work lives in the library module named beside it."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import List, Optional
+from typing import Any, List, NoReturn, Optional
 
 
 def _add_profile(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +16,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
         "attention modules over the plain network. FLOPs = 2 x MACs for convolutions and "
         "linear layers; the cheap work of attention modules is counted too.",
     )
-    p.add_argument("model", help="network name (see `nlsam profile --list`)")
-    p.add_argument("--attention", default="nlsam", help="attention composition, or 'none'")
+    p.add_argument("model", help="network name (`nlsam list models` lists them)")
+    p.add_argument("--attention", default="nlsam",
+                   help="attention composition (`nlsam list attention`), or 'none'")
     p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
                    help="input H [W]; default: the network's native size")
     p.add_argument("--num-classes", type=int, default=None)
@@ -39,68 +41,83 @@ def _model_option(text: str) -> tuple:
     return key.strip(), yaml.safe_load(value)
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .engine.config import SCHEDULERS
+def _flag_type(hint: Any) -> Any:
+    """The argparse ``type`` of a config field's scalar type hint (``Optional[X]`` -> ``X``)."""
+    import typing
 
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~nlsam.engine.config.TrainConfig` field, with the field's help."""
+    import dataclasses
+    import typing
+
+    from .engine.config import CHOICES, TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        names = [f.metadata.get("flag") or "--" + f.name.replace("_", "-")]
+        if names[0] != "--" + f.name.replace("_", "-"):
+            names.append("--" + f.name.replace("_", "-"))
+        kind = _flag_type(hints[f.name])
+        options: dict = dict(dest=f.name, help=f.metadata.get("help"))
+        if f.name in CHOICES:
+            options.update(choices=CHOICES[f.name])
+        if f.name == "model_options":
+            options.update(type=_model_option, action="append", metavar="KEY=VALUE")
+        elif f.name == "attention":
+            options.update(type=_str_or_none)
+        elif f.name == "resume":
+            options.update(action="store_true")
+        elif kind is bool:
+            options.update(action=argparse.BooleanOptionalAction)
+        elif typing.get_origin(kind) is list:
+            options.update(type=typing.get_args(kind)[0], nargs="+")
+        else:
+            options.update(type=kind)
+        p.add_argument(*names, **options)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a network (default: NL-SAM ResNet-20 on the built-in dataset)",
         description="Train an attention network. Options come from the defaults, then the YAML "
-        "config (-c), then the flags given here. Writes RUN_DIR/config.yaml, metrics.jsonl, "
-        "last.pt and best.pt.",
+        "config (-c), then the flags given here; every YAML key is also a flag. Writes "
+        "RUN_DIR/config.yaml, metrics.jsonl, last.pt and best.pt. --resume continues a run with "
+        "its saved settings; of these it lets you change only the ones that do not alter what was "
+        "trained (epochs, device, amp, compile, workers, logging).",
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("-c", "--config", dest="config_file", help="YAML config; flags override it")
-    p.add_argument("--data", help="builtin, cifar10, cifar100, or PATH to an ImageFolder directory or .zip")
-    p.add_argument("--data-dir", help="where cifar10/cifar100 live (or are downloaded to)")
-    p.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
-    p.add_argument("--image-size", type=int, help="resize folder images to this size")
-    p.add_argument("--workers", dest="num_workers", type=int, help="data loader processes (large images)")
-    p.add_argument("--model", help="network name, e.g. resnet20, resnet110, resnet50")
-    p.add_argument("--attention", type=_str_or_none, help="nlsam, se, ge, cbam, bam, se+nlsam, ge+nlsam, cbam+nlsam or none")
-    p.add_argument("--model-option", dest="model_options", type=_model_option, action="append",
-                   metavar="KEY=VALUE", help="network option, e.g. nlsam_pool=4 or nlsam_stages=[3]")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--optimizer", help="sgd or adamw")
-    p.add_argument("--scheduler", help=", ".join(SCHEDULERS))
-    p.add_argument("--milestones", type=int, nargs="+", help="epochs where 'step' divides the lr")
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
-    p.add_argument("--device", help="auto, cpu or cuda")
-    p.add_argument("--amp", help="auto (bf16/fp16 on CUDA, off on CPU), off, bf16 or fp16")
-    p.add_argument("--channels-last", dest="channels_last", action="store_true")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tensorboard")
-    p.add_argument("--out", help="run directory (default runs/DATA-MODEL-ATTENTION-seedN)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    _add_config_flags(p)
     p.set_defaults(handler="nlsam.cli:run_train")
 
 
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .engine.config import resolve_config
+    from .engine.config import TrainConfig, load_yaml, resolve_config
     from .engine.train import NonFiniteLossError, default_run_dir, train
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config_file")}
     if "model_options" in overrides:
         overrides["model_options"] = dict(overrides["model_options"])
     config_file = getattr(args, "config_file", None)
+    base = None
     if overrides.get("resume"):
-        # a resumed run starts from its own saved config; flags given now still override it
-        given = resolve_config(config_file, {k: v for k, v in overrides.items() if k != "resume"})
+        # a resumed run starts from its own saved config; a file and flags given now may change
+        # only what a resumed run can honour (checked against the checkpoint by train)
+        given = resolve_config(config_file, overrides)
         run_dir = Path(given.out) if given.out else default_run_dir(given)
         saved = run_dir / "config.yaml"
         if not saved.is_file():
             raise FileNotFoundError(f"cannot resume: no {saved}; start the run without --resume")
-        config_file, overrides["out"] = saved, str(run_dir)
-    cfg = resolve_config(config_file, overrides)
+        base = {k: v for k, v in load_yaml(saved).items() if k in TrainConfig.__dataclass_fields__}
+        overrides["out"] = str(run_dir)
+    cfg = resolve_config(config_file, overrides, base=base)
     try:
         train(cfg)
     except NonFiniteLossError as exc:
@@ -136,12 +153,13 @@ def run_eval(args: argparse.Namespace) -> int:
     import json
 
     from .data import build_data
-    from .engine.checkpoint import load_checkpoint
+    from .engine.checkpoint import load_checkpoint, resolve_checkpoint_path
     from .engine.evaluate import evaluate
     from .engine.loading import model_from_checkpoint
     from .engine.train import resolve_amp, resolve_device
 
-    state = load_checkpoint(args.checkpoint)
+    path = resolve_checkpoint_path(args.checkpoint)
+    state = load_checkpoint(path)
     cfg, meta = state["config"], state.get("meta", {})
     device = resolve_device(args.device)
     model = model_from_checkpoint(state).to(device)
@@ -154,6 +172,7 @@ def run_eval(args: argparse.Namespace) -> int:
         seed=cfg.get("seed", 0),
         image_size=cfg.get("image_size"),
         num_workers=cfg.get("num_workers", 2),
+        cache_dir=cfg.get("cache_dir"),
     )
     if list(data.classes) != list(meta.get("classes", [])):
         raise ValueError(
@@ -164,16 +183,20 @@ def run_eval(args: argparse.Namespace) -> int:
         model, data.test_loader, num_classes=len(data.classes), amp_dtype=resolve_amp("auto", device), tta=args.tta
     )
     result["per_class_top1"] = dict(zip(map(str, data.classes), result["per_class_top1"]))
+    epoch = state.get("epoch")
     result.update(
-        checkpoint=str(args.checkpoint), data=data.name, model=cfg["model"], attention=cfg.get("attention"), tta=args.tta
+        checkpoint=str(path), epoch=None if epoch is None else epoch + 1, data=data.name, model=cfg["model"],
+        attention=cfg.get("attention"), tta=args.tta,
     )
     if args.json:
         print(json.dumps(result))
         return 0
     tta = " with flip test-time augmentation" if args.tta == "flip" else ""
+    trained = f", after epoch {epoch + 1} of {cfg.get('epochs')}" if epoch is not None else ""
+    print(f"checkpoint {path}{trained}")
     print(f"{cfg['model']} + {cfg.get('attention') or 'no attention'} on {data.name} ({result['n']} images){tta}")
-    print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  "
-          f"{result['images_per_s']:.0f} img/s")
+    top5 = f"  top-5 {result['top5']:.2f}%" if result["top5"] is not None else ""
+    print(f"top-1 {result['top1']:.2f}%{top5}  loss {result['loss']:.4f}  {result['images_per_s']:.0f} img/s")
     print("per-class top-1:")
     for name, acc in result["per_class_top1"].items():
         print(f"  {name:>20s}  {acc:6.2f}%")
@@ -230,8 +253,47 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+LISTS = ("models", "attention", "datasets")
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "list",
+        help="list the network, attention and dataset names",
+        description="Print the names the other commands accept: networks (--model), attention "
+        "compositions (--attention) and built-in datasets (--data).",
+    )
+    p.add_argument("what", nargs="?", choices=LISTS, default=None, help="only this list")
+    p.set_defaults(handler="nlsam.cli:run_list")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from .attention import ATTENTION_NAMES
+    from .data import DATASET_NAMES
+    from .models import list_models
+
+    lists = dict(
+        models=list_models(),
+        attention=["none", *ATTENTION_NAMES],
+        datasets=[*DATASET_NAMES, "PATH (an ImageFolder directory or .zip)"],
+    )
+    for what in [args.what] if args.what else LISTS:
+        if not args.what:
+            print(f"{what}:")
+        for name in lists[what]:
+            print(f"  {name}" if not args.what else name)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line (what was wrong, and where the help is), not the usage block first."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nlsam",
         description="Nonlocal spatial attention (NL-SAM) for CNNs: build, train, evaluate, profile.",
     )
@@ -243,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile(sub)
     _add_study(sub)
     _add_report(sub)
+    _add_list(sub)
     from .analysis.inspect_cli import add_inspect_commands  # cam, attention, predict, export
 
     add_inspect_commands(sub)
@@ -257,14 +320,26 @@ def _version() -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (already reported in one line)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     module_name, func_name = args.handler.split(":")
     import importlib
 
     handler = getattr(importlib.import_module(module_name), func_name)
+    from .data import DownloadError
+
     try:
-        return int(handler(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+        code = int(handler(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader went away (`nlsam eval RUN | head -2`): stop quietly, like any Unix tool
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except (ValueError, FileNotFoundError, KeyError, DownloadError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"nlsam {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -54,7 +54,7 @@ def check_attention_name(name: Optional[str]) -> Optional[str]:
         return None
     if not isinstance(name, str) or name.strip().lower() not in _COMPOSITIONS:
         valid = ", ".join(ATTENTION_NAMES)
-        raise ValueError(f"unknown attention {name!r}; valid: None, {valid}")
+        raise ValueError(f"unknown attention {name!r}; valid: none, {valid}")
     return name.strip().lower()
 
 

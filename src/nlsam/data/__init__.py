@@ -8,9 +8,10 @@ Supported data:
   ``download=True`` fetches and verifies the official archives.
 * A path to an ImageFolder tree (``ROOT/train/<class>/*`` and ``ROOT/val/<class>/*`` or
   ``ROOT/test/<class>/*``) or the same layout in a ``.zip``. Images of at most 64 px are
-  decoded once into memory and cached on disk (``$NLSAM_CACHE_DIR``, default
-  ``~/.cache/nlsam``); larger images are read by DataLoader workers with torchvision
-  transforms.
+  decoded once into memory and cached on disk (``build_data(cache_dir=...)``, else
+  ``$NLSAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/nlsam``, else ``~/.cache/nlsam``; the file is
+  logged and returned as ``DataBundle.cache_path``); larger images are read by DataLoader
+  workers with torchvision transforms.
 
 In-memory data is augmented in whole batches on the training device (zero-pad + random crop,
 horizontal flip) and normalized there. Train loaders shard per rank with a per-epoch
@@ -19,7 +20,7 @@ deterministic shuffle; test loaders shard without duplicates (reduce metrics ove
 from __future__ import annotations
 
 from ._augment import random_crop_flip
-from ._build import DATASET_NAMES, DataBundle, build_data, default_data_dir
+from ._build import DATASET_NAMES, DataBundle, build_data, check_data_source, default_data_dir
 from ._builtin import BUILTIN_CLASSES, BuiltinSplit, generate_builtin
 from ._cache import cache_dir
 from ._cifar import download_cifar
@@ -35,6 +36,7 @@ __all__ = [
     "DataBundle",
     "DatasetNotFoundError",
     "DownloadError",
+    "check_data_source",
     "build_data",
     "cache_dir",
     "default_data_dir",

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ._augment import Normalizer
 from ._builtin import BUILTIN_CLASSES, generate_builtin
-from ._cifar import CIFAR_SPECS, load_cifar
+from ._cifar import CIFAR_SPECS, cifar_not_found, find_cifar, load_cifar
 from ._folder import (
     LazyImageDataset,
     channel_stats,
@@ -26,7 +26,7 @@ from ._folder import (
 from ._images import SMALL_IMAGE_MAX, preprocess_image
 from ._loaders import InMemoryLoader, ShardSampler, TorchLoader
 
-__all__ = ["DATASET_NAMES", "DataBundle", "build_data", "default_data_dir"]
+__all__ = ["DATASET_NAMES", "DataBundle", "build_data", "check_data_source", "default_data_dir"]
 
 _log = logging.getLogger("nlsam.data")
 
@@ -54,7 +54,8 @@ class DataBundle:
     ``input_size`` is the (H, W) of the images the loaders yield, ``mean``/``std`` the per-channel
     normalization they applied, ``skipped`` the number of unreadable files left out when the
     dataset was decoded (large-image folders find unreadable files lazily: they are logged and
-    dropped from their batch, and not counted here).
+    dropped from their batch, and not counted here). ``cache_path`` is the on-disk cache of the
+    decoded images that was read or written (folders of small images only; else None).
     """
 
     name: str
@@ -68,6 +69,7 @@ class DataBundle:
     train_loader: Loader
     test_loader: Loader
     skipped: int = 0
+    cache_path: Optional[str] = None
 
     @property
     def num_classes(self) -> int:
@@ -117,6 +119,17 @@ def _check_args(batch_size: int, eval_batch_size: Optional[int], rank: int, worl
         raise ValueError(f"image_size must be >= 8, got {image_size}")
 
 
+def _check_classes(name: str, classes: Sequence[str], labels: Sequence[int]) -> None:
+    """Refuse a training split with fewer than 2 classes (``labels``: those of its samples)."""
+    present = sorted(set(labels))
+    if len(present) < 2:
+        found = f" ({', '.join(repr(classes[i]) for i in present)})" if present else ""
+        raise ValueError(
+            f"{name} has {len(present)} class{'' if len(present) == 1 else 'es'}{found}; "
+            "classification needs at least 2"
+        )
+
+
 def _place(x: torch.Tensor, y: torch.Tensor, device: torch.device, total_bytes: int):
     if device.type == "cpu" or total_bytes > _MAX_DEVICE_BYTES:
         return x, y
@@ -141,10 +154,12 @@ def _in_memory_bundle(
     world_size: int,
     augment: bool,
     channels_last: bool,
+    cache_path: Optional[Path] = None,
 ) -> DataBundle:
     (tr_x, tr_y), (te_x, te_y) = train, test
     if len(tr_x) < world_size:
         raise ValueError(f"{name}: {len(tr_x)} training samples cannot be sharded over {world_size} ranks")
+    _check_classes(name, classes, torch.unique(tr_y).tolist())
     total = tr_x.numel() + te_x.numel()
     tr_x, tr_y = _place(tr_x, tr_y, device, total)
     te_x, te_y = _place(te_x, te_y, device, total)
@@ -165,6 +180,7 @@ def _in_memory_bundle(
         train_loader=InMemoryLoader(tr_x, tr_y, batch_size=batch_size, train=True, augment=augment, pad=pad, **common),
         test_loader=InMemoryLoader(te_x, te_y, batch_size=eval_batch_size, train=False, **common),
         skipped=skipped,
+        cache_path=str(cache_path) if cache_path is not None else None,
     )
 
 
@@ -177,6 +193,36 @@ def _resolve_path(data: str, data_dir: Optional[str]) -> Optional[Path]:
         if q.exists():
             return q
     return None
+
+
+def _cifar_root(data_dir: Optional[str]) -> Path:
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+
+
+def _folder_path(data: str, data_dir: Optional[str]) -> Path:
+    """The ImageFolder directory or zip ``data`` names, or the error for an unknown dataset."""
+    path = _resolve_path(data.strip(), data_dir)
+    if path is None:
+        raise ValueError(
+            f"unknown dataset {data!r}: expected one of {', '.join(DATASET_NAMES)} "
+            f"(builtin also as builtin:N_TRAIN:N_TEST), or a path to an ImageFolder directory "
+            f"or .zip file (no such file or directory: {Path(data).expanduser()})"
+        )
+    return path
+
+
+def check_data_source(data: str, *, data_dir: Optional[str] = None, download: bool = False) -> None:
+    """Fail as :func:`build_data` would on a dataset that is not there, without loading it:
+    a bad builtin spec, CIFAR files missing (without ``download``), a path that does not exist."""
+    low = data.strip().lower()
+    if low == "builtin" or low.startswith("builtin:"):
+        _parse_builtin(data.strip())
+    elif low.replace("-", "") in CIFAR_SPECS:
+        name = low.replace("-", "")
+        if not download and find_cifar(name, _cifar_root(data_dir).absolute()) is None:
+            raise cifar_not_found(name, _cifar_root(data_dir))
+    else:
+        _folder_path(data, data_dir)
 
 
 def build_data(
@@ -194,6 +240,7 @@ def build_data(
     image_size: Optional[int] = None,
     augment: bool = True,
     channels_last: bool = False,
+    cache_dir: Optional[str] = None,
 ) -> DataBundle:
     """Build train and test loaders for a dataset.
 
@@ -221,6 +268,9 @@ def build_data(
         augment: random crop (zero-pad by size/8, i.e. 4 px at 32) + horizontal flip on the train
             loader (RandomResizedCrop + flip for large images). The test loader never augments.
         channels_last: yield images in ``torch.channels_last`` memory format.
+        cache_dir: folder for the on-disk cache of decoded small-image folders (CIFAR-10 as
+            JPEGs takes about 185 MB); default ``$NLSAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/nlsam``,
+            else ``~/.cache/nlsam``. The file used is logged and returned as ``cache_path``.
 
     Returns:
         A :class:`DataBundle`. Loader semantics: the train loader shuffles with ``seed + epoch``
@@ -234,7 +284,8 @@ def build_data(
 
     Raises:
         ValueError: unknown dataset name (lists the valid ones), bad arguments, a corrupt zip,
-            an empty folder, or an eval class that train/ lacks.
+            an empty folder, an eval class that train/ lacks, or fewer than 2 classes with
+            training samples.
         DatasetNotFoundError: (a ``FileNotFoundError``) CIFAR files are missing and ``download``
             is False; the message names the folder and the command that downloads them.
         FileNotFoundError: an ImageFolder without train/ or without val/ and test/.
@@ -264,7 +315,7 @@ def build_data(
         )
     elif low.replace("-", "") in CIFAR_SPECS:
         name = low.replace("-", "")
-        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        root = _cifar_root(data_dir)
         tr_x, tr_y, te_x, te_y, classes = load_cifar(name, root, download=download)
         spec = CIFAR_SPECS[name]
         bundle = _in_memory_bundle(
@@ -272,14 +323,8 @@ def build_data(
             skipped=0, out_size=_pair(image_size or 32), **common,
         )
     else:
-        path = _resolve_path(key, data_dir)
-        if path is None:
-            raise ValueError(
-                f"unknown dataset {data!r}: expected one of {', '.join(DATASET_NAMES)} "
-                f"(builtin also as builtin:N_TRAIN:N_TEST), or a path to an ImageFolder directory "
-                f"or .zip file (no such file or directory: {Path(data).expanduser()})"
-            )
-        bundle = _folder_bundle(path, image_size=image_size, num_workers=num_workers, **common)
+        path = _folder_path(data, data_dir)
+        bundle = _folder_bundle(path, image_size=image_size, num_workers=num_workers, cache_dir=cache_dir, **common)
     _log.info(
         "data %s: %d train / %d test images, %d classes, input %dx%d, %d train batches per epoch "
         "(rank %d of %d), ready in %.1f s",
@@ -294,6 +339,7 @@ def _folder_bundle(
     *,
     image_size: Optional[int],
     num_workers: int,
+    cache_dir: Optional[str],
     device: torch.device,
     batch_size: int,
     eval_batch_size: int,
@@ -304,14 +350,15 @@ def _folder_bundle(
     channels_last: bool,
 ) -> DataBundle:
     index = index_folder(path)
+    _check_classes(str(path), index.classes, [label for _, label in index.train])
     name = path.stem if path.is_file() else path.name
     with index.reader() as reader:
         size = choose_size(index, reader, image_size)
     if max(size) <= SMALL_IMAGE_MAX:
-        d = load_small_folder(index, size)
+        d = load_small_folder(index, size, cache_dir)
         return _in_memory_bundle(
             name, d.classes, (d.train_images, d.train_labels), (d.test_images, d.test_labels), d.mean, d.std,
-            skipped=d.skipped, out_size=None, device=device, batch_size=batch_size,
+            skipped=d.skipped, out_size=None, cache_path=d.cache_path, device=device, batch_size=batch_size,
             eval_batch_size=eval_batch_size, seed=seed, rank=rank, world_size=world_size,
             augment=augment, channels_last=channels_last,
         )

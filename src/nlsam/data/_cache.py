@@ -6,20 +6,23 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
-__all__ = ["atomic_torch_save", "cache_dir", "cache_key", "load_cached"]
+__all__ = ["atomic_torch_save", "cache_dir", "cache_key", "file_mode", "load_cached"]
 
 _log = logging.getLogger("nlsam.data")
 
 
-def cache_dir() -> Path:
+def cache_dir(path: Optional[Union[str, "os.PathLike[str]"]] = None) -> Path:
     """Folder for decoded-dataset caches.
 
-    ``$NLSAM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/nlsam``, else ``~/.cache/nlsam``.
+    ``path`` if given, else ``$NLSAM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/nlsam``, else
+    ``~/.cache/nlsam``.
     """
+    if path is not None:
+        return Path(path).expanduser()
     env = os.environ.get("NLSAM_CACHE_DIR")
     if env:
         return Path(env).expanduser()
@@ -37,6 +40,16 @@ def cache_key(*parts: Any) -> str:
     return h.hexdigest()[:20]
 
 
+def file_mode() -> int:
+    """Mode of a new regular file under the current umask: ``0o666 & ~umask``.
+
+    For files created with ``tempfile.mkstemp`` (always 0600) before they are renamed into place.
+    """
+    umask = os.umask(0)  # the only way to read it; set back at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename onto ``path``."""
     path = Path(path)
@@ -45,7 +58,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp_name)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600 files
+        os.chmod(tmp_name, file_mode())  # mkstemp creates 0600 files
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):

@@ -134,7 +134,11 @@ def download_cifar(name: str, data_dir: Path) -> Path:
     if archive.is_file() and file_md5(archive) == spec.md5:
         _log.info("using the archive already at %s", archive)
     else:
-        download_url(spec.url, archive, spec.md5)
+        hint = (
+            f"without network access, get {spec.archive} by other means and extract it into {data_dir} "
+            f"(it holds {spec.folder}/); it is then found without --download"
+        )
+        download_url(spec.url, archive, spec.md5, hint=hint)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=data_dir))
     try:
         _log.info("extracting %s", archive)
@@ -166,6 +170,18 @@ def _read_batch(path: Path, label_key: str) -> Tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def cifar_not_found(name: str, data_dir: Path) -> DatasetNotFoundError:
+    """The error for CIFAR files missing from ``data_dir``: where it looked, how to get them."""
+    spec = CIFAR_SPECS[name]
+    data_dir = Path(data_dir).expanduser().absolute()
+    return DatasetNotFoundError(
+        f"{name} not found: looked for {data_dir / spec.folder}/ "
+        f"(files {', '.join(spec.files)}). Download it with:\n"
+        f"    {_download_command(name, data_dir)}\n"
+        f"or download {spec.url} and extract it into {data_dir}"
+    )
+
+
 def load_cifar(
     name: str, data_dir: Path, download: bool = False
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, List[str]]:
@@ -179,12 +195,7 @@ def load_cifar(
     root = find_cifar(name, data_dir)
     if root is None:
         if not download:
-            raise DatasetNotFoundError(
-                f"{name} not found: looked for {data_dir / spec.folder}/ "
-                f"(files {', '.join(spec.files)}). Download it with:\n"
-                f"    {_download_command(name, data_dir)}\n"
-                f"or download {spec.url} and extract it into {data_dir}"
-            )
+            raise cifar_not_found(name, data_dir)
         root = download_cifar(name, data_dir)
     start = time.monotonic()
     xs, ys = zip(*(_read_batch(root / f, spec.label_key) for f in spec.train_files))

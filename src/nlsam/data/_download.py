@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
+from ._cache import file_mode
+
 __all__ = [
     "ChecksumError",
     "DatasetNotFoundError",
@@ -48,13 +50,30 @@ def file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def download_url(url: str, dest: Path, md5: Optional[str] = None, *, timeout: float = 60.0) -> Path:
+def _reason(e: BaseException) -> str:
+    """The short reason of a download error, e.g. ``Temporary failure in name resolution`` for
+    ``<urlopen error [Errno -3] Temporary failure in name resolution>``."""
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
+        return _reason(e.reason)
+    if isinstance(e, urllib.error.URLError):
+        return str(e.reason)
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+def download_url(
+    url: str, dest: Path, md5: Optional[str] = None, *, timeout: float = 60.0, hint: Optional[str] = None
+) -> Path:
     """Download ``url`` to ``dest`` atomically and check its MD5.
 
     The data goes to a temporary file next to ``dest`` that is renamed onto ``dest`` only
     once it is complete and its checksum matches, so an interrupted or concurrent download
     never leaves a truncated file at ``dest``. Raises :class:`ChecksumError` on a checksum
-    mismatch (the temporary file is deleted) and :class:`DownloadError` on network errors.
+    mismatch (the temporary file is deleted) and :class:`DownloadError` on network errors, with
+    a one-line message: the URL, the reason and ``hint`` (default: how to save the file by hand).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -75,10 +94,9 @@ def download_url(url: str, dest: Path, md5: Optional[str] = None, *, timeout: fl
                         out.write(chunk)
                         h.update(chunk)
             except (urllib.error.URLError, OSError, ValueError) as e:
-                raise DownloadError(
-                    f"could not download {url}: {e}. Check the network connection, or download the "
-                    f"file by other means and save it as {dest}"
-                ) from e
+                if hint is None:
+                    hint = f"check the network connection, or download the file by other means and save it as {dest}"
+                raise DownloadError(f"could not download {url} ({_reason(e)}); {hint}") from None
             out.flush()
             os.fsync(out.fileno())
         digest = h.hexdigest()
@@ -87,7 +105,7 @@ def download_url(url: str, dest: Path, md5: Optional[str] = None, *, timeout: fl
                 f"checksum mismatch for {url}: expected md5 {md5}, got {digest}; the download is "
                 "corrupt or incomplete and was deleted, run the command again"
             )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
+        os.chmod(tmp, file_mode())  # mkstemp creates 0600 files
         os.replace(tmp, dest)
         _log.info("downloaded %s in %.1f s", dest.name, time.monotonic() - start)
     finally:

@@ -15,7 +15,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -257,6 +257,7 @@ class SmallFolderData:
     std: Tuple[float, float, float]
     skipped: int
     eval_split: str
+    cache_path: Optional[Path] = None  # the cache file it was loaded from or saved to
 
 
 def peek_sizes(index: FolderIndex, reader: "_Reader", limit: int = _SIZE_SAMPLE) -> Counter:
@@ -334,11 +335,17 @@ def choose_size(index: FolderIndex, reader: _Reader, image_size: Optional[int]) 
     return sizes.most_common(1)[0][0]
 
 
-def load_small_folder(index: FolderIndex, size: Tuple[int, int]) -> SmallFolderData:
-    """Decode (or load from the cache) every image at ``size`` = (H, W)."""
+def load_small_folder(
+    index: FolderIndex, size: Tuple[int, int], cache_root: Optional[Union[str, "os.PathLike[str]"]] = None
+) -> SmallFolderData:
+    """Decode (or load from the cache) every image at ``size`` = (H, W).
+
+    The cache goes under ``cache_dir(cache_root)`` (default ``$NLSAM_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/nlsam``, else ``~/.cache/nlsam``); the result's ``cache_path`` names the file.
+    """
     key = cache_key(_CACHE_VERSION, index.fingerprint(), tuple(size))
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in index.path.stem)[:40]
-    cache_path = cache_dir() / "imagefolder" / f"{stem}-{size[0]}x{size[1]}-{key}.pt"
+    cache_path = cache_dir(cache_root) / "imagefolder" / f"{stem}-{size[0]}x{size[1]}-{key}.pt"
     cached = load_cached(cache_path)
     if cached is not None and cached.get("version") == _CACHE_VERSION and cached.get("key") == key:
         _log.info("loaded decoded images of %s from the cache %s", index.path, cache_path)
@@ -354,6 +361,7 @@ def load_small_folder(index: FolderIndex, size: Tuple[int, int]) -> SmallFolderD
             std=tuple(cached["std"]),
             skipped=int(cached["skipped"]),
             eval_split=str(cached["eval_split"]),
+            cache_path=cache_path,
         )
     start = time.monotonic()
     with index.reader() as reader:
@@ -398,7 +406,11 @@ def load_small_folder(index: FolderIndex, size: Tuple[int, int]) -> SmallFolderD
             },
             cache_path,
         )
-        _log.info("cached decoded images at %s", cache_path)
+        data.cache_path = cache_path
+        _log.info(
+            "cached decoded images at %s (%.0f MB; the cache_dir argument or $NLSAM_CACHE_DIR moves it)",
+            cache_path, cache_path.stat().st_size / 1e6,
+        )
     except OSError as e:  # a read-only or full disk only costs the next run time
         _log.warning("could not write the cache %s (%s); the next run decodes again", cache_path, e)
     return data

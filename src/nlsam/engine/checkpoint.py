@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -19,12 +21,25 @@ import torch
 FORMAT_VERSION = 1
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the user's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
+
+    The file gets the user's umask, like any file ``open()`` creates (``mkstemp``'s own 0600
+    would hide run files from the rest of a group). A kill during the write can leave a
+    ``.NAME.*.tmp`` file beside ``path``; :func:`remove_stale_temporaries` clears them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -34,6 +49,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: Union[str, Path]) -> int:
+    """Delete the ``.NAME.*.tmp`` files that killed :func:`atomic_write_bytes` calls left in
+    ``folder``; return how many. Only call it while no other process writes there."""
+    removed = 0
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file() and _TEMPORARY.fullmatch(tmp.name):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{6,}\.tmp")
 
 
 def save_checkpoint(state: Dict[str, Any], path: Union[str, Path]) -> None:
@@ -49,11 +78,7 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
     ``path`` may be a run directory (its ``best.pt``, else ``last.pt``, is used).
     """
     path = resolve_checkpoint_path(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt, truncated or not a checkpoint at all
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot read checkpoint {path}: {reason}") from None
+    state = read_torch_file(path, map_location=map_location)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not an nlsam checkpoint (no model state and config inside)")
     version = state.get("format_version")
@@ -64,16 +89,93 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
     return state
 
 
+def read_torch_file(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu",
+                    mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors.
+
+    A file that holds pickled code or Python objects is refused as such (never re-read it with
+    ``weights_only=False``: that runs whatever code it holds); anything else torch cannot read is
+    called what it is, not a checkpoint.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on an unusual pickle protocol
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as exc:
+        text = str(exc)
+        if "GLOBAL" in text or "Unsupported global" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise ValueError(
+                f"refusing to read {path}: it holds pickled code or Python objects{what}, which nlsam "
+                "never loads; a checkpoint holds tensors and plain values only"
+            ) from None
+        raise ValueError(
+            f"cannot read {path}: not a PyTorch checkpoint (corrupt, truncated, or another kind of file)"
+        ) from None
+
+
+def peek_checkpoint(path: Union[str, Path]) -> Optional[Dict[str, Any]]:
+    """A checkpoint's contents, memory-mapped (cheap: tensors are read only when touched);
+    ``None`` when the file is absent or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = read_torch_file(path, mmap=True)
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
+    """A checkpoint file, or for a run directory the checkpoint to evaluate (:func:`best_checkpoint`)."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise FileNotFoundError(f"no checkpoint in run directory {path} (looked for best.pt, last.pt)")
+        return best_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path
+
+
+def best_epoch(state: Dict[str, Any]) -> Optional[int]:
+    """The (0-based) epoch of the best test top-1 that a training checkpoint has seen.
+
+    Checkpoints written before ``best_epoch`` was stored tell it only when their own epoch
+    was the best one."""
+    if "best_epoch" in state:
+        return state["best_epoch"]
+    metrics = state.get("metrics") or {}
+    if "epoch" in state and metrics.get("test_top1") is not None and metrics["test_top1"] >= state.get("best_top1", 0.0):
+        return state["epoch"]
+    return None
+
+
+def best_checkpoint(run_dir: Union[str, Path]) -> Path:
+    """The checkpoint of a run directory that holds its best network.
+
+    ``last.pt`` is written first at the end of an epoch and is the run's commit point; ``best.pt``
+    follows on a new best. A kill between the two leaves ``best.pt`` one best behind: then
+    ``last.pt`` holds the best network and is returned (``--resume`` rewrites ``best.pt``).
+    """
+    run_dir = Path(run_dir)
+    best, last = run_dir / "best.pt", run_dir / "last.pt"
+    if not best.is_file() and not last.is_file():
+        raise FileNotFoundError(f"no checkpoint in run directory {run_dir} (looked for best.pt, last.pt)")
+    if not last.is_file():
+        return best
+    if best_is_stale(run_dir):
+        return last
+    return best if best.is_file() else last
+
+
+def best_is_stale(run_dir: Union[str, Path]) -> bool:
+    """True when ``last.pt`` says its own epoch was the best and ``best.pt`` lacks that epoch."""
+    last_state = peek_checkpoint(Path(run_dir) / "last.pt")
+    if last_state is None or best_epoch(last_state) != last_state.get("epoch"):
+        return False
+    best_state = peek_checkpoint(Path(run_dir) / "best.pt")
+    return best_state is None or best_state.get("epoch") != last_state.get("epoch")
 
 
 def rng_state() -> Dict[str, Any]:

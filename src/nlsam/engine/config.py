@@ -21,60 +21,78 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def _option(default: Any = None, help: str = "", *, flag: Optional[str] = None, factory: Any = None) -> Any:
+    """A :class:`TrainConfig` field with its command-line help (``flag``: a name other than
+    ``--FIELD-NAME``); ``nlsam train``'s flags are generated from these fields."""
+    metadata = dict(help=help, flag=flag)
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. Defaults are those of plain ``nlsam train``: a
-    small NL-SAM ResNet on the built-in dataset, done in about two minutes on 2 CPU cores."""
+    small NL-SAM ResNet on the built-in dataset, done in about two minutes on 2 CPU cores.
+    Each field is a YAML key and a flag of ``nlsam train`` (``lr`` -> ``--lr``)."""
 
     # data
-    data: str = "builtin"
-    data_dir: Optional[str] = None
-    download: bool = False
-    image_size: Optional[int] = None
-    num_workers: int = 2
+    data: str = _option("builtin", "builtin (or builtin:N_TRAIN[:N_TEST[:DATA_SEED]], e.g. builtin:20000:4000), "
+                        "cifar10, cifar100, or PATH to an ImageFolder directory or .zip")
+    data_dir: Optional[str] = _option(None, "where cifar10/cifar100 live or are downloaded to "
+                                      "(default $NLSAM_DATA_DIR, else ./data)")
+    download: bool = _option(False, "download CIFAR if it is missing")
+    image_size: Optional[int] = _option(None, "train at this square input size (images are resized)")
+    num_workers: int = _option(2, "data loader processes for large-image folders (0: load in the main process)",
+                               flag="--workers")
+    cache_dir: Optional[str] = _option(None, "folder of the decoded-image cache (default $NLSAM_CACHE_DIR, "
+                                       "else $XDG_CACHE_HOME/nlsam, else ~/.cache/nlsam)")
     # model
-    model: str = "resnet20"
-    attention: Optional[str] = "nlsam"
-    model_options: Dict[str, Any] = field(default_factory=dict)
+    model: str = _option("resnet20", "network name (`nlsam list models`)")
+    attention: Optional[str] = _option("nlsam", "attention composition (`nlsam list attention`) or none")
+    model_options: Dict[str, Any] = _option(help="network option KEY=VALUE, e.g. nlsam_pool=4 or "
+                                            "nlsam_stages=[3] (repeat for more)", flag="--model-option", factory=dict)
     # optimisation
-    epochs: int = 6
-    batch_size: int = 128
-    eval_batch_size: Optional[int] = None
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    scheduler: str = "cosine"
-    milestones: List[int] = field(default_factory=list)
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    warmup_lr: Optional[float] = None
-    label_smoothing: float = 0.0
-    grad_clip: Optional[float] = None
+    epochs: int = _option(6, "training epochs")
+    batch_size: int = _option(128, "training batch size (per process)")
+    eval_batch_size: Optional[int] = _option(None, "test batch size (default: --batch-size)")
+    optimizer: str = _option("sgd", "optimizer")
+    lr: float = _option(0.1, "peak learning rate")
+    momentum: float = _option(0.9, "SGD momentum")
+    nesterov: bool = _option(False, "Nesterov momentum")
+    weight_decay: float = _option(5e-4, "weight decay")
+    scheduler: str = _option("cosine", "learning-rate schedule")
+    milestones: List[int] = _option(help="epochs where 'step' multiplies the lr by --gamma", factory=list)
+    gamma: float = _option(0.1, "factor of the 'step' schedule at each milestone")
+    warmup_epochs: float = _option(0.0, "warm-up epochs")
+    warmup_lr: Optional[float] = _option(None, "constant lr during the warm-up (default: a ramp from 0)")
+    label_smoothing: float = _option(0.0, "label smoothing of the cross-entropy")
+    grad_clip: Optional[float] = _option(None, "clip the gradient norm to this value")
     # reproducibility and hardware
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: Optional[bool] = None
-    compile: bool = False
+    seed: int = _option(0, "random seed (initialisation, data order, augmentation)")
+    deterministic: bool = _option(False, "deterministic algorithms (slower)")
+    device: str = _option("auto", "device (auto: CUDA when present)")
+    amp: str = _option("auto", "mixed precision: auto (bf16/fp16 on CUDA, off on the CPU), off, bf16, fp16")
+    channels_last: Optional[bool] = _option(None, "channels-last memory format (default: on)")
+    compile: bool = _option(False, "torch.compile the model")
     # output
-    out: Optional[str] = None
-    resume: bool = False
-    tensorboard: bool = False
-    log_every: int = 50
+    out: Optional[str] = _option(None, "run directory (default runs/DATA-MODEL-ATTENTION-seedN)")
+    resume: bool = _option(False, "continue the run in --out from its last.pt")
+    tensorboard: bool = _option(False, "also log to RUN_DIR/tensorboard")
+    log_every: int = _option(50, "print a progress line every N steps when not on a terminal")
 
     def validate(self) -> "TrainConfig":
         """Check the values that can be checked before anything runs."""
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("scheduler", self.scheduler, SCHEDULERS)
-        _choice("amp", self.amp, AMP_MODES)
-        _choice("device", self.device, DEVICES)
-        for name in ("epochs", "batch_size", "num_workers", "log_every"):
+        for name, valid in CHOICES.items():
+            _choice(name, getattr(self, name), valid)
+        for name in ("epochs", "batch_size", "num_workers", "log_every", "eval_batch_size", "image_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_workers" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if value is None and name in ("eval_batch_size", "image_size"):
+                continue
+            low = 0 if name == "num_workers" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                kind = "a non-negative integer (0: load in the main process)" if low == 0 else "a positive integer"
+                raise ValueError(f"{name} must be {kind}, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.scheduler == "step" and not self.milestones:
@@ -97,6 +115,10 @@ class TrainConfig:
 
 def config_keys() -> List[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+#: The valid values of the fields that take one of a few names.
+CHOICES = dict(optimizer=OPTIMIZERS, scheduler=SCHEDULERS, amp=AMP_MODES, device=DEVICES)
 
 
 def check_keys(values: Mapping[str, Any], source: str = "config") -> None:
@@ -168,10 +190,15 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def resolve_config(
-    config_file: Optional[Union[str, Path]] = None, overrides: Optional[Mapping[str, Any]] = None
+    config_file: Optional[Union[str, Path]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    base: Optional[Mapping[str, Any]] = None,
 ) -> TrainConfig:
-    """Defaults, then the YAML file, then ``overrides`` (command-line flags that were given)."""
+    """Defaults, then ``base`` (a resumed run's saved config), then the YAML file, then
+    ``overrides`` (command-line flags that were given)."""
     values: Dict[str, Any] = {}
+    if base is not None:
+        values.update(_typed_values(base, "the saved config"))
     if config_file is not None:
         values.update(_typed_values(load_yaml(config_file), str(config_file)))
     values.update(_typed_values(dict(overrides or {}), "options"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +26,13 @@ def evaluate(
     num_classes: int,
     amp_dtype: Optional[torch.dtype] = None,
     tta: str = "none",
+    on_batch: Optional[Callable[[int, int], None]] = None,
 ) -> Dict[str, Any]:
     """Return ``top1``, ``top5`` (percent), ``loss`` (mean cross-entropy), ``n``,
     ``per_class_top1`` (percent per class) and ``images_per_s``.
+
+    ``top5`` is ``None`` for 5 classes or fewer, where every image would count as a top-5 hit.
+    ``on_batch(step, steps)`` is called after each batch (a progress bar, say).
 
     ``tta="flip"`` scores every image as the mean of the class probabilities of the image and of
     its horizontal mirror (twice the compute). Accuracy under the standard protocol is
@@ -44,7 +48,8 @@ def evaluate(
     class_hits = torch.zeros(num_classes, dtype=torch.float64, device=device)
     class_counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
     start = time.perf_counter()
-    for images, labels in loader:
+    steps = len(loader) if hasattr(loader, "__len__") else 0
+    for step, (images, labels) in enumerate(loader, start=1):
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images).float()
             if tta == "flip":  # log of the mean probability of the image and its mirror
@@ -59,6 +64,8 @@ def evaluate(
         totals[3] += labels.shape[0]
         class_hits.index_add_(0, labels, hit1.double())
         class_counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+        if on_batch is not None:
+            on_batch(step, steps)
     elapsed = time.perf_counter() - start
     all_reduce_tensor(totals)
     all_reduce_tensor(class_hits)
@@ -70,7 +77,7 @@ def evaluate(
     per_class = (100.0 * class_hits / class_counts.clamp(min=1)).tolist()
     return dict(
         top1=100.0 * totals[1].item() / n,
-        top5=100.0 * totals[2].item() / n,
+        top5=100.0 * totals[2].item() / n if num_classes > 5 else None,
         loss=totals[0].item() / n,
         n=n,
         per_class_top1=per_class,

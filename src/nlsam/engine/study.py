@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ import torch
 import yaml
 
 from .config import TrainConfig, check_keys, config_keys, load_yaml, save_yaml
+from .run_dir import RunDirInUseError, lock_run_dir, read_metrics, repair_run_dir
 
 STUDY_KEYS = ("name", "base", "grid", "variants", "seeds", "baseline", "paper", "slurm")
 EXECUTORS = ("local", "submitit", "slurm")
@@ -191,13 +193,29 @@ def _check_networks(runs: Sequence[StudyRun], path: Path) -> None:
 
 # ----------------------------------------------------------------------------- run state
 def run_state(run: StudyRun) -> str:
-    """``done``, ``partial`` (has a checkpoint: will be resumed) or ``todo``."""
-    metrics = run.run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        lines = [l for l in metrics.read_text().splitlines() if l.strip()]
-        if lines and json.loads(lines[-1]).get("epoch", 0) >= run.config.epochs:
-            return "done"
+    """``done``, ``partial`` (has a checkpoint: will be resumed) or ``todo``, as the run's
+    ``last.pt`` (its commit point) records it."""
+    history = read_metrics(run.run_dir)
+    if history and history[-1].get("epoch", 0) >= run.config.epochs:
+        return "done"
     return "partial" if (run.run_dir / "last.pt").is_file() else "todo"
+
+
+def check_study_data(study: Study) -> None:
+    """Fail before any run starts when a run's data cannot be found (each distinct one once)."""
+    from ..data import check_data_source
+
+    seen = set()
+    for run in study.runs:
+        cfg = run.config
+        key = (cfg.data, cfg.data_dir, cfg.download)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_data_source(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
+        except (ValueError, FileNotFoundError) as exc:
+            raise type(exc)(f"study {study.name}: run {run.name}: {exc}") from None
 
 
 def _config_file(study: Study, run: StudyRun) -> Path:
@@ -240,9 +258,12 @@ def execute_study(
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    check_study_data(study)
     study.out.mkdir(parents=True, exist_ok=True)
     save_yaml(dict(study.spec, name=study.name), study.out / "study.yaml")
     states = {run.name: run_state(run) for run in study.runs}
+    if not dry_run:
+        _repair_finished(study, states, log)
     pending = [run for run in study.runs if states[run.name] != "done"]
     log(f"study {study.name}: {len(study.runs)} runs, {len(study.runs) - len(pending)} done, "
         f"{sum(states[r.name] == 'partial' for r in pending)} to resume, "
@@ -258,7 +279,50 @@ def execute_study(
     return dict(done=len(study.runs) - len(failed), failed=len(failed), ran=len(pending))
 
 
+def _repair_finished(study: Study, states: Dict[str, str], log) -> None:
+    """Bring the files of finished runs up to their ``last.pt`` (a kill between the final writes
+    leaves ``best.pt`` or ``metrics.jsonl`` behind), unless a trainer still holds the run."""
+    for run in study.runs:
+        if states[run.name] != "done":
+            continue
+        try:
+            with lock_run_dir(run.run_dir):
+                for repair in repair_run_dir(run.run_dir):
+                    log(f"  repaired {run.name}: {repair}")
+        except RunDirInUseError as exc:
+            log(f"  not repaired: {exc}")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask the kernel to end this process when its parent (the study) dies, however it dies."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the study's own cleanup below still stops its children
+
+
+def _stop(active: Dict[str, tuple], log) -> None:
+    """Terminate the running trainers (SIGTERM, then SIGKILL after 10 s) and wait for them."""
+    for name, (proc, handle, _) in active.items():
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + 10
+    for name, (proc, handle, _) in active.items():
+        try:
+            proc.wait(max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        handle.close()
+        log(f"  stopped {name}; the same command resumes it")
+
+
 def _run_local(study: Study, pending: List[StudyRun], states: Dict[str, str], workers: int, log) -> List[str]:
+    """Each run in its own process. The trainers end with the study: on an exception, Ctrl-C or
+    SIGTERM the study stops them; if it is killed outright the kernel does (Linux)."""
     logs = study.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     gpus = torch.cuda.device_count()
@@ -266,6 +330,31 @@ def _run_local(study: Study, pending: List[StudyRun], states: Dict[str, str], wo
     queue = list(pending)
     active: Dict[str, tuple] = {}
     failed: List[str] = []
+    slot = 0
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _in_main_thread() else None
+    try:
+        _schedule(study, queue, active, failed, states, workers, gpus, threads, logs, log)
+    except BaseException:
+        _stop(active, log)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return failed
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _schedule(study: Study, queue: List[StudyRun], active: Dict[str, tuple], failed: List[str],
+              states: Dict[str, str], workers: int, gpus: int, threads: int, logs: Path, log) -> None:
     slot = 0
     while queue or active:
         while queue and len(active) < workers:
@@ -278,7 +367,8 @@ def _run_local(study: Study, pending: List[StudyRun], states: Dict[str, str], wo
             slot += 1
             handle = open(logs / f"{run.name}.log", "a")
             proc = subprocess.Popen(_command(_config_file(study, run), states[run.name] == "partial"),
-                                    env=env, stdout=handle, stderr=subprocess.STDOUT)
+                                    env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             active[run.name] = (proc, handle, time.time())
             log(f"  started {run.name}" + (" (resuming)" if states[run.name] == "partial" else ""))
         time.sleep(0.5 if workers > 1 else 0.2)
@@ -292,7 +382,6 @@ def _run_local(study: Study, pending: List[StudyRun], states: Dict[str, str], wo
             else:
                 failed.append(name)
                 log(f"  FAILED {name} (exit {proc.returncode}); see {logs / (name + '.log')}")
-    return failed
 
 
 def _run_submitit(study: Study, pending: List[StudyRun], executor: str, log) -> List[str]:

@@ -1,9 +1,9 @@
 """The training loop behind ``nlsam train``.
 
 One process or many (torchrun): the same code path, DistributedDataParallel when
-``WORLD_SIZE > 1``. Each epoch appends one JSON line to ``metrics.jsonl`` and atomically
-rewrites ``last.pt`` (and ``best.pt`` on a new best test top-1), so a killed run loses at most
-the epoch in progress and ``--resume`` continues it to the same result.
+``WORLD_SIZE > 1``. Each epoch atomically rewrites ``last.pt`` (the commit point), then
+``best.pt`` on a new best test top-1, then ``metrics.jsonl`` (see :mod:`.run_dir`), so a killed
+run loses at most the epoch in progress and ``--resume`` continues it to the same result.
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import create_model
-from .checkpoint import atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import atomic_write_bytes, best_epoch, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .evaluate import evaluate
+from .run_dir import history_of, lock_run_dir, read_metrics, repair_run_dir, write_metrics
 
 
 class NonFiniteLossError(RuntimeError):
@@ -115,27 +116,49 @@ def lr_factor(cfg: TrainConfig, epoch: float) -> float:
 
 # ----------------------------------------------------------------------------- progress output
 class Progress:
-    """A one-line progress bar on a terminal; plain log lines elsewhere (files, CI)."""
+    """A one-line progress bar on a terminal, redrawn at most every ``refresh_s`` seconds (and
+    at the end of each pass); plain log lines every ``log_every`` steps elsewhere (files, CI)."""
 
-    def __init__(self, enabled: bool, log_every: int) -> None:
+    def __init__(self, enabled: bool, log_every: int, refresh_s: float = 0.5,
+                 tty: Optional[bool] = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = enabled
-        self.tty = enabled and sys.stderr.isatty()
+        self.tty = enabled and (sys.stderr.isatty() if tty is None else tty)
         self.log_every = log_every
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self._drawn = -math.inf
+
+    def due(self, step: int, steps: int) -> bool:
+        """Whether the terminal bar would be redrawn at this step (cheap: no device sync)."""
+        return self.tty and (step == steps or self.clock() - self._drawn >= self.refresh_s)
+
+    def _draw(self, step: int, steps: int, text: str) -> None:
+        if not self.due(step, steps):
+            return
+        self._drawn = self.clock()
+        filled = int(20 * step / max(steps, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (20 - filled)}] {text}\033[K")
+        sys.stderr.flush()
 
     def step(self, epoch: int, epochs: int, step: int, steps: int, loss: float, lr: float, ips: float) -> None:
         if not self.enabled:
             return
         text = f"epoch {epoch + 1}/{epochs} [{step}/{steps}] loss {loss:.4f} lr {lr:.4g} {ips:.0f} img/s"
         if self.tty:
-            filled = int(20 * step / max(steps, 1))
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (20 - filled)}] {text}\033[K")
-            sys.stderr.flush()
+            self._draw(step, steps, text)
         elif step % self.log_every == 0 or step == steps:
             print(text, file=sys.stderr, flush=True)
 
+    def eval_step(self, step: int, steps: int) -> None:
+        """Progress of the evaluation after an epoch (terminal only)."""
+        if self.tty:
+            self._draw(step, steps, f"evaluating [{step}/{steps}]")
+
     def end_epoch(self) -> None:
         if self.tty:
-            sys.stderr.write("\n")
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._drawn = -math.inf
 
 
 def log(dist_info: DistInfo, message: str) -> None:
@@ -143,9 +166,20 @@ def log(dist_info: DistInfo, message: str) -> None:
         print(message, flush=True)
 
 
-# ----------------------------------------------------------------------------- the run
-# settings a resumed run must share with the run it continues
-RESUME_FIXED = ("data", "model", "attention", "model_options", "batch_size", "seed", "optimizer", "scheduler")
+def warn(dist_info: DistInfo, message: str) -> None:
+    if dist_info.is_main:
+        print(f"nlsam train: warning: {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- the run directory
+#: Settings a resumed run may change: they do not alter what was trained so far, and the rest
+#: of the run follows them (more or fewer ``epochs`` re-plan the lr schedule from the next epoch).
+#: Every other setting must equal the saved one.
+RESUME_CHANGEABLE = (
+    "epochs", "device", "amp", "compile", "channels_last", "deterministic", "num_workers",
+    "eval_batch_size", "data_dir", "download", "cache_dir", "log_every", "tensorboard",
+)
+_NOT_COMPARED = ("out", "resume")
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -153,27 +187,97 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{data}-{cfg.model}-{cfg.attention or 'plain'}-seed{cfg.seed}"
 
 
+def check_out_dir(run_dir: Path) -> None:
+    """Make sure the run directory can be created and written, before any data is loaded."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} is a file, not a directory; choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {run_dir} cannot be created: {exc.strerror or exc}; choose another --out") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {run_dir} is not writable; choose another --out")
+
+
+def resume_changes(saved: Dict[str, Any], cfg: TrainConfig) -> Dict[str, tuple]:
+    """The settings in which ``cfg`` differs from a run's ``saved`` config, as ``{key: (saved,
+    now)}``. Refuses (``ValueError``) any change outside :data:`RESUME_CHANGEABLE`."""
+    defaults = TrainConfig().to_dict()
+    changes = {}
+    for key, value in cfg.to_dict().items():
+        before = saved.get(key, defaults[key])
+        if key not in _NOT_COMPARED and before != value:
+            changes[key] = (before, value)
+    refused = [k for k in changes if k not in RESUME_CHANGEABLE]
+    if refused:
+        detail = ", ".join(f"{k} (saved {changes[k][0]!r}, now {changes[k][1]!r})" for k in refused)
+        raise ValueError(
+            f"cannot resume {cfg.out} with changed {detail}: a resumed run keeps its settings except "
+            f"{', '.join(RESUME_CHANGEABLE)}; start a new run with another --out to change them"
+        )
+    return changes
+
+
 def prepare_run_dir(cfg: TrainConfig) -> tuple:
-    """Return ``(config, run_dir, resume_state)``; refuse to overwrite an existing run."""
+    """Return ``(config, run_dir, resume_state)``: check ``--out``, and for ``--resume`` that the
+    run exists and the settings may change as asked; refuse to overwrite an existing run."""
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    cfg = replace(cfg, out=str(run_dir))
+    check_out_dir(run_dir)
     last = run_dir / "last.pt"
     if cfg.resume:
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: no {last}; start the run without --resume")
         state = load_checkpoint(last)
-        saved = state["config"]
-        changed = [k for k in RESUME_FIXED if saved.get(k) != getattr(cfg, k)]
-        if changed:
-            raise ValueError(
-                f"cannot resume {run_dir} with different {', '.join(changed)} "
-                f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in changed)})"
-            )
-        return replace(cfg, out=str(run_dir)), run_dir, state
+        return cfg, run_dir, state
     if last.exists():
         raise ValueError(
             f"run directory {run_dir} already holds a run; add --resume to continue it or choose another --out"
         )
-    return replace(cfg, out=str(run_dir)), run_dir, None
+    return cfg, run_dir, None
+
+
+# ----------------------------------------------------------------------------- the network
+def _network_error(cfg: TrainConfig, num_classes: int, in_chans: int, input_size) -> Optional[str]:
+    """Why the network ``cfg`` describes cannot be built for this input (``None``: it can).
+    Built on the meta device: no memory, no time."""
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model, num_classes=num_classes, attention=cfg.attention, in_chans=in_chans,
+                         input_size=tuple(input_size), **cfg.model_options)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def native_input_size(cfg: TrainConfig) -> tuple:
+    """The input size the network ``cfg`` names is built for (32 x 32 for CIFAR networks,
+    224 x 224 for ImageNet ones); fails early on options the network cannot take."""
+    with torch.device("meta"):
+        model = create_model(cfg.model, attention=cfg.attention, **cfg.model_options)
+    return tuple(model.input_size)
+
+
+def choose_image_size(cfg: TrainConfig, num_classes: int, in_chans: int, data_size) -> Optional[int]:
+    """``None`` when the network fits images of ``data_size``; else the network's native size,
+    to which the data are resized (e.g. 28 x 28 images, whose 7 x 7 last stage NL-SAM's k = 2
+    cannot pool). Raises the network's own error when neither fits or ``image_size`` was set."""
+    error = _network_error(cfg, num_classes, in_chans, data_size)
+    if error is None:
+        return None
+    native = native_input_size(cfg)
+    if cfg.image_size is not None or _network_error(cfg, num_classes, in_chans, native) is not None:
+        raise ValueError(error)
+    return int(native[0])
+
+
+def final_feature_size(model: nn.Module, input_size) -> Optional[tuple]:
+    """(H, W) of a network's last feature map for ``input_size``, from its ``feature_info``."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        return None
+    reduction = info[-1]["reduction"]
+    return tuple(math.ceil(s / reduction) for s in input_size)
 
 
 def train(cfg: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
@@ -182,16 +286,32 @@ def train(cfg: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], No
     device_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     dist_info = init_distributed(device_type)
     try:
-        return _train(cfg, dist_info, on_epoch_end)
+        native_input_size(cfg)  # unknown network options fail here, before anything is written
+        cfg, run_dir, resume_state = prepare_run_dir(cfg)
+        # one process trains into a directory at a time (rank 0 speaks for a torchrun job)
+        with lock_run_dir(run_dir) if dist_info.is_main else contextlib.nullcontext():
+            return _train(cfg, run_dir, resume_state, dist_info, on_epoch_end)
     finally:
         cleanup()
 
 
-def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any]:
+def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]], dist_info: DistInfo,
+           on_epoch_end) -> Dict[str, Any]:
     from ..analysis.cost import profile
     from ..data import build_data
 
-    cfg, run_dir, resume_state = prepare_run_dir(cfg)
+    repairs: list = []
+    if resume_state is not None:
+        changes = resume_changes(resume_state["config"], cfg)
+        if dist_info.is_main:
+            repairs = repair_run_dir(run_dir, resume_state)
+        for key, (before, now) in changes.items():
+            log(dist_info, f"resume: {key} changed from {before!r} to {now!r}"
+                + (" (the lr schedule follows the new length from here on)" if key == "epochs" else ""))
+    elif dist_info.is_main:
+        repairs = repair_run_dir(run_dir)
+    for repair in repairs:
+        log(dist_info, f"repaired {run_dir}: {repair}")
     device = resolve_device(cfg.device, dist_info.local_rank)
     seed_everything(cfg.seed + dist_info.rank, cfg.deterministic)
     amp_dtype = resolve_amp(cfg.amp, device)
@@ -214,35 +334,28 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
             num_workers=cfg.num_workers,
             image_size=image_size,
             channels_last=channels_last,
+            cache_dir=cfg.cache_dir,
         )
         if dist_info.enabled and dist_info.is_main:
             barrier()
         return bundle
 
-    def build(data):
-        return create_model(
-            cfg.model,
-            num_classes=len(data.classes),
-            attention=cfg.attention,
-            in_chans=data.in_chans,
-            input_size=data.input_size,
-            **cfg.model_options,
-        )
-
     data = load_data(cfg.image_size)
-    try:
-        model = build(data)
-    except ValueError as exc:
-        # e.g. 28x28 images: stage 3 would be 7x7, which NL-SAM's k = 2 cannot pool. Rather than
-        # make the user do feature-map arithmetic, train at the network's native size.
-        if cfg.image_size is not None or "not divisible" not in str(exc):
-            raise
-        native = create_model(cfg.model).input_size
+    resize_to = choose_image_size(cfg, len(data.classes), data.in_chans, data.input_size)
+    if resize_to is not None:
         log(dist_info, f"images of {data.input_size[0]}x{data.input_size[1]} do not fit {cfg.model} + "
-                       f"{cfg.attention} ({exc}); resizing them to the network's native {native[0]}x{native[1]}")
-        cfg = replace(cfg, image_size=native[0])
+                       f"{cfg.attention}; resizing them to the network's native {resize_to}x{resize_to}")
+        cfg = replace(cfg, image_size=resize_to)
         data = load_data(cfg.image_size)
-        model = build(data)
+    model = create_model(cfg.model, num_classes=len(data.classes), attention=cfg.attention,
+                         in_chans=data.in_chans, input_size=data.input_size, **cfg.model_options)
+    final = final_feature_size(model, data.input_size)
+    if final is not None and min(final) < 2:
+        native = native_input_size(cfg)
+        warn(dist_info, f"{cfg.model} reduces {data.input_size[0]}x{data.input_size[1]} images to a "
+                        f"{final[0]}x{final[1]} last feature map, too small for its last stages to see any "
+                        f"spatial context; it is built for {native[0]}x{native[1]}: use --image-size "
+                        f"{native[0]} or a network for small images (resnet20 ... resnet164)")
     cost = profile(model, (data.in_chans, *data.input_size)) if dist_info.is_main else None
     model.to(device)
     if channels_last:
@@ -254,7 +367,8 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    start_epoch, best_top1 = 0, 0.0
+    start_epoch, best_top1, best_at = 0, -math.inf, None
+    history: list = []
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -262,8 +376,11 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
         scaler.load_state_dict(resume_state["scaler"])
         start_epoch = resume_state["epoch"] + 1
         best_top1 = resume_state.get("best_top1", 0.0)
+        best_at = best_epoch(resume_state)
+        history = history_of(resume_state, read_metrics(run_dir))
         set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list) else resume_state["rng"])
-        log(dist_info, f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+        if start_epoch < cfg.epochs:
+            log(dist_info, f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
 
     train_model: nn.Module = model
     if dist_info.enabled:
@@ -281,20 +398,22 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
         std=list(data.std),
         data=data.name,
     )
+    num_classes = len(data.classes)
     if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg.to_dict(), run_dir / "config.yaml")
         # what the data looked like (classes, input size, normalisation): enough to rebuild the
         # network and its cost without a checkpoint
         atomic_write_bytes(run_dir / "meta.json", json.dumps(meta, indent=1).encode())
         log(
             dist_info,
-            f"{cfg.model} + {cfg.attention or 'no attention'} on {data.name}: {len(data.classes)} classes, "
+            f"{cfg.model} + {cfg.attention or 'no attention'} on {data.name}: {num_classes} classes, "
             f"{data.num_train} train / {data.num_test} test images of {data.input_size[0]}x{data.input_size[1]}; "
             f"{cost.params / 1e6:.3f}M params, {cost.flops / 1e9:.4f} GFLOPs; device {device}"
             + (f" x {dist_info.world_size} processes" if dist_info.enabled else "")
             + (f", amp {str(amp_dtype).replace('torch.', '')}" if amp_dtype else ""),
         )
+        if getattr(data, "cache_path", None):
+            log(dist_info, f"decoded images cached in {data.cache_path} (--cache-dir sets the folder)")
         if data.skipped:
             log(dist_info, f"skipped {data.skipped} unreadable image file(s)")
     writer = _tensorboard(run_dir) if cfg.tensorboard and dist_info.is_main else None
@@ -324,7 +443,7 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
             loss_sum += loss.detach().double() * labels.shape[0]
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
-            if step % cfg.log_every == 0 or step == steps_per_epoch:
+            if step % cfg.log_every == 0 or step == steps_per_epoch or progress.due(step, steps_per_epoch):
                 mean_loss = loss_sum.item() / seen
                 if not math.isfinite(mean_loss):
                     raise NonFiniteLossError(
@@ -334,13 +453,14 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
                     )
                 progress.step(epoch, cfg.epochs, step, steps_per_epoch, mean_loss,
                               optimizer.param_groups[0]["lr"], seen * dist_info.world_size / (time.perf_counter() - start))
-        progress.end_epoch()
         train_time = time.perf_counter() - start
         total_loss, total_correct, total_seen = all_reduce_sum([loss_sum.item(), correct.item(), seen], device)
-        result = evaluate(model, data.test_loader, num_classes=len(data.classes), amp_dtype=amp_dtype)
+        result = evaluate(model, data.test_loader, num_classes=num_classes, amp_dtype=amp_dtype,
+                          on_batch=progress.eval_step)
+        progress.end_epoch()
         top1 = result["top1"]
-        is_best = top1 > best_top1
-        best_top1 = max(best_top1, top1)
+        if top1 > best_top1:
+            best_top1, best_at = top1, epoch
         summary = dict(
             epoch=epoch + 1,
             lr=optimizer.param_groups[0]["lr"],
@@ -353,6 +473,7 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
             images_per_s=total_seen / train_time,
             epoch_time_s=time.perf_counter() - start,
         )
+        history.append(summary)
         if dist_info.is_main:
             state = dict(
                 model=model.state_dict(),
@@ -361,24 +482,31 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
                 scaler=scaler.state_dict(),
                 epoch=epoch,
                 best_top1=best_top1,
+                best_epoch=best_at,
                 rng=rng_state(),
                 config=cfg.to_dict(),
                 meta=meta,
                 metrics=summary,
+                history=history,
             )
+            # last.pt is the commit point; best.pt and metrics.jsonl follow (see run_dir.py)
+            _checkpoint_hook("before last.pt")
             save_checkpoint(state, run_dir / "last.pt")
-            if is_best:
+            _checkpoint_hook("before best.pt")
+            if best_at == epoch:
                 save_checkpoint(state, run_dir / "best.pt")
-            with open(run_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(summary) + "\n")
+            _checkpoint_hook("before metrics.jsonl")
+            write_metrics(run_dir, history)
             if writer is not None:
                 for key, value in summary.items():
-                    writer.add_scalar(key, value, epoch + 1)
+                    if value is not None:
+                        writer.add_scalar(key, value, epoch + 1)
+            top5 = f" top5 {summary['test_top5']:.2f}%" if summary["test_top5"] is not None else ""
             log(
                 dist_info,
                 f"epoch {epoch + 1}/{cfg.epochs}: train loss {summary['train_loss']:.4f} "
                 f"top1 {summary['train_top1']:.2f}% | test loss {summary['test_loss']:.4f} "
-                f"top1 {top1:.2f}% top5 {summary['test_top5']:.2f}% | {summary['images_per_s']:.0f} img/s, "
+                f"top1 {top1:.2f}%{top5} | {summary['images_per_s']:.0f} img/s, "
                 f"{summary['epoch_time_s']:.1f} s",
             )
         barrier()
@@ -393,12 +521,18 @@ def _train(cfg: TrainConfig, dist_info: DistInfo, on_epoch_end) -> Dict[str, Any
                 f"{cost.params / 1e6:.3f}M params, {cost.flops / 1e9:.4f} GFLOPs; run directory {run_dir}",
             )
         else:
-            log(dist_info, f"nothing to do: {run_dir} already finished {cfg.epochs} epochs")
+            log(dist_info, f"nothing to do: {run_dir} already finished {start_epoch} of {cfg.epochs} epochs")
     if writer is not None:
         writer.close()
+    if not summary and history:
+        summary = dict(history[-1])
     # a cheap fingerprint of the weights, equal on every rank when replicas are in sync
     checksum = sum(p.detach().double().sum().item() for p in model.parameters())
     return dict(summary, run_dir=str(run_dir), param_checksum=checksum)
+
+
+def _checkpoint_hook(point: str) -> None:
+    """Called between the writes at the end of an epoch; tests replace it to kill the run there."""
 
 
 def _tensorboard(run_dir: Path):

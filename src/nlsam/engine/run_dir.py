@@ -1,0 +1,155 @@
+"""A run directory: what is in it, who may write to it, and how it is made whole after a kill.
+
+A run directory holds ``config.yaml``, ``meta.json``, ``last.pt``, ``best.pt`` and
+``metrics.jsonl``. At the end of every epoch the trainer writes, in this order:
+
+1. ``last.pt``, atomically. It holds the network, the optimiser and the **history** of every
+   finished epoch, and is the run's commit point: an epoch exists once ``last.pt`` holds it.
+2. ``best.pt`` on a new best test top-1 (a copy of the same state).
+3. ``metrics.jsonl``, rewritten atomically from the history (one JSON object per epoch).
+
+A kill between the writes therefore leaves ``best.pt`` or ``metrics.jsonl`` one epoch behind
+``last.pt``, never ahead of it. :func:`read_metrics` and
+:func:`~nlsam.engine.checkpoint.best_checkpoint` read through that lag, and :func:`repair_run_dir`
+(run by ``--resume`` and by ``nlsam study``) rewrites the lagging files from ``last.pt``.
+
+One process trains into a directory at a time: :func:`lock_run_dir` holds an exclusive lock on
+``RUN_DIR/.lock`` for the whole run, released by the kernel however the process ends.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+from .checkpoint import (
+    atomic_write_bytes,
+    best_epoch,
+    best_is_stale,
+    peek_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+
+try:  # POSIX; elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+PathLike = Union[str, Path]
+LOCK_NAME = ".lock"
+
+
+class RunDirInUseError(ValueError):
+    """Another process is training into the run directory."""
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: PathLike) -> Iterator[None]:
+    """Hold the run directory's lock for the duration of the block, or fail at once.
+
+    The lock file records the holder's process id, which the error message names.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    handle = open(run_dir / LOCK_NAME, "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RunDirInUseError(
+                f"run directory {run_dir} is in use by another training process (pid {holder}); "
+                "wait for it to finish, stop it, or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def lock_holder(run_dir: PathLike) -> Optional[int]:
+    """The process id written by the last holder of the lock (it may have ended)."""
+    try:
+        return int((Path(run_dir) / LOCK_NAME).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_jsonl(path: Path) -> List[Dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill in an older nlsam's append
+            break
+    return rows
+
+
+def history_of(state: Dict[str, Any], rows: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
+    """The metrics of every epoch a training checkpoint has committed.
+
+    Checkpoints hold their history; older ones hold only their own epoch's metrics, which are
+    joined to the ``rows`` read from ``metrics.jsonl`` (those of later epochs are dropped).
+    """
+    if state.get("history") is not None:
+        return list(state["history"])
+    last = int(state.get("epoch", -1)) + 1
+    kept = [r for r in rows or [] if r.get("epoch", 0) < last]
+    return kept + [dict(state["metrics"])] if state.get("metrics") else kept
+
+
+def read_metrics(run_dir: PathLike) -> List[Dict[str, Any]]:
+    """One dict per finished epoch of a run, as ``last.pt`` (the commit point) records them.
+
+    Without ``last.pt`` (a run directory copied without its checkpoints) ``metrics.jsonl`` is read.
+    """
+    run_dir = Path(run_dir)
+    rows = _read_jsonl(run_dir / "metrics.jsonl")
+    state = peek_checkpoint(run_dir / "last.pt")
+    return rows if state is None else history_of(state, rows)
+
+
+def write_metrics(run_dir: PathLike, history: List[Dict[str, Any]]) -> None:
+    """Rewrite ``metrics.jsonl`` atomically: one JSON object per epoch."""
+    text = "".join(json.dumps(row) + "\n" for row in history)
+    atomic_write_bytes(Path(run_dir) / "metrics.jsonl", text.encode())
+
+
+def repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Bring ``best.pt`` and ``metrics.jsonl`` up to the epoch ``last.pt`` holds, and delete the
+    temporary files of interrupted writes. Return what was done, one phrase per repair.
+
+    Call it only while holding the run's lock (or when nothing trains into the directory).
+    """
+    run_dir = Path(run_dir)
+    done: List[str] = []
+    removed = remove_stale_temporaries(run_dir)
+    if removed:
+        done.append(f"removed {removed} temporary file(s) of interrupted writes")
+    if state is None:
+        state = peek_checkpoint(run_dir / "last.pt")
+    if state is None:
+        return done
+    rows = _read_jsonl(run_dir / "metrics.jsonl")
+    history = history_of(state, rows)
+    if rows != history:
+        write_metrics(run_dir, history)
+        done.append(f"rewrote metrics.jsonl from last.pt ({len(rows)} -> {len(history)} epochs)")
+    if best_epoch(state) == state.get("epoch") and best_is_stale(run_dir):
+        save_checkpoint(dict(state), run_dir / "best.pt")
+        done.append(f"rewrote best.pt from last.pt (epoch {state['epoch'] + 1})")
+    return done
