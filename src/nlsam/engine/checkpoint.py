@@ -103,7 +103,7 @@ def read_torch_file(path: Union[str, Path], map_location: Union[str, torch.devic
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:
         text = str(exc)
-        if "GLOBAL" in text or "Unsupported global" in text:
+        if "GLOBAL" in text or "Unsupported global" in text or _pickles_objects(Path(path)):
             found = re.search(r"GLOBAL ([\w.]+)", text)
             what = f" ({found.group(1)})" if found else ""
             raise ValueError(
@@ -113,6 +113,22 @@ def read_torch_file(path: Union[str, Path], map_location: Union[str, torch.devic
         raise ValueError(
             f"cannot read {path}: not a PyTorch checkpoint (corrupt, truncated, or another kind of file)"
         ) from None
+
+
+def _pickles_objects(path: Path) -> bool:
+    """Whether ``path`` is a plain pickle that builds Python objects (imports a callable):
+    read opcode by opcode with :mod:`pickletools`, which executes nothing."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(1) != b"\x80":  # pickle protocol 2 and later start with PROTO
+                return False
+            handle.seek(0)
+            return any(op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE")
+                       for op, _, _ in pickletools.genops(handle))
+    except Exception:  # truncated or not a pickle after all
+        return False
 
 
 def peek_checkpoint(path: Union[str, Path]) -> Optional[Dict[str, Any]]:
