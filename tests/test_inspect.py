@@ -140,6 +140,35 @@ def test_cam_side_by_side(runs, capsys, tmp_path):
     assert height > width  # 3 rows of 3 panels
 
 
+def _first_lines(fig, count):
+    """The first line of the titles of the first ``count`` overlay panels (row 0)."""
+    return [fig.axes[c].get_title().split("\n")[0] for c in range(1, count + 1)]
+
+
+def test_cam_compare_column_titles_are_distinct(runs, tmp_path):
+    import shutil
+
+    from nlsam.analysis.gradcam import cam_figure
+    from nlsam.analysis.predict import load_images, load_inspected
+
+    other = tmp_path / "nlsam-seed1"
+    other.mkdir()
+    shutil.copy(runs["nlsam"] / "best.pt", other / "best.pt")
+    images = load_images(runs["images"][:1])
+    two = [load_inspected(runs["nlsam"]), load_inspected(other)]
+    assert two[0].label == two[1].label == "resnet20 + nlsam"
+    titles = _first_lines(cam_figure(two, images), 2)
+    assert len(set(titles)) == 2 and all(t.startswith("resnet20 + nlsam") for t in titles)
+    assert "nlsam-seed1" in titles[1] and "nlsam-seed1" not in titles[0]
+    # the same run twice: still two names
+    same = [load_inspected(runs["nlsam"]), load_inspected(runs["nlsam"] / "best.pt")]
+    assert len(set(_first_lines(cam_figure(same, images), 2))) == 2
+    # distinct defaults are left alone; --labels always wins
+    mixed = [load_inspected(runs["base"]), two[0]]
+    assert _first_lines(cam_figure(mixed, images), 2) == ["resnet20 (no attention)", "resnet20 + nlsam"]
+    assert _first_lines(cam_figure(two, images, labels=["A", "B"]), 2) == ["A", "B"]
+
+
 def test_grad_cam_function_leaves_model_unchanged(runs):
     from nlsam.analysis.gradcam import grad_cam
 
@@ -199,6 +228,28 @@ def test_attention_command(runs, capsys, tmp_path):
     assert code == 0, err
     width3, height3 = _png(tmp_path / "att3" / (runs["images"][1].stem + ".png"))
     assert height3 < height  # one stage row instead of two
+
+
+def test_attention_labels_name_map_and_gate(runs):
+    from nlsam.analysis.attention_maps import attention_figure, attention_maps
+    from nlsam.analysis.predict import load_images, load_inspected
+
+    inspected = load_inspected(runs["nlsam"])
+    (path, img), = load_images(runs["images"][:1])
+
+    def stage_labels(fig):
+        labels = [" ".join(ax.get_ylabel().split()) for ax in fig.axes]
+        return [label for label in labels if label.startswith("stage")]
+
+    assert stage_labels(attention_figure(inspected, path, img)) == [
+        "stage 2 16x16 map, 8x8 gate (k=2)", "stage 3 8x8 map, 4x4 gate (k=2)"]
+    # what the label says: the 16 x 16 map of stage 2 holds 8 x 8 distinct 2 x 2 cells
+    _, maps = attention_maps(inspected.model, inspected.prepare(img))
+    cells = maps[0].map.reshape(8, 2, 8, 2)
+    assert torch.equal(cells, cells[:, :1, :, :1].expand_as(cells))
+    # away from the training size the module pools adaptively to its trained grid
+    assert stage_labels(attention_figure(inspected, path, img, input_size=(48, 40))) == [
+        "stage 2 24x20 map, 8x8 gate (adaptive pooling)", "stage 3 12x10 map, 4x4 gate (adaptive pooling)"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +324,58 @@ def test_export_failed_check_writes_nothing(runs, capsys, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
+def _no_export_work(monkeypatch):
+    import nlsam.analysis.export as export
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the export ran before --out was checked")
+
+    for name in ("load_inspected", "_onnx_bytes", "_torchscript_bytes", "_safetensors_bytes"):
+        monkeypatch.setattr(export, name, fail)
+
+
+def test_export_rejects_unusable_out_before_any_work(runs, capsys, tmp_path, monkeypatch):
+    from nlsam.analysis.export import export_model
+
+    _no_export_work(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        export_model(runs["nlsam"], "onnx", tmp_path)  # an existing directory
+    message = str(info.value)
+    assert message.startswith(f"--out {tmp_path} is a directory") and "\n" not in message
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match=f"--out {a_file / 'm.onnx'}: {a_file} is not a directory"):
+        export_model(runs["nlsam"], "onnx", a_file / "m.onnx")
+    if Path("/proc/self").is_dir():  # not writable, even for root
+        target = "/proc/nlsam-missing/m.onnx"
+        with pytest.raises(ValueError, match=f"--out {target}: cannot create files in /proc"):
+            export_model(runs["nlsam"], "onnx", target)
+    code, out, err = _run(capsys, ["export", runs["nlsam"], "--format", "safetensors", "--out", tmp_path])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"nlsam export: error: --out {tmp_path} ")
+    assert sorted(tmp_path.iterdir()) == [a_file]
+    # a parent that does not exist yet is fine (it is created when the file is written)
+    with pytest.raises(AssertionError, match="before --out was checked"):
+        export_model(runs["nlsam"], "onnx", tmp_path / "new" / "dir" / "m.onnx")
+    assert sorted(tmp_path.iterdir()) == [a_file]
+
+
+def test_export_write_error_names_the_target(runs, tmp_path, monkeypatch):
+    pytest.importorskip("safetensors")
+    import nlsam.engine.checkpoint as checkpoint
+    from nlsam.analysis.export import export_model
+
+    target = tmp_path / "m.safetensors"
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path.parent / f".{path.name}.d28fm_ul.tmp"))
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", refuse)
+    with pytest.raises(ValueError) as info:
+        export_model(runs["nlsam"], "safetensors", target)
+    assert str(info.value) == f"--out {target}: cannot write it: Permission denied"
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: one error line, exit code 2, nothing written
 # ---------------------------------------------------------------------------------------------
@@ -281,9 +384,9 @@ BAD_CASES = {
     "missing image": (lambda r: ["cam", r["nlsam"], r["images"][0], r["root"] / "nope.png"], "image not found"),
     "text file as image": (lambda r: ["attention", r["nlsam"], r["images"][0], r["text"]], "cannot read image"),
     "directory as image": (lambda r: ["predict", r["nlsam"], r["root"] / "images"], "is a directory"),
-    "garbage checkpoint": (lambda r: ["cam", r["garbage"], r["images"][0]], "cannot read checkpoint"),
+    "garbage checkpoint": (lambda r: ["cam", r["garbage"], r["images"][0]], "cannot read"),
     "garbage compared checkpoint": (lambda r: ["cam", r["nlsam"], r["images"][0], "--compare", r["garbage"]],
-                                    "cannot read checkpoint"),
+                                    "cannot read"),
     "missing checkpoint": (lambda r: ["predict", r["root"] / "missing.pt", r["images"][0]], "checkpoint not found"),
     "weights of another model": (lambda r: ["export", r["mismatched"], "--format", "onnx"],
                                  "does not match the network"),

@@ -62,10 +62,10 @@ def test_a_variant_can_run_on_fewer_seeds(tmp_path):
     [
         (dict(base={"epoch": 1}), "unknown key 'epoch' in .*base.*did you mean 'epochs'.*valid keys:"),
         (dict(base=TINY_BASE, grid={"attenton": ["nlsam"]}), "unknown key 'attenton'.*valid keys:"),
-        (dict(base=TINY_BASE, grid={"attention": ["nlsam", "sam"]}), "unknown attention 'sam'; valid: None, nlsam"),
+        (dict(base=TINY_BASE, grid={"attention": ["nlsam", "sam"]}), "unknown attention 'sam'; valid: none, nlsam"),
         (dict(base=TINY_BASE, grid={"model": ["resnet21"]}), "unknown model 'resnet21'.*valid: .*resnet20"),
         (dict(base=TINY_BASE, grid={"model_options.nlsam_pool": [3]}, seeds=[0]), "not divisible by the pooling kernel k=3"),
-        (dict(base=TINY_BASE, grid={"model_options.colour": ["red"]}), "unexpected keyword argument 'colour'"),
+        (dict(base=TINY_BASE, grid={"model_options.colour": ["red"]}), "unknown option 'colour' for model resnet20.*valid: attention, "),
         (dict(base=TINY_BASE, grid={"scheduler": ["poly"]}), "unknown scheduler 'poly'; valid: step"),
         (dict(base=TINY_BASE, seeds="zero"), "seeds must be a non-empty list of integers"),
         (dict(base=TINY_BASE, variants=[{"attention": None, "seeds": []}]), "variant seeds must be a non-empty list"),
@@ -145,10 +145,28 @@ def test_submitit_local_executor(tmp_path):
     assert (tmp_path / "out" / "submitit").is_dir()
 
 
+def test_missing_data_is_refused_before_any_run_starts(tmp_path, capsys):
+    path = write_study(tmp_path, base=dict(TINY_BASE, data=str(tmp_path / "missing-folder")), seeds=[0, 1])
+    assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "run seed=0: unknown dataset" in err and "missing-folder" in err and "retry" not in err
+    assert not (tmp_path / "out" / "runs").exists()
+    cifar = write_study(tmp_path, base=dict(TINY_BASE, data="cifar10", data_dir=str(tmp_path / "d")), seeds=[0])
+    assert main(["study", str(cifar), "--out", str(tmp_path / "out2")]) == 2
+    assert "cifar10 not found" in capsys.readouterr().err
+
+
 def test_failed_run_is_reported_and_retried(tmp_path, capsys):
-    path = write_study(tmp_path, base=dict(TINY_BASE, data=str(tmp_path / "missing-folder")), seeds=[0])
+    from PIL import Image
+
+    for split in ("train", "test"):  # one class: the run fails when its data are loaded
+        (tmp_path / "one" / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "one" / split / "cat" / "0.png")
+    path = write_study(tmp_path, base=dict(TINY_BASE, data=str(tmp_path / "one")), seeds=[0])
     assert main(["study", str(path), "--out", str(tmp_path / "out")]) == 1
     assert "1 run(s) failed" in capsys.readouterr().err
+    log = (tmp_path / "out" / "logs" / "seed=0.log").read_text()
+    assert "classification needs at least 2" in log
 
 
 def test_report_errors(tmp_path):
@@ -157,14 +175,14 @@ def test_report_errors(tmp_path):
 
 
 def test_t_quantiles_and_welch():
-    assert t_quantile_975(1) == pytest.approx(12.706)
-    assert t_quantile_975(4) == pytest.approx(2.776)
+    assert t_quantile_975(1) == pytest.approx(12.706204736, rel=1e-9)
+    assert t_quantile_975(4) == pytest.approx(2.776445105, rel=1e-9)
     assert t_quantile_975(1e9) == pytest.approx(1.96, abs=1e-3)
     assert 2.776 > t_quantile_975(4.5) > 2.571
     a, b = [1.0, 2.0, 3.0], [0.0, 1.0, 2.0]
     diff, low, high = welch_interval(a, b)
     # equal variances 1, n = 3: se = sqrt(2/3), df = 4
-    assert diff == 1.0 and high - diff == pytest.approx(2.776 * math.sqrt(2 / 3))
+    assert diff == 1.0 and high - diff == pytest.approx(2.776445105 * math.sqrt(2 / 3), rel=1e-9)
     assert welch_interval([1.0], b) is None
 
 

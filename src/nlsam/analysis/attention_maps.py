@@ -3,9 +3,11 @@
 The maps are taken with forward hooks on the :class:`nlsam.NLSAM` modules (the network is not
 changed): the hook re-applies :meth:`NLSAM.attention_map` to the module's input, which gives
 exactly the gate that multiplied the feature map. Each map has the size of its stage's
-feature map (e.g. 16 x 16 and 8 x 8 in stages 2 and 3 of a CIFAR ResNet, with k x k blocks of
-equal value where the module pooled) and is shown with nearest-neighbour upsampling, so the
-blocks stay visible.
+feature map (e.g. 16 x 16 and 8 x 8 in stages 2 and 3 of a CIFAR ResNet) but only as many
+distinct values as the module's gate: NL-SAM pools the feature map k x k before its FC layers
+(an 8 x 8 and a 4 x 4 gate there with k = 2), so the map is made of k x k blocks of equal value
+(with the default nearest upsampling). The figure labels each stage with both sizes and shows
+the maps with nearest-neighbour upsampling, so the blocks stay visible.
 """
 from __future__ import annotations
 
@@ -37,6 +39,24 @@ class AttentionMap:
     stage: Optional[int]  # the paper's stage number (1-3 on CIFAR, 2-5 on ImageNet)
     block: Optional[int]  # block index in the stage, from 0
     map: torch.Tensor  # H x W, values in (0, 1)
+    gate_size: Optional[Tuple[int, int]] = None  # the module's (H/k, W/k) grid of distinct gate values
+    pooling: str = ""  # how the map was pooled to the gate: "k=2", "adaptive pooling" or "" (none)
+
+
+def _pooling(module: NLSAM, size: Tuple[int, int]) -> str:
+    """How ``module`` pooled a feature map of ``size`` to its gate (see NLSAM.attention_map)."""
+    if tuple(size) == tuple(module.grid_size):
+        return ""
+    pooling = f"k={module.pool}" if tuple(size) == tuple(module.feature_size) else "adaptive pooling"
+    return pooling if module.interpolation == "nearest" else f"{pooling}, {module.interpolation}"
+
+
+def map_label(m: AttentionMap) -> str:
+    """``16x16 map, 8x8 gate (k=2)``: the size shown and the grid of distinct gate values."""
+    h, w = m.map.shape
+    if m.gate_size is None or not m.pooling:
+        return f"{h}x{w} map"
+    return f"{h}x{w} map, {m.gate_size[0]}x{m.gate_size[1]} gate ({m.pooling})"
 
 
 def nlsam_modules(model: nn.Module) -> List[Tuple[str, Optional[int], Optional[int], NLSAM]]:
@@ -70,7 +90,9 @@ def attention_maps(
 
     def hook_for(name, stage_id, block):
         def hook(module, inputs, output):
-            maps.append(AttentionMap(name, stage_id, block, module.attention_map(inputs[0]).detach()[0, 0]))
+            gate = module.attention_map(inputs[0]).detach()[0, 0]
+            maps.append(AttentionMap(name, stage_id, block, gate, tuple(module.grid_size),
+                                     _pooling(module, tuple(gate.shape))))
         return hook
 
     try:
@@ -105,8 +127,8 @@ def attention_figure(
         groups.setdefault(m.stage, []).append(m)
     stages = []
     for stage_id, items in groups.items():
-        h, w = items[0].map.shape
-        label = f"stage {stage_id}\n{h}x{w} map" if stage_id is not None else f"{h}x{w} map"
+        label = map_label(items[0]).replace(", ", ",\n", 1)
+        label = f"stage {stage_id}\n{label}" if stage_id is not None else label
         blocks = [(f"block {m.block + 1}" if m.block is not None else m.name, m.map.numpy().astype(np.float32))
                   for m in items]
         stages.append((label, blocks))

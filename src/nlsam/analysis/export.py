@@ -12,7 +12,9 @@
 
 The file is first produced in memory, loaded back and run on random inputs at batch sizes 1
 and 3 (onnxruntime for ONNX); only when the largest absolute difference from PyTorch's logits
-is within ``atol`` (1e-4) is it written, atomically. Nothing is written otherwise.
+is within ``atol`` (1e-4) is it written, atomically. Nothing is written otherwise. Where the
+file goes (``--out``: a file, not a directory, in a place that can be written) is checked before
+any of this work, and every error names that file.
 """
 from __future__ import annotations
 
@@ -167,6 +169,22 @@ def default_output(checkpoint_path: Path, fmt: str) -> Path:
     return checkpoint_path.with_name(checkpoint_path.stem + SUFFIXES[fmt])
 
 
+def check_writable(path: Path, what: str = "--out") -> None:
+    """Raise a one-line ValueError, starting with ``what``, unless a file can be created at
+    ``path``: its nearest existing ancestor must be a directory in which a file can be made
+    (tried for real: permissions, read-only file systems and /proc all say no that way)."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what}: {parent} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot create files in {parent} ({exc.strerror or exc})") from None
+
+
 @torch.no_grad()
 def check_export(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor],
                  batches=CHECK_BATCHES, seed: int = 0) -> Dict[int, float]:
@@ -198,14 +216,21 @@ def export_model(
     Returns ``{"path", "format", "bytes", "input_size", "max_abs_diff": {batch: diff}}``.
     Raises ``ValueError`` (nothing written) if the export fails or differs by more than ``atol``.
     """
+    from ..engine.checkpoint import resolve_checkpoint_path
+
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
-    inspected = load_inspected(checkpoint)
-    path = Path(out) if out is not None else default_output(inspected.path, fmt)
+    checkpoint_path = resolve_checkpoint_path(checkpoint)
+    path = Path(out) if out is not None else default_output(checkpoint_path, fmt)
+    # where the file goes is checked before the (seconds of) export work
+    what = f"--out {path}" if out is not None else f"the output {path} (beside the checkpoint; choose another with --out)"
     if path.is_dir():
-        path = default_output(path / inspected.path.name, fmt)
-    if path.resolve() == inspected.path.resolve():
-        raise ValueError(f"--out {path} is the checkpoint itself; choose another file")
+        raise ValueError(f"{what} is a directory; --out takes the file to write, e.g. "
+                         f"{default_output(path / checkpoint_path.name, fmt)}")
+    if path.resolve() == checkpoint_path.resolve():
+        raise ValueError(f"{what} is the checkpoint itself; choose another file")
+    check_writable(path, what)
+    inspected = load_inspected(checkpoint)
     if fmt == "onnx":
         data, run = _onnx_bytes(inspected, opset, exporter), _onnx_runner
     elif fmt == "torchscript":
@@ -221,7 +246,10 @@ def export_model(
                              f"{atol:g}); nothing written")
     from .figures import write_files
 
-    write_files({path: data}, quiet=True)
+    try:
+        write_files({path: data}, quiet=True)
+    except OSError as exc:  # e.g. the disk filled up; name the target, not the temporary file
+        raise ValueError(f"{what}: cannot write it: {exc.strerror or exc}") from None
     return dict(path=str(path), format=fmt, bytes=len(data), input_size=list(inspected.model.data_config["input_size"]),
                 max_abs_diff=diffs, label=inspected.label)
 

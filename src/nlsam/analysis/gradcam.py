@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -64,6 +64,19 @@ def grad_cam(
     return np.asarray(heat[0], dtype=np.float32), probs
 
 
+def column_labels(checkpoints: Sequence[Inspected]) -> List[str]:
+    """Default column titles: model + attention, and where that repeats (e.g. two NL-SAM runs)
+    the run directory, else the checkpoint path, else a column number after it."""
+    base = [c.label for c in checkpoints]
+    labels = base
+    for where in (lambda i, c: c.path.parent.name, lambda i, c: str(c.path), lambda i, c: f"column {i + 1}"):
+        if len(set(labels)) == len(labels):
+            break
+        labels = [f"{label} ({where(i, c)})" if base.count(label) > 1 else label
+                  for i, (label, c) in enumerate(zip(base, checkpoints))]
+    return labels
+
+
 def cam_figure(
     checkpoints: Sequence[Inspected],
     images: Sequence[Tuple[Path, "Image.Image"]],
@@ -75,7 +88,7 @@ def cam_figure(
     """The Grad-CAM figure for ``images`` (one row each) and ``checkpoints`` (one column each)."""
     from .figures import display_image, render_cam_figure, short_name
 
-    labels = list(labels) if labels else [c.label for c in checkpoints]
+    labels = list(labels) if labels else column_labels(checkpoints)
     targets = [resolve_target_class(target, c.classes) for c in checkpoints]
     rows = []
     for path, img in images:

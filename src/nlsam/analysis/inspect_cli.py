@@ -33,7 +33,8 @@ def _add_cam(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", action="append", metavar="CHECKPOINT", default=[],
                    help="another checkpoint, shown in the next column (repeat for more)")
     p.add_argument("--labels", nargs="+", metavar="NAME", default=None,
-                   help="column titles, one per checkpoint (default: model + attention)")
+                   help="column titles, one per checkpoint (default: model + attention, and the run "
+                   "directory where that repeats)")
     p.add_argument("--target-class", default=None, metavar="CLASS",
                    help="class to explain: an index (a number is always an index) or a name; "
                    "default: each network's predicted class")
@@ -94,8 +95,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help=_CHECKPOINT_HELP)
     p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
     p.add_argument("--out", default=None, metavar="FILE",
-                   help="output file (default: beside the checkpoint, e.g. best.onnx, "
-                   "best.torchscript.pt, best.safetensors)")
+                   help="output file, checked before the export starts (default: beside the "
+                   "checkpoint, e.g. best.onnx, best.torchscript.pt, best.safetensors)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest accepted difference (default 1e-4)")
     p.add_argument("--no-check", action="store_true", help="write without running the check")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")

@@ -151,15 +151,7 @@ def load_inspected(path: PathLike) -> Inspected:
     from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
     from ..engine.loading import model_from_checkpoint
 
-    try:
-        state = load_checkpoint(path)
-    except ValueError as exc:
-        # torch.load's own message runs over many lines; keep the command's error to one
-        message = str(exc).splitlines()[0]
-        if "Weights only load failed" in message:
-            message = (f"cannot read checkpoint {resolve_checkpoint_path(path)}: torch.load(weights_only=True) "
-                       f"failed (a corrupt file, not a checkpoint, or one that holds pickled code)")
-        raise ValueError(message) from None
+    state = load_checkpoint(path)  # one-line errors for corrupt files and pickled code
     model = model_from_checkpoint(state)
     classes = [str(c) for c in model.classes]
     if not classes:

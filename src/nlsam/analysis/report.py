@@ -2,7 +2,8 @@
 
 Every accuracy is the final-epoch test top-1, given as mean ± sample standard deviation over
 seeds with the seed count; the difference to the baseline comes with a 95% confidence
-interval (Welch's t interval, unequal variances). Parameters and GFLOPs are measured with
+interval (Welch's t interval, unequal variances, with Student's t quantile computed exactly at
+the fractional Welch degrees of freedom: :func:`t_quantile`). Parameters and GFLOPs are measured with
 :func:`nlsam.profile` at the data's input size. Writes ``report.md``, ``results.csv``,
 ``runs.csv`` and PNG figures into the study directory.
 """
@@ -20,21 +21,146 @@ from ..engine.checkpoint import load_checkpoint
 from ..engine.config import TrainConfig
 from ..engine.study import Study, load_study, run_state
 
-# two-sided 95% quantiles of Student's t, interpolated linearly in 1/df between entries
-_T975 = [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (6, 2.447), (7, 2.365), (8, 2.306),
-         (9, 2.262), (10, 2.228), (12, 2.179), (15, 2.131), (20, 2.086), (25, 2.060), (30, 2.042),
-         (40, 2.021), (60, 2.000), (120, 1.980), (math.inf, 1.960)]
+# ------------------------------------------------------------------------------------------
+# Student's t distribution, in pure Python: the CDF through the regularized incomplete beta
+# function, the quantile by bisection
+# ------------------------------------------------------------------------------------------
+
+_EPS = 1e-16
+_LARGE_DF = 2e4  # above: the central probability is summed as a series (see _t_tail)
+
+
+def _log_beta(a: float, b: float) -> float:
+    """``log B(a, b)``; for a large argument through Stirling's series, so that the difference
+    ``lgamma(big) - lgamma(big + small)`` keeps its digits (lgamma of 5e8 is about 1e10)."""
+    small, big = min(a, b), max(a, b)
+    if big < 20:
+        return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+    def correction(z: float) -> float:  # lgamma(z) - ((z - 1/2) log z - z + log(2 pi) / 2)
+        z2 = z * z
+        return (1 / 12 - (1 / 360 - (1 / 1260 - 1 / (1680 * z2)) / z2) / z2) / z
+
+    difference = (-small * math.log(big) - (big + small - 0.5) * math.log1p(small / big) + small
+                  + correction(big) - correction(big + small))
+    return math.lgamma(small) + difference
+
+
+def _beta_front(a: float, b: float, x: float, y: float) -> float:
+    """``x**a * y**b / B(a, b)`` with ``y = 1 - x`` (both given, so that neither loses digits)."""
+    log_x = math.log(x) if x <= 0.5 else math.log1p(-y)
+    log_y = math.log(y) if y <= 0.5 else math.log1p(-x)
+    return math.exp(a * log_x + b * log_y - _log_beta(a, b))
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function, by the modified Lentz method."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 100_000):
+        for coefficient in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + coefficient * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + coefficient / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < _EPS:
+            return h
+    raise ArithmeticError(f"the incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
+
+
+def _beta_series(a: float, b: float, x: float, y: float) -> float:
+    """``I_x(a, b)`` as the power series ``x^a y^b / (a B(a, b)) sum_n (a+b)_n / (a+1)_n x^n``
+    (all terms positive; converges for x < 1, quickly when ``b x`` is moderate)."""
+    if x <= 0.0:
+        return 0.0
+    term, total, n = 1.0, 1.0, 0
+    while term > _EPS * total:
+        term *= (a + b + n) * x / (a + 1 + n)
+        total += term
+        n += 1
+    return _beta_front(a, b, x, y) * total / a
+
+
+def regularized_beta(a: float, b: float, x: float, y: Optional[float] = None) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)`` (a, b > 0, 0 <= x <= 1); pass
+    ``y = 1 - x`` when it is known more exactly than ``1 - x``."""
+    y = 1.0 - x if y is None else y
+    if x <= 0.0:
+        return 0.0
+    if y <= 0.0:
+        return 1.0
+    # the fraction converges quickly below (a + 1) / (a + b + 2); above, use I_x(a, b) = 1 - I_y(b, a)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return _beta_front(a, b, x, y) * _beta_fraction(a, b, x) / a
+    return 1.0 - _beta_front(a, b, x, y) * _beta_fraction(b, a, y) / b
+
+
+def _check_df(df: float) -> None:
+    if not df > 0:  # also rejects nan
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+
+
+def _t_tail(t: float, df: float) -> float:
+    """``P(T > t)`` for ``t >= 0``: ``I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)``."""
+    if math.isinf(df):
+        return 0.5 * math.erfc(t / math.sqrt(2.0))
+    if t > 1e150:  # t^2 overflows (only tiny df get there): I_x(a, b) = x^a / (a B(a, b)) to 1e-300
+        a = df / 2
+        return 0.5 * math.exp(a * (math.log(df) - 2 * math.log(t)) - _log_beta(a, 0.5)) / a
+    t2 = t * t
+    x, y = df / (df + t2), t2 / (df + t2)
+    if df > _LARGE_DF and t2 < 1000.0:
+        # near x = 1 the fraction loses about df * 1e-16 (relative); the central probability
+        # P(|T| < t) = I_y(1/2, df/2) is a series of positive terms there, exact to 1e-16
+        # (absolute, so 1e-16 / tail relative): the better of the two unless tail < 1 / df
+        # (always so from t^2 = 1000 on, where the tail is below 1e-200)
+        tail = 0.5 * (1.0 - _beta_series(0.5, df / 2, y, x))
+        if tail * df > 1.0:
+            return tail
+    return 0.5 * regularized_beta(df / 2, 0.5, x, y)
+
+
+def t_cdf(x: float, df: float) -> float:
+    """``P(T <= x)`` for Student's t with ``df > 0`` (possibly fractional, or ``math.inf``)
+    degrees of freedom."""
+    _check_df(df)
+    tail = _t_tail(abs(x), df)
+    return tail if x < 0 else 1.0 - tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df > 0`` degrees of freedom (possibly fractional,
+    or ``math.inf``): bisection on the tail probability, to a relative 1e-12 or better, except
+    for tails below 1e-8 at df above 1e9 (1e-5 there)."""
+    _check_df(df)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"a quantile needs a probability strictly between 0 and 1, got {p}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    tail = 1.0 - p
+    if tail == 0.5:
+        return 0.0
+    low, high = 0.0, 1.0
+    while _t_tail(high, df) > tail:
+        if high > 1e300:  # tiny df: the quantile exceeds the floats
+            return math.inf
+        low, high = high, 2.0 * high
+    while high - low > 1e-13 * high:
+        middle = 0.5 * (low + high)
+        if _t_tail(middle, df) > tail:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
 
 
 def t_quantile_975(df: float) -> float:
     """The 0.975 quantile of Student's t with ``df`` (possibly fractional) degrees of freedom."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    for (d0, t0), (d1, t1) in zip(_T975, _T975[1:]):
-        if d0 <= df <= d1:
-            x0, x1, x = 1 / d0, (0.0 if math.isinf(d1) else 1 / d1), 1 / df
-            return t0 + (t1 - t0) * (x0 - x) / (x0 - x1)
-    return 1.960
+    return t_quantile(0.975, df)
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float]) -> Optional[Tuple[float, float, float]]:
@@ -175,7 +301,11 @@ def write_report(study_dir: Path) -> Path:
     study = load_study(spec_path, out=study_dir)
     results = collect(study)
     if not any(r.accuracies for r in results):
-        raise ValueError(f"no finished runs in {study_dir / 'runs'} yet")
+        states = [run_state(run) for run in study.runs]
+        raise ValueError(
+            f"none of the {len(states)} runs of {study_dir} has finished ({states.count('done')} done, "
+            f"{states.count('partial')} partial, {states.count('todo')} not started), so there is nothing "
+            f"to report yet; `nlsam study {spec_path} --out {study_dir}` trains them")
     paper = {str(k): v for k, v in (study.spec.get("paper") or {}).items()}
     rows = [_row(r, paper) for r in results]
 
@@ -229,6 +359,7 @@ def _figures(study: Study, results: List[GroupResult], out: Path) -> List[Tuple[
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     done = [r for r in results if r.accuracies and r.flops]
     figures = []
@@ -286,7 +417,9 @@ def _figures(study: Study, results: List[GroupResult], out: Path) -> List[Tuple[
         for r in curves:
             length = min(len(c) for c in r.curves)
             mean = [statistics.fmean(c[i] for c in r.curves) for i in range(length)]
-            ax.plot(range(1, length + 1), mean, label=r.label)
+            # markers: a run of one epoch gives one point, which a line alone would not show
+            ax.plot(range(1, length + 1), mean, marker="o", markersize=4 if length > 1 else 7, label=r.label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test top-1 (%), mean over seeds")
         ax.set_title("Test accuracy during training")

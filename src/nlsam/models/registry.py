@@ -11,6 +11,11 @@ from torch import nn
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
 
 
+class UnknownOptionError(ValueError, TypeError):
+    """A keyword option the network does not take: a ``TypeError`` as Python raises for an
+    unexpected keyword argument, and a ``ValueError`` like every other bad input of nlsam."""
+
+
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Decorator: register a builder under its function name."""
     _MODELS[fn.__name__] = fn
@@ -56,5 +61,5 @@ def create_model(name: str, **kwargs) -> nn.Module:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown option {key!r} for model {name}{hint}; valid: {', '.join(valid)}")
+            raise UnknownOptionError(f"unknown option {key!r} for model {name}{hint}; valid: {', '.join(valid)}")
     return _MODELS[name](**kwargs)
