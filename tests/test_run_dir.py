@@ -185,6 +185,11 @@ def test_study_counts_a_run_done_from_its_checkpoint_and_repairs_it(tmp_path, mo
     with pytest.raises(Killed):
         train(run.config)
     assert not (run.run_dir / "metrics.jsonl").exists() and run_state(run) == "done"
+    execute_study(study, dry_run=True, log=lambda *_: None)  # writes study.yaml, changes no run
+    from nlsam.analysis.report import write_report
+
+    write_report(study.out)  # reads the run from last.pt before anything repaired it
+    assert ",done," in (study.out / "runs.csv").read_text()
     logged = []
     counts = execute_study(study, log=logged.append)
     assert counts == dict(done=1, failed=0, ran=0)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..engine.checkpoint import load_checkpoint
+from ..engine.run_dir import read_metrics
 from ..engine.config import TrainConfig
 from ..engine.study import Study, load_study, run_state
 
@@ -230,7 +231,7 @@ def collect(study: Study) -> List[GroupResult]:
         if run_state(run) != "done":
             result.missing += 1
             continue
-        lines = [json.loads(l) for l in (run.run_dir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+        lines = read_metrics(run.run_dir)  # the epochs last.pt holds, even if a kill left metrics.jsonl behind
         result.accuracies.append(lines[-1]["test_top1"])
         result.curves.append([l["test_top1"] for l in lines])
         if result.params is None:
@@ -325,7 +326,7 @@ def write_report(study_dir: Path) -> Path:
             state = run_state(run)
             top1 = ""
             if state == "done":
-                top1 = json.loads((run.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["test_top1"]
+                top1 = read_metrics(run.run_dir)[-1]["test_top1"]
             writer.writerow([run.name, group_label(run.group), run.seed, state, top1])
 
     figures = _figures(study, results, study_dir)
