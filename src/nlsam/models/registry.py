@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from torch import nn
 
@@ -31,9 +31,10 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
-def model_options(name: str) -> List[str]:
+def model_options(name: str) -> Optional[List[str]]:
     """The keyword options a registered network takes: its builder's keyword parameters or, for a
-    builder that passes ``**kwargs`` on, those of the class it returns (its return annotation)."""
+    builder that passes ``**kwargs`` on, those of the class it returns (its return annotation).
+    ``None`` when that class takes ``**kwargs`` too: it checks its options itself."""
     fn = _MODELS[name]
     names: List[str] = []
     for target in (fn, typing.get_type_hints(fn).get("return")):
@@ -43,8 +44,8 @@ def model_options(name: str) -> List[str]:
         names += [p.name for p in params.values()
                   if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty]
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            break
-    return sorted(set(names))
+            return sorted(set(names))
+    return None
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
@@ -57,7 +58,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"unknown model {name!r}{hint}; valid: {', '.join(list_models())}")
     valid = model_options(name)
-    for key in kwargs:
+    for key in kwargs if valid is not None else ():
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
