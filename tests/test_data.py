@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import pickle
+import sys
 import tarfile
 import time
 import zipfile
@@ -576,6 +577,14 @@ def test_real_cifar10_jpg_zip(tmp_path, monkeypatch):
     again = D.build_data(str(REAL_ZIP), batch_size=256)
     assert again.num_train == 50000
     assert torch.equal(again.test_loader.labels, b.test_loader.labels)
+
+
+def test_large_images_without_torchvision_say_what_to_install(tmp_path, monkeypatch):
+    files = {f"{s}/{c}/0.png": _png(_rgb(0, (70, 70))) for s in ("train", "val") for c in "xy"}
+    z = _write_zip(tmp_path / "big.zip", files)
+    monkeypatch.setitem(sys.modules, "torchvision.transforms", None)  # makes the import fail
+    with pytest.raises(ValueError, match=r"pip install torchvision \(or pip install 'nlsam\[imagenet\]'"):
+        D.build_data(str(z), batch_size=2, num_workers=0, image_size=66)
 
 
 def test_torchvision_is_not_imported_for_small_data():

@@ -362,7 +362,7 @@ def test_export_rejects_unusable_out_before_any_work(runs, capsys, tmp_path, mon
 
 def test_export_write_error_names_the_target(runs, tmp_path, monkeypatch):
     pytest.importorskip("safetensors")
-    import nlsam.engine.checkpoint as checkpoint
+    import nlsam.analysis.figures as figures
     from nlsam.analysis.export import export_model
 
     target = tmp_path / "m.safetensors"
@@ -370,7 +370,7 @@ def test_export_write_error_names_the_target(runs, tmp_path, monkeypatch):
     def refuse(path, data):
         raise PermissionError(13, "Permission denied", str(path.parent / f".{path.name}.d28fm_ul.tmp"))
 
-    monkeypatch.setattr(checkpoint, "atomic_write_bytes", refuse)
+    monkeypatch.setattr(figures, "atomic_write_bytes", refuse)
     with pytest.raises(ValueError) as info:
         export_model(runs["nlsam"], "safetensors", target)
     assert str(info.value) == f"--out {target}: cannot write it: Permission denied"
@@ -397,7 +397,7 @@ BAD_CASES = {
                            "unknown target class 'zebra'"),
     "stage without NL-SAM": (lambda r: ["attention", r["nlsam"], r["images"][0], "--stage", "1"],
                              "valid: 2, 3"),
-    "network without NL-SAM": (lambda r: ["attention", r["base"], r["images"][0]], "has no NL-SAM modules"),
+    "network without NL-SAM": (lambda r: ["attention", r["base"], r["images"][0]], "has no spatial attention maps to show"),
     "bad top-k": (lambda r: ["predict", r["nlsam"], r["images"][0], "--topk", "0"], "--topk"),
     "labels count": (lambda r: ["cam", r["nlsam"], r["images"][0], "--labels", "a", "b"], "--labels got 2"),
     "unknown colour map": (lambda r: ["attention", r["nlsam"], r["images"][0], "--cmap", "nope"],

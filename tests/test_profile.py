@@ -1,4 +1,4 @@
-"""Cost accounting (nlsam.analysis.cost): hand-computed counts, agreement with fvcore and the
+"""Cost accounting (nlsam.cost): hand-computed counts, agreement with fvcore and the
 published ResNet figures, the NL-SAM overhead on ResNet-50, and the `nlsam profile` command."""
 import json
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nlsam import NLSAM, create_model
-from nlsam.analysis.cost import CostReport, overhead, profile
+from nlsam.cost import CostReport, overhead, profile
 from nlsam.cli import main
 
 

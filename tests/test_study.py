@@ -62,7 +62,7 @@ def test_a_variant_can_run_on_fewer_seeds(tmp_path):
     [
         (dict(base={"epoch": 1}), "unknown key 'epoch' in .*base.*did you mean 'epochs'.*valid keys:"),
         (dict(base=TINY_BASE, grid={"attenton": ["nlsam"]}), "unknown key 'attenton'.*valid keys:"),
-        (dict(base=TINY_BASE, grid={"attention": ["nlsam", "sam"]}), "unknown attention 'sam'; valid: none, nlsam"),
+        (dict(base=TINY_BASE, grid={"attention": ["nlsam", "sam"]}), "unknown attention 'sam' \\(did you mean 'nlsam'\\?\\); valid: none, nlsam"),
         (dict(base=TINY_BASE, grid={"model": ["resnet21"]}), "unknown model 'resnet21'.*valid: .*resnet20"),
         (dict(base=TINY_BASE, grid={"model_options.nlsam_pool": [3]}, seeds=[0]), "not divisible by the pooling kernel k=3"),
         (dict(base=TINY_BASE, grid={"model_options.colour": ["red"]}), "unknown option 'colour' for model resnet20.*valid: attention, "),

@@ -15,12 +15,11 @@ from .attention import (
     SqueezeExcite,
     create_attention,
 )
-from .analysis.cost import profile
+from .cost import profile
 from .engine.loading import load_model
-from .models import ResNet, create_model, list_models
+from .models import ResNet, create_model, insert, list_models, load_pretrained
 from .models import timm_models  # noqa: F401  (registers the models with timm once timm is imported)
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ATTENTION_NAMES",
@@ -33,7 +32,9 @@ __all__ = [
     "SqueezeExcite",
     "create_attention",
     "create_model",
+    "insert",
     "list_models",
     "load_model",
+    "load_pretrained",
     "profile",
 ]

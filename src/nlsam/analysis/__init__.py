@@ -1,22 +1,7 @@
-"""Analysis tools: the cost accounting of :mod:`nlsam.analysis.cost` (params, MACs, FLOPs)."""
-from .cost import (
-    COUNTING_RULES,
-    CostReport,
-    ModuleCost,
-    TypeCost,
-    count_op,
-    overhead,
-    profile,
-    render_table,
-)
+"""What trained networks and studies show: study reports (:mod:`.report`), Grad-CAM
+(:mod:`.gradcam`), NL-SAM attention maps (:mod:`.attention_maps`), predictions
+(:mod:`.predict`), exports (:mod:`.export`) and their figures (:mod:`.figures`).
 
-__all__ = [
-    "COUNTING_RULES",
-    "CostReport",
-    "ModuleCost",
-    "TypeCost",
-    "count_op",
-    "overhead",
-    "profile",
-    "render_table",
-]
+The ``nlsam`` commands that run them are in :mod:`nlsam.cli`; the cost counter is
+:mod:`nlsam.cost`.
+"""

@@ -1,8 +1,9 @@
 """``nlsam attention``: the spatial maps NL-SAM computes, per block, overlaid on the image.
 
-The maps are taken with forward hooks on the :class:`nlsam.NLSAM` modules (the network is not
-changed): the hook re-applies :meth:`NLSAM.attention_map` to the module's input, which gives
-exactly the gate that multiplied the feature map. Each map has the size of its stage's
+The maps are taken with forward hooks on the attention modules that make a spatial map (those
+registered with ``spatial_map=True``: NL-SAM, CBAM's spatial gate, or a module of your own; the
+network is not changed): the hook re-applies the module's ``attention_map`` to its input, which
+gives exactly the gate that multiplied the feature map. Each map has the size of its stage's
 feature map (e.g. 16 x 16 and 8 x 8 in stages 2 and 3 of a CIFAR ResNet) but only as many
 distinct values as the module's gate: NL-SAM pools the feature map k x k before its FC layers
 (an 8 x 8 and a 4 x 4 gate there with k = 2), so the map is made of k x k blocks of equal value
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..attention import attention_parts, list_attention, spatial_attention_types
 from ..attention.nlsam import NLSAM
 from .predict import (
     Inspected,
@@ -43,9 +45,10 @@ class AttentionMap:
     pooling: str = ""  # how the map was pooled to the gate: "k=2", "adaptive pooling" or "" (none)
 
 
-def _pooling(module: NLSAM, size: Tuple[int, int]) -> str:
-    """How ``module`` pooled a feature map of ``size`` to its gate (see NLSAM.attention_map)."""
-    if tuple(size) == tuple(module.grid_size):
+def _pooling(module: nn.Module, size: Tuple[int, int]) -> str:
+    """How ``module`` pooled a feature map of ``size`` to its gate (see NLSAM.attention_map);
+    ``""`` for modules whose gate has the size of the map."""
+    if not isinstance(module, NLSAM) or tuple(size) == tuple(module.grid_size):
         return ""
     pooling = f"k={module.pool}" if tuple(size) == tuple(module.feature_size) else "adaptive pooling"
     return pooling if module.interpolation == "nearest" else f"{pooling}, {module.interpolation}"
@@ -59,16 +62,23 @@ def map_label(m: AttentionMap) -> str:
     return f"{h}x{w} map, {m.gate_size[0]}x{m.gate_size[1]} gate ({m.pooling})"
 
 
-def nlsam_modules(model: nn.Module) -> List[Tuple[str, Optional[int], Optional[int], NLSAM]]:
-    """``(name, stage, block, module)`` of every NL-SAM module of ``model``, in forward order."""
+def spatial_attention_modules(model: nn.Module) -> List[Tuple[str, Optional[int], Optional[int], nn.Module]]:
+    """``(name, stage, block, module)`` of every attention module of ``model`` that makes a
+    spatial map, in forward order."""
     stage_of = {info["module"]: info.get("stage") for info in getattr(model, "feature_info", [])}
+    kinds = spatial_attention_types()
     found = []
     for name, module in model.named_modules():
-        if isinstance(module, NLSAM):
+        if isinstance(module, kinds):
             match = re.match(r"(.*?stages\.layer\d+)\.(\d+)\.", name)
             stage = stage_of.get(match.group(1)) if match else None
             found.append((name, stage, int(match.group(2)) if match else None, module))
     return found
+
+
+def _spatial_names() -> List[str]:
+    """The attention names whose networks have spatial maps to show."""
+    return [name for name in list_attention() if any(p.spatial_map for p in attention_parts(name))]
 
 
 def attention_maps(
@@ -76,14 +86,14 @@ def attention_maps(
 ) -> Tuple[torch.Tensor, List[AttentionMap]]:
     """Run ``model`` on ``x`` (1 x 3 x H x W) and return its logits and the NL-SAM maps of every
     block (or of the blocks of ``stage``), collected with forward hooks."""
-    modules = nlsam_modules(model)
+    modules = spatial_attention_modules(model)
     if not modules:
-        raise ValueError("this network has no NL-SAM modules (trained without attention 'nlsam', "
-                         "'se+nlsam', 'ge+nlsam' or 'cbam+nlsam')")
+        raise ValueError(f"this network has no attention module with a spatial map (trained without "
+                         f"one of {', '.join(_spatial_names())})")
     stages = sorted({s for _, s, _, _ in modules if s is not None})
     if stage is not None:
         if stage not in stages:
-            raise ValueError(f"stage {stage} has no NL-SAM modules; valid: {', '.join(map(str, stages))}")
+            raise ValueError(f"stage {stage} has no spatial attention modules; valid: {', '.join(map(str, stages))}")
         modules = [m for m in modules if m[1] == stage]
     maps: List[AttentionMap] = []
     handles = []
@@ -91,7 +101,8 @@ def attention_maps(
     def hook_for(name, stage_id, block):
         def hook(module, inputs, output):
             gate = module.attention_map(inputs[0]).detach()[0, 0]
-            maps.append(AttentionMap(name, stage_id, block, gate, tuple(module.grid_size),
+            grid = getattr(module, "grid_size", None)  # NL-SAM's grid of distinct gate values
+            maps.append(AttentionMap(name, stage_id, block, gate, tuple(grid) if grid else None,
                                      _pooling(module, tuple(gate.shape))))
         return hook
 
@@ -150,8 +161,9 @@ def main_attention(args: argparse.Namespace) -> int:
     if vrange is not None and not vrange[0] < vrange[1]:
         raise ValueError(f"--range needs LOW < HIGH, got {vrange[0]} {vrange[1]}")
     inspected = load_inspected(args.checkpoint)
-    if not nlsam_modules(inspected.model):
-        raise ValueError(f"{inspected.path} ({inspected.label}) has no NL-SAM modules to show")
+    if not spatial_attention_modules(inspected.model):
+        raise ValueError(f"{inspected.path} ({inspected.label}) has no spatial attention maps to show "
+                         f"(attention with one: {', '.join(_spatial_names())})")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")

@@ -1,4 +1,5 @@
-"""``nlsam export``: a trained network as ONNX, TorchScript or safetensors, checked against PyTorch.
+"""A trained network as ONNX, TorchScript or safetensors, checked against PyTorch
+(``nlsam export``).
 
 * ``onnx``: ``torch.onnx.export`` (the ``torch.export``-based exporter, which needs
   ``onnxscript``; the TorchScript-based one on PyTorch < 2.6). Input ``input`` (B x 3 x H x W,
@@ -18,7 +19,6 @@ any of this work, and every error names that file.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import tempfile
@@ -29,7 +29,9 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 from torch import nn
 
-from .predict import Inspected, load_inspected, require
+from .._optional import require
+from ..version import __version__
+from .predict import Inspected, load_inspected
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
@@ -38,8 +40,6 @@ SAFETENSORS_FORMAT = "nlsam-safetensors-1"
 
 
 def _metadata(inspected: Inspected) -> Dict[str, str]:
-    from .. import __version__
-
     cfg = inspected.model.data_config
     # the checkpoint's own "meta" layout: input_size is the training (H, W)
     meta = dict(classes=inspected.classes, input_size=list(cfg["input_size"][1:]), in_chans=cfg["input_size"][0],
@@ -252,19 +252,3 @@ def export_model(
         raise ValueError(f"{what}: cannot write it: {exc.strerror or exc}") from None
     return dict(path=str(path), format=fmt, bytes=len(data), input_size=list(inspected.model.data_config["input_size"]),
                 max_abs_diff=diffs, label=inspected.label)
-
-
-def main_export(args: argparse.Namespace) -> int:
-    result = export_model(args.checkpoint, args.format, args.out, atol=args.atol, check=not args.no_check,
-                          opset=args.opset)
-    c, h, w = result["input_size"]
-    shape = {"onnx": f"input B x {c} x {h} x {w}, dynamic batch B",
-             "torchscript": f"any batch and input size, trained at {c} x {h} x {w}",
-             "safetensors": f"state dict + config, load with nlsam.analysis.export.load_safetensors"}[args.format]
-    print(f"wrote {result['path']} ({result['format']}, {result['bytes'] / 1e6:.2f} MB; {result['label']}; {shape})")
-    if result["max_abs_diff"]:
-        batches = " and ".join(str(b) for b in result["max_abs_diff"])
-        checker = "onnxruntime" if args.format == "onnx" else f"reloaded {args.format}"
-        print(f"checked: max |{checker} - PyTorch| = {max(result['max_abs_diff'].values()):.2e} at batch "
-              f"{batches} (tolerance {args.atol:g})")
-    return 0

@@ -7,15 +7,14 @@ as the network saw them (after resizing), upsampled with nearest-neighbour so th
 CIFAR image stays sharp; heat maps are overlaid at 50 % opacity. Figures are saved with a tight
 bounding box, so no title or label is clipped.
 
-Sample images: ``python -m nlsam.analysis.figures DATA OUT_DIR`` writes the first test image of
-every class of DATA (``builtin``, ``cifar10``, ``cifar100``, or an ImageFolder directory or
-``.zip`` such as a JPEG copy of CIFAR-10) to OUT_DIR.
+Sample images: :func:`save_test_images` writes the first test image of every class of a dataset
+(``builtin``, ``cifar10``, ``cifar100``, or an ImageFolder directory or ``.zip`` such as a JPEG
+copy of CIFAR-10); ``python -m nlsam.analysis.figures DATA OUT_DIR`` runs it
+(:mod:`nlsam.cli.sample_images`).
 """
 from __future__ import annotations
 
-import argparse
 import io
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .predict import require
+from .._io import atomic_write_bytes
+from .._optional import require
 
 DEFAULT_CMAP = "jet"
 PANEL_INCHES = 2.2
@@ -183,15 +183,10 @@ def render_attention_figure(
 
 
 def write_files(files: Dict[Path, bytes], quiet: bool = False) -> None:
-    """Write every file atomically (a temporary file, then a rename; readable as the umask
-    allows), printing each path unless ``quiet``."""
-    from ..engine.checkpoint import atomic_write_bytes
-
-    umask = os.umask(0)
-    os.umask(umask)
+    """Write every file atomically (:func:`nlsam._io.atomic_write_bytes`), printing each path
+    unless ``quiet``."""
     for path, data in files.items():
         atomic_write_bytes(path, data)
-        os.chmod(path, 0o666 & ~umask)
         if not quiet:
             print(path)
 
@@ -254,22 +249,7 @@ def save_test_images(data: str, out: Path, per_class: int = 1, data_dir: Optiona
     return list(files)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m nlsam.analysis.figures",
-        description="Write test images of a dataset as PNG files, to try nlsam cam/attention/predict on.")
-    parser.add_argument("data", help="builtin, cifar10, cifar100, or an ImageFolder directory or .zip")
-    parser.add_argument("out", help="output directory")
-    parser.add_argument("--per-class", type=int, default=1)
-    parser.add_argument("--data-dir", default=None, help="where cifar10/cifar100 live (default $NLSAM_DATA_DIR or ./data)")
-    args = parser.parse_args(argv)
-    try:
-        save_test_images(args.data, Path(args.out), args.per_class, args.data_dir)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+if __name__ == "__main__":  # `python -m nlsam.analysis.figures`, the older name of the script
+    from ..cli.sample_images import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

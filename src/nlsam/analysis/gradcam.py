@@ -1,4 +1,4 @@
-"""``nlsam cam``: Grad-CAM heat maps of trained networks, several side by side (the NL-SAM
+"""Grad-CAM heat maps (``nlsam cam``) of trained networks, several side by side (the NL-SAM
 paper's Figure 5 compares a baseline, NL-SAM and GE + NL-SAM this way).
 
 Grad-CAM itself comes from the ``grad-cam`` package (``pytorch_grad_cam.GradCAM``), which
@@ -11,7 +11,6 @@ be compared by shape, not by magnitude.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -19,15 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .predict import (
-    Inspected,
-    load_images,
-    load_inspected,
-    output_names,
-    parse_input_size,
-    require,
-    resolve_target_class,
-)
+from .._optional import require
+from .predict import Inspected, resolve_target_class
 
 
 def target_layer(model: nn.Module) -> nn.Module:
@@ -104,36 +96,3 @@ def cam_figure(
             panels.append(dict(image=display_image(x, cfg["mean"], cfg["std"]), cam=heat, text=text))
         rows.append(dict(title=path.name, image=panels[0]["image"], panels=panels))
     return render_cam_figure(rows, labels, cmap=cmap)
-
-
-def main_cam(args: argparse.Namespace) -> int:
-    from .figures import check_cmap, png_bytes, write_files
-
-    # everything is checked before anything is computed or written
-    require("pytorch_grad_cam", "nlsam cam")
-    require("matplotlib", "nlsam cam")
-    check_cmap(args.cmap)
-    images = load_images(args.images)
-    input_size = parse_input_size(args.input_size)
-    paths = [args.checkpoint] + list(args.compare or [])
-    if args.grid and (Path(args.grid).name != args.grid or not args.grid.lower().endswith(".png")):
-        raise ValueError(f"--grid takes a file name ending in .png (written inside --out), got {args.grid!r}")
-    if args.labels and len(args.labels) != len(paths):
-        raise ValueError(f"--labels got {len(args.labels)} names for {len(paths)} checkpoints")
-    checkpoints = [load_inspected(p) for p in paths]
-    for c in checkpoints:
-        resolve_target_class(args.target_class, c.classes)
-        target_layer(c.model)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
-    files = {}
-    if args.grid:
-        fig = cam_figure(checkpoints, images, args.target_class, args.labels, input_size, args.cmap)
-        files[out / args.grid] = png_bytes(fig)
-    else:
-        for name, item in zip(output_names([p for p, _ in images]), images):
-            fig = cam_figure(checkpoints, [item], args.target_class, args.labels, input_size, args.cmap)
-            files[out / name] = png_bytes(fig)
-    write_files(files)
-    return 0

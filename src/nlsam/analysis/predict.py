@@ -1,4 +1,5 @@
-"""``nlsam predict``: top-k classes of images, and the loading helpers the inspection commands share.
+"""Top-k classes of images (``nlsam predict``), and the loading helpers all the inspection
+commands share.
 
 Everything that can be wrong with the inputs (a missing or unreadable image, a checkpoint that
 is not one, a class that does not exist) is checked by :func:`load_images`,
@@ -14,9 +15,6 @@ networks accept any size; NL-SAM pools adaptively away from its training size).
 """
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -24,35 +22,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .._optional import require  # noqa: F401  (attention_maps imports it from here)
+from .._sizes import parse_input_size as _parse_input_size
+
 PathLike = Union[str, Path]
-
-
-class MissingDependencyError(ImportError, ValueError):
-    """An optional package an inspection command needs is not installed (the message says
-    which ``pip install`` fixes it)."""
-
-
-#: module -> the package that provides it
-_PACKAGES = {
-    "pytorch_grad_cam": "grad-cam",
-    "matplotlib": "matplotlib",
-    "onnx": "onnx",
-    "onnxruntime": "onnxruntime",
-    "onnxscript": "onnxscript",
-    "safetensors": "safetensors",
-}
-
-
-def require(module: str, purpose: str):
-    """Import ``module`` or raise :class:`MissingDependencyError` with the pip command."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        package = _PACKAGES.get(module.split(".")[0], module)
-        raise MissingDependencyError(
-            f"{purpose} needs the '{package}' package: pip install {package} "
-            f"(or pip install 'nlsam[inspect]' for everything the inspection commands use)"
-        ) from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -103,13 +76,13 @@ def output_names(paths: Sequence[Path], suffix: str = ".png") -> List[str]:
     return names
 
 
+#: the smallest input side the inspection commands accept
+MIN_INPUT_PIXELS = 8
+
+
 def parse_input_size(values: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
     """``--input-size H [W]`` -> (H, W), or None for the model's own size."""
-    if not values:
-        return None
-    if len(values) > 2 or any(v < 8 for v in values):
-        raise ValueError(f"--input-size takes H [W], each at least 8 pixels; got {' '.join(map(str, values))}")
-    return (values[0], values[-1])
+    return _parse_input_size(values, min_pixels=MIN_INPUT_PIXELS)
 
 
 # ------------------------------------------------------------------------------------------
@@ -219,28 +192,3 @@ def predict(
                 for r, (s, i) in enumerate(zip(row_scores, row_indices))
             ])
     return results
-
-
-def main_predict(args: argparse.Namespace) -> int:
-    images = load_images(args.images)
-    input_size = parse_input_size(args.input_size)
-    inspected = load_inspected(args.checkpoint)
-    results = predict(inspected, [img for _, img in images], topk=args.topk, input_size=input_size)
-    size = input_size or inspected.input_size
-    if args.json:
-        print(json.dumps(dict(
-            checkpoint=str(inspected.path),
-            model=inspected.config.get("model"),
-            attention=inspected.config.get("attention"),
-            input_size=list(size),
-            topk=min(args.topk, len(inspected.classes)),
-            results=[dict(image=str(path), predictions=preds) for (path, _), preds in zip(images, results)],
-        )))
-        return 0
-    print(f"{inspected.path}: {inspected.label}, {len(inspected.classes)} classes, input {size[0]}x{size[1]}")
-    width = max(len(p["class"]) for preds in results for p in preds)
-    for (path, _), preds in zip(images, results):
-        print(path)
-        for p in preds:
-            print(f"  {p['rank']:>2d}. {p['class']:<{width}s}  {p['score']:.4f}")
-    return 0

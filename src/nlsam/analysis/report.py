@@ -4,7 +4,7 @@ Every accuracy is the final-epoch test top-1, given as mean ± sample standard d
 seeds with the seed count; the difference to the baseline comes with a 95% confidence
 interval (Welch's t interval, unequal variances, with Student's t quantile computed exactly at
 the fractional Welch degrees of freedom: :func:`t_quantile`). Parameters and GFLOPs are measured with
-:func:`nlsam.profile` at the data's input size. Writes ``report.md``, ``results.csv``,
+:func:`nlsam.cost.profile` at the data's input size. Writes ``report.md``, ``results.csv``,
 ``runs.csv`` and PNG figures into the study directory.
 """
 from __future__ import annotations
@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..cost import profile, render_table
 from ..engine.checkpoint import load_checkpoint
+from ..engine.loading import META_DEFAULTS, build_network
 from ..engine.run_dir import read_metrics
 from ..engine.config import TrainConfig
 from ..engine.study import Study, load_study, run_state
@@ -212,13 +214,10 @@ def _fmt(value: Any) -> str:
 
 
 def _cost(run_dir: Path, cfg) -> Tuple[Optional[int], Optional[int]]:
-    from ..engine.loading import build_network
-    from .cost import profile
-
     meta_file = run_dir / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else load_checkpoint(run_dir / "last.pt").get("meta", {})
-    model = build_network(cfg.to_dict(), meta)
-    report = profile(model, (meta.get("in_chans", 3), *meta.get("input_size", (32, 32))))
+    meta = {**META_DEFAULTS, **meta}
+    report = profile(build_network(cfg, meta), (meta["in_chans"], *meta["input_size"]))
     return report.params, report.flops
 
 
@@ -288,9 +287,7 @@ def _row(result: GroupResult, paper: Dict[str, str]) -> Dict[str, str]:
 
 def _markdown(rows: List[Dict[str, str]]) -> str:
     headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(r.get(h, "") for h in headers) + " |" for r in rows]
-    return "\n".join(lines)
+    return render_table(headers, [[r.get(h, "") for h in headers] for r in rows], markdown=True, aligned=False)
 
 
 def write_report(study_dir: Path) -> Path:

@@ -1,115 +1,75 @@
 """Attention modules: NL-SAM and the modules the paper compares it with.
 
 Every module takes ``channels`` (and, where it needs one, the training ``feature_size``) first,
-keyword options after, and maps a B x C x H x W tensor to one of the same shape.
-:func:`create_attention` builds the named compositions the paper studies.
+keyword options after, and maps a B x C x H x W tensor to one of the same shape. Each module
+file registers its part in :mod:`.registry`, which builds the named compositions the paper
+studies (:func:`create_attention`) and is the one source of every list of attention names.
+A new module is one file and one :func:`register_attention` line, from outside the package too.
 """
 from __future__ import annotations
 
-from typing import Optional
-
-from torch import nn
-
-from .bam import BAM
-from .cbam import CBAMChannelGate, CBAMSpatialGate
-from .ge import GatherExcite
+# isort: off -- the import order is the order of the attention names (the paper's)
 from .nlsam import INTERPOLATION_MODES, NLSAM, SizeLike
 from .se import SqueezeExcite
+from .ge import GatherExcite
+from .cbam import CBAMChannelGate, CBAMSpatialGate
+from .bam import BAM
+from .gate import Gate
+from .registry import (
+    INITS,
+    AttentionPart,
+    UnknownOptionError,
+    attention_option_keys,
+    attention_parts,
+    attention_placement,
+    attention_types,
+    check_attention_name,
+    create_attention,
+    identity_init,
+    list_attention,
+    register_attention,
+    register_composition,
+    spatial_attention_types,
+    split_attention_options,
+)
+
+# isort: on
 
 __all__ = [
     "ATTENTION_NAMES",
+    "AttentionPart",
     "BAM",
     "CBAMChannelGate",
     "CBAMSpatialGate",
+    "Gate",
     "GatherExcite",
+    "INITS",
     "INTERPOLATION_MODES",
     "NLSAM",
     "SqueezeExcite",
+    "UnknownOptionError",
+    "attention_option_keys",
+    "attention_parts",
     "attention_placement",
+    "attention_types",
     "check_attention_name",
     "create_attention",
+    "identity_init",
+    "list_attention",
+    "register_attention",
+    "register_composition",
+    "spatial_attention_types",
+    "split_attention_options",
 ]
 
-# name -> the parts applied one after another; "cbam+nlsam" is CBAM with NL-SAM as its spatial gate
-_COMPOSITIONS = {
-    "nlsam": ("nlsam",),
-    "se": ("se",),
-    "ge": ("ge",),
-    "cbam": ("cbam_channel", "cbam_spatial"),
-    "bam": ("bam",),
-    "se+nlsam": ("se", "nlsam"),
-    "ge+nlsam": ("ge", "nlsam"),
-    "cbam+nlsam": ("cbam_channel", "nlsam"),
-}
-
-ATTENTION_NAMES = tuple(_COMPOSITIONS)
+# the paper's combinations: a channel module, then NL-SAM; "cbam+nlsam" is CBAM's channel gate
+# with NL-SAM in place of CBAM's spatial gate (the paper's Figure 4)
+register_composition("se+nlsam", ("se", "nlsam"))
+register_composition("ge+nlsam", ("ge", "nlsam"))
+register_composition("cbam+nlsam", ("cbam_channel", "nlsam"))
 
 
-def check_attention_name(name: Optional[str]) -> Optional[str]:
-    """Return ``name`` normalised (``None``, ``"none"`` and ``""`` mean no attention).
-
-    Raises ``ValueError`` naming the valid choices for anything else.
-    """
-    if name is None or (isinstance(name, str) and name.strip().lower() in ("", "none", "null")):
-        return None
-    if not isinstance(name, str) or name.strip().lower() not in _COMPOSITIONS:
-        valid = ", ".join(ATTENTION_NAMES)
-        raise ValueError(f"unknown attention {name!r}; valid: none, {valid}")
-    return name.strip().lower()
-
-
-def attention_placement(name: Optional[str]) -> str:
-    """Where a composition goes in a ResNet: ``"block"`` (on the residual branch of every block
-    of the chosen stages, like SE, CBAM and NL-SAM) or ``"stage"`` (once after each chosen stage,
-    like BAM)."""
-    return "stage" if check_attention_name(name) == "bam" else "block"
-
-
-def create_attention(
-    name: Optional[str],
-    channels: int,
-    feature_size: SizeLike,
-    *,
-    nlsam_pool: int = 2,
-    nlsam_reduction: int = 8,
-    nlsam_interpolation: str = "nearest",
-    channel_reduction: int = 16,
-    include_nlsam: bool = True,
-    include_others: bool = True,
-) -> nn.Module:
-    """Build the named attention composition for a ``channels`` x ``feature_size`` feature map.
-
-    ``nlsam_*`` configure NL-SAM (k, r and the upsampling mode); ``channel_reduction`` is the
-    ratio of SE, GE, CBAM's channel gate and BAM. ``include_nlsam`` / ``include_others`` keep
-    only the NL-SAM part or only the other parts of a composition (a network may place NL-SAM
-    in fewer stages than SE, say). ``None``, or nothing left to build, gives ``nn.Identity``.
-    """
-    name = check_attention_name(name)
-    if name is None:
-        return nn.Identity()
-    parts = []
-    for part in _COMPOSITIONS[name]:
-        if not (include_nlsam if part == "nlsam" else include_others):
-            continue
-        if part == "nlsam":
-            parts.append(
-                NLSAM(
-                    feature_size,
-                    pool=nlsam_pool,
-                    reduction=nlsam_reduction,
-                    interpolation=nlsam_interpolation,
-                )
-            )
-        elif part == "se":
-            parts.append(SqueezeExcite(channels, reduction=channel_reduction))
-        elif part == "ge":
-            parts.append(GatherExcite(channels, feature_size, reduction=channel_reduction))
-        elif part == "cbam_channel":
-            parts.append(CBAMChannelGate(channels, reduction=channel_reduction))
-        elif part == "cbam_spatial":
-            parts.append(CBAMSpatialGate())
-        elif part == "bam":
-            parts.append(BAM(channels, reduction=channel_reduction))
-    if not parts:
-        return nn.Identity()
-    return parts[0] if len(parts) == 1 else nn.Sequential(*parts)
+def __getattr__(name: str):
+    if name == "ATTENTION_NAMES":  # derived on each use, so names registered later are in it
+        return tuple(list_attention())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,13 +11,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .gate import Gate, check_init, zero_
+from .registry import register_attention
 from .se import reduced_channels
 
 
 class BAM(nn.Module):
-    """Bottleneck attention module with reduction ``r`` (16 in BAM) and dilation ``d`` (4)."""
+    """Bottleneck attention module with reduction ``r`` (16 in BAM) and dilation ``d`` (4).
 
-    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4) -> None:
+    ``init="identity"``: ``x * 2 sigmoid(M_c + M_s)`` with both branches' last convolutions at
+    zero, which starts as the identity (BAM's own ``x * (1 + sigmoid(.))`` cannot: its scale
+    lies in (1, 2)).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, init: str = "paper") -> None:
         super().__init__()
         hidden = reduced_channels(channels, reduction)
         self.channel_branch = nn.Sequential(
@@ -39,8 +46,18 @@ class BAM(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, 1, 1),
         )
-        self.gate = nn.Sigmoid()
+        self.gate = Gate()
+        self.init = check_init(init)
+        if init == "identity":
+            self.reset_identity()
+
+    def reset_identity(self) -> None:
+        zero_(self.channel_branch[-1], self.spatial_branch[-1])
+        self.gate.make_identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attention = self.gate(self.channel_branch(x) + self.spatial_branch(x))
-        return x * (1.0 + attention)
+        return x * attention if self.gate.identity else x * (1.0 + attention)
+
+
+register_attention("bam", BAM, placement="stage", groups=("channel",))

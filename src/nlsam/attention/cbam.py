@@ -6,13 +6,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .gate import Gate, check_init, zero_
+from .registry import register_attention, register_composition
 from .se import reduced_channels
 
 
 class CBAMChannelGate(nn.Module):
     """CBAM's channel attention: ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``."""
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+    def __init__(self, channels: int, reduction: int = 16, init: str = "paper") -> None:
         super().__init__()
         hidden = reduced_channels(channels, reduction)
         self.mlp = nn.Sequential(
@@ -20,7 +22,15 @@ class CBAMChannelGate(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, channels, 1),
         )
-        self.gate = nn.Sigmoid()
+        self.gate = Gate()
+        self.init = check_init(init)
+        if init == "identity":
+            self.reset_identity()
+
+    def reset_identity(self) -> None:
+        """Gate ``2 * sigmoid`` after a zeroed last MLP layer: both descriptors give 0, gate 1."""
+        zero_(self.mlp[2])
+        self.gate.make_identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
@@ -34,11 +44,20 @@ class CBAMSpatialGate(nn.Module):
     This is the local, convolutional spatial gate NL-SAM replaces in ``"cbam+nlsam"``.
     """
 
-    def __init__(self, kernel_size: int = 7) -> None:
+    def __init__(self, kernel_size: int = 7, init: str = "paper") -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.norm = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
-        self.gate = nn.Sigmoid()
+        self.gate = Gate()
+        self.init = check_init(init)
+        if init == "identity":
+            self.reset_identity()
+
+    def reset_identity(self) -> None:
+        """Gate ``2 * sigmoid`` after a batch norm with zero scale and shift (the convolution
+        keeps its init: zeroing it would leave batch norm normalising a constant)."""
+        zero_(self.norm)
+        self.gate.make_identity()
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
@@ -46,3 +65,8 @@ class CBAMSpatialGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attention_map(x)
+
+
+register_attention("cbam_channel", CBAMChannelGate, groups=("channel",), listed=False)
+register_attention("cbam_spatial", CBAMSpatialGate, spatial_map=True, groups=("channel",), listed=False)
+register_composition("cbam", ("cbam_channel", "cbam_spatial"))

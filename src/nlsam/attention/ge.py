@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gate import Gate, check_init, zero_
 from .nlsam import SizeLike, to_2tuple
+from .registry import register_attention
 from .se import reduced_channels
 
 
@@ -19,12 +21,13 @@ class GatherExcite(nn.Module):
         channels: input channels C.
         feature_size: (H, W) at the training resolution; the depthwise gather kernel is this size.
         reduction: bottleneck ratio r of the excite MLP (the NL-SAM paper used 4 on CIFAR).
+        init: ``"paper"`` or ``"identity"`` (see :mod:`nlsam.attention.gate`).
 
     At another input size the map is first average-pooled (adaptively) to the trained size, so
     the module runs on any input; at the training size nothing changes.
     """
 
-    def __init__(self, channels: int, feature_size: SizeLike, reduction: int = 16) -> None:
+    def __init__(self, channels: int, feature_size: SizeLike, reduction: int = 16, init: str = "paper") -> None:
         super().__init__()
         self.feature_size = to_2tuple(feature_size)
         hidden = reduced_channels(channels, reduction)
@@ -35,7 +38,15 @@ class GatherExcite(nn.Module):
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
-        self.gate = nn.Sigmoid()
+        self.gate = Gate()
+        self.init = check_init(init)
+        if init == "identity":
+            self.reset_identity()
+
+    def reset_identity(self) -> None:
+        """Gate ``2 * sigmoid`` after a zeroed ``fc2``: the block starts as the identity."""
+        zero_(self.fc2)
+        self.gate.make_identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         context = x
@@ -44,3 +55,6 @@ class GatherExcite(nn.Module):
         context = self.gather_norm(self.gather(context))
         scale = self.gate(self.fc2(self.act(self.fc1(context))))
         return x * scale
+
+
+register_attention("ge", GatherExcite, groups=("channel",))

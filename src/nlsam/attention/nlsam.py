@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gate import Gate, check_init, zero_
+from .registry import register_attention
+
 INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "area")
 
 SizeLike = Union[int, Sequence[int]]
@@ -53,6 +56,8 @@ class NLSAM(nn.Module):
             (its Table 1). The hidden width is ``max(1, N // r)``.
         interpolation: how the (H/k) x (W/k) map is upsampled to H x W: ``"nearest"`` (the
             paper's choice, Table 3), ``"bilinear"``, ``"bicubic"`` or ``"area"``.
+        init: ``"paper"`` (the paper's sigmoid gate) or ``"identity"`` (``2 * sigmoid`` after a
+            zeroed ``fc2``: the module starts as the identity, see :mod:`nlsam.attention.gate`).
 
     At the training resolution the module is exactly the paper's. At any other input size the
     channel-mean map is pooled adaptively to the trained (H/k) x (W/k) grid and the attention
@@ -65,6 +70,7 @@ class NLSAM(nn.Module):
         pool: int = 2,
         reduction: int = 8,
         interpolation: str = "nearest",
+        init: str = "paper",
     ) -> None:
         super().__init__()
         height, width = to_2tuple(feature_size)
@@ -92,7 +98,11 @@ class NLSAM(nn.Module):
         self.fc1 = nn.Linear(num_positions, hidden)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, num_positions)
+        self.gate = Gate()
         self.reset_parameters()
+        self.init = check_init(init)
+        if init == "identity":
+            self.reset_identity()
 
     def reset_parameters(self) -> None:
         """PyTorch's default Linear init, except a zero bias for the first layer.
@@ -106,8 +116,14 @@ class NLSAM(nn.Module):
         self.fc2.reset_parameters()
         nn.init.zeros_(self.fc1.bias)
 
+    def reset_identity(self) -> None:
+        """Gate ``2 * sigmoid`` after a zeroed ``fc2``: every position's scale starts at 1."""
+        zero_(self.fc2)
+        self.gate.make_identity()
+
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the B x 1 x H x W attention map for ``x``, with values in (0, 1)."""
+        """Return the B x 1 x H x W attention map for ``x``: the gate values, in (0, 1) (in (0, 2)
+        with the identity gate)."""
         batch = x.shape[0]
         height, width = x.shape[-2], x.shape[-1]
         # the channel mean, written as a sum scaled on the one-channel result: the sum's
@@ -119,7 +135,7 @@ class NLSAM(nn.Module):
                 context = F.avg_pool2d(context, self.pool, self.pool)
         else:
             context = F.adaptive_avg_pool2d(context, self.grid_size)
-        weights = torch.sigmoid(self.fc2(self.act(self.fc1(context.reshape(batch, -1)))))
+        weights = self.gate(self.fc2(self.act(self.fc1(context.reshape(batch, -1)))))
         weights = weights.reshape(batch, 1, self.grid_size[0], self.grid_size[1])
         if weights.shape[-2] != height or weights.shape[-1] != width:
             if self.interpolation in ("bilinear", "bicubic"):
@@ -127,8 +143,8 @@ class NLSAM(nn.Module):
                     weights, size=(height, width), mode=self.interpolation, align_corners=False
                 )
                 if self.interpolation == "bicubic":
-                    # bicubic kernels overshoot; keep the map a gate in [0, 1]
-                    weights = weights.clamp(0.0, 1.0)
+                    # bicubic kernels overshoot; keep the map within the gate's range
+                    weights = weights.clamp(0.0, 2.0 if self.gate.identity else 1.0)
             else:
                 weights = F.interpolate(weights, size=(height, width), mode=self.interpolation)
         return weights
@@ -141,3 +157,6 @@ class NLSAM(nn.Module):
             f"feature_size={self.feature_size}, pool={self.pool}, reduction={self.reduction}, "
             f"interpolation={self.interpolation!r}"
         )
+
+
+register_attention("nlsam", NLSAM, spatial_map=True, default_stages=2)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .gate import Gate, check_init, zero_
+from .registry import register_attention
+
 
 def reduced_channels(channels: int, reduction: int) -> int:
     """Hidden width of a channel bottleneck, ``channels // reduction``, at least 1."""
@@ -14,17 +17,29 @@ def reduced_channels(channels: int, reduction: int) -> int:
 
 
 class SqueezeExcite(nn.Module):
-    """SE block. ``reduction`` is r; SENet uses 16, the NL-SAM paper's CIFAR experiments 4."""
+    """SE block. ``reduction`` is r; SENet uses 16, the NL-SAM paper's CIFAR experiments 4.
+    ``init``: ``"paper"`` or ``"identity"`` (see :mod:`nlsam.attention.gate`)."""
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+    def __init__(self, channels: int, reduction: int = 16, init: str = "paper") -> None:
         super().__init__()
         hidden = reduced_channels(channels, reduction)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
-        self.gate = nn.Sigmoid()
+        self.gate = Gate()
+        self.init = check_init(init)
+        if init == "identity":
+            self.reset_identity()
+
+    def reset_identity(self) -> None:
+        """Gate ``2 * sigmoid`` after a zeroed ``fc2``: the block starts as the identity."""
+        zero_(self.fc2)
+        self.gate.make_identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
         return x * scale
+
+
+register_attention("se", SqueezeExcite, groups=("channel",))

@@ -23,10 +23,11 @@ from ._folder import (
     load_small_folder,
     torchvision_transforms,
 )
+from .._sizes import size_pair
 from ._images import SMALL_IMAGE_MAX, preprocess_image
 from ._loaders import InMemoryLoader, ShardSampler, TorchLoader
 
-__all__ = ["DATASET_NAMES", "DataBundle", "build_data", "check_data_source", "default_data_dir"]
+__all__ = ["DATASET_NAMES", "DataBundle", "LoaderOptions", "build_data", "check_data_source", "default_data_dir"]
 
 _log = logging.getLogger("nlsam.data")
 
@@ -80,6 +81,23 @@ class DataBundle:
         return preprocess_image(img, self.input_size, self.mean, self.std)
 
 
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How the loaders of :func:`build_data` batch, place, shard and augment the data (its
+    arguments of those names; ``eval_batch_size`` resolved), passed down to every builder."""
+
+    batch_size: int
+    eval_batch_size: int
+    device: torch.device
+    seed: int
+    rank: int
+    world_size: int
+    augment: bool
+    channels_last: bool
+    num_workers: int
+    cache_dir: Optional[str]
+
+
 def default_data_dir() -> Path:
     """Where datasets are looked for without ``data_dir``: ``$NLSAM_DATA_DIR``, else ``./data``."""
     return Path(os.environ.get("NLSAM_DATA_DIR") or "data").expanduser()
@@ -99,10 +117,6 @@ def _parse_builtin(spec: str) -> Tuple[int, int, int]:
     if n_train < 1 or n_test < 1:
         raise ValueError(f"bad builtin dataset spec {spec!r}: sizes must be positive")
     return n_train, n_test, data_seed
-
-
-def _pair(size: int) -> Tuple[int, int]:
-    return int(size), int(size)
 
 
 def _check_args(batch_size: int, eval_batch_size: Optional[int], rank: int, world_size: int,
@@ -143,31 +157,25 @@ def _in_memory_bundle(
     test: Tuple[torch.Tensor, torch.Tensor],
     mean: Sequence[float],
     std: Sequence[float],
+    opts: LoaderOptions,
     *,
     skipped: int,
     out_size: Optional[Tuple[int, int]],
-    device: torch.device,
-    batch_size: int,
-    eval_batch_size: int,
-    seed: int,
-    rank: int,
-    world_size: int,
-    augment: bool,
-    channels_last: bool,
     cache_path: Optional[Path] = None,
 ) -> DataBundle:
     (tr_x, tr_y), (te_x, te_y) = train, test
-    if len(tr_x) < world_size:
-        raise ValueError(f"{name}: {len(tr_x)} training samples cannot be sharded over {world_size} ranks")
+    if len(tr_x) < opts.world_size:
+        raise ValueError(f"{name}: {len(tr_x)} training samples cannot be sharded over {opts.world_size} ranks")
     _check_classes(name, classes, torch.unique(tr_y).tolist())
     total = tr_x.numel() + te_x.numel()
-    tr_x, tr_y = _place(tr_x, tr_y, device, total)
-    te_x, te_y = _place(te_x, te_y, device, total)
+    tr_x, tr_y = _place(tr_x, tr_y, opts.device, total)
+    te_x, te_y = _place(te_x, te_y, opts.device, total)
     H, W = tr_x.shape[-2:]
     size = out_size or (H, W)
-    norm = Normalizer(mean, std, device, out_size=size if size != (H, W) else None, channels_last=channels_last)
+    norm = Normalizer(mean, std, opts.device, out_size=size if size != (H, W) else None,
+                      channels_last=opts.channels_last)
     pad = max(1, round(min(H, W) / 8))  # 4 for 32 x 32 (He et al.)
-    common = dict(device=device, normalizer=norm, seed=seed, rank=rank, world_size=world_size)
+    common = dict(device=opts.device, normalizer=norm, seed=opts.seed, rank=opts.rank, world_size=opts.world_size)
     return DataBundle(
         name=name,
         classes=list(classes),
@@ -177,8 +185,9 @@ def _in_memory_bundle(
         std=tuple(float(v) for v in std),
         num_train=len(tr_x),
         num_test=len(te_x),
-        train_loader=InMemoryLoader(tr_x, tr_y, batch_size=batch_size, train=True, augment=augment, pad=pad, **common),
-        test_loader=InMemoryLoader(te_x, te_y, batch_size=eval_batch_size, train=False, **common),
+        train_loader=InMemoryLoader(tr_x, tr_y, batch_size=opts.batch_size, train=True, augment=opts.augment, pad=pad,
+                                    **common),
+        test_loader=InMemoryLoader(te_x, te_y, batch_size=opts.eval_batch_size, train=False, **common),
         skipped=skipped,
         cache_path=str(cache_path) if cache_path is not None else None,
     )
@@ -292,11 +301,10 @@ def build_data(
         DownloadError: the download failed or its checksum did not match.
     """
     _check_args(batch_size, eval_batch_size, rank, world_size, num_workers, image_size)
-    dev = torch.device(device)
-    eval_bs = eval_batch_size or batch_size
-    common = dict(
-        device=dev, batch_size=batch_size, eval_batch_size=eval_bs, seed=seed, rank=rank,
-        world_size=world_size, augment=augment, channels_last=channels_last,
+    opts = LoaderOptions(
+        batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size, device=torch.device(device), seed=seed,
+        rank=rank, world_size=world_size, augment=augment, channels_last=channels_last, num_workers=num_workers,
+        cache_dir=cache_dir,
     )
     key = data.strip()
     low = key.lower()
@@ -310,8 +318,8 @@ def build_data(
         te = generate_builtin(n_test, image_size=gen_size, seed=data_seed, split="test")
         mean, std = channel_stats(tr.images)
         bundle = _in_memory_bundle(
-            "builtin", BUILTIN_CLASSES, (tr.images, tr.labels), (te.images, te.labels), mean, std,
-            skipped=0, out_size=_pair(size), **common,
+            "builtin", BUILTIN_CLASSES, (tr.images, tr.labels), (te.images, te.labels), mean, std, opts,
+            skipped=0, out_size=size_pair(size),
         )
     elif low.replace("-", "") in CIFAR_SPECS:
         name = low.replace("-", "")
@@ -319,12 +327,11 @@ def build_data(
         tr_x, tr_y, te_x, te_y, classes = load_cifar(name, root, download=download)
         spec = CIFAR_SPECS[name]
         bundle = _in_memory_bundle(
-            name, classes, (tr_x, tr_y), (te_x, te_y), spec.mean, spec.std,
-            skipped=0, out_size=_pair(image_size or 32), **common,
+            name, classes, (tr_x, tr_y), (te_x, te_y), spec.mean, spec.std, opts,
+            skipped=0, out_size=size_pair(image_size or 32),
         )
     else:
-        path = _folder_path(data, data_dir)
-        bundle = _folder_bundle(path, image_size=image_size, num_workers=num_workers, cache_dir=cache_dir, **common)
+        bundle = _folder_bundle(_folder_path(data, data_dir), image_size, opts)
     _log.info(
         "data %s: %d train / %d test images, %d classes, input %dx%d, %d train batches per epoch "
         "(rank %d of %d), ready in %.1f s",
@@ -334,55 +341,39 @@ def build_data(
     return bundle
 
 
-def _folder_bundle(
-    path: Path,
-    *,
-    image_size: Optional[int],
-    num_workers: int,
-    cache_dir: Optional[str],
-    device: torch.device,
-    batch_size: int,
-    eval_batch_size: int,
-    seed: int,
-    rank: int,
-    world_size: int,
-    augment: bool,
-    channels_last: bool,
-) -> DataBundle:
+def _folder_bundle(path: Path, image_size: Optional[int], opts: LoaderOptions) -> DataBundle:
     index = index_folder(path)
     _check_classes(str(path), index.classes, [label for _, label in index.train])
     name = path.stem if path.is_file() else path.name
     with index.reader() as reader:
         size = choose_size(index, reader, image_size)
     if max(size) <= SMALL_IMAGE_MAX:
-        d = load_small_folder(index, size, cache_dir)
+        d = load_small_folder(index, size, opts.cache_dir)
         return _in_memory_bundle(
-            name, d.classes, (d.train_images, d.train_labels), (d.test_images, d.test_labels), d.mean, d.std,
-            skipped=d.skipped, out_size=None, cache_path=d.cache_path, device=device, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, seed=seed, rank=rank, world_size=world_size,
-            augment=augment, channels_last=channels_last,
+            name, d.classes, (d.train_images, d.train_labels), (d.test_images, d.test_labels), d.mean, d.std, opts,
+            skipped=d.skipped, out_size=None, cache_path=d.cache_path,
         )
     # Large images: decoded lazily by worker processes with torchvision transforms.
     side = int(image_size or 224)
-    if len(index.train) < world_size:
-        raise ValueError(f"{path}: {len(index.train)} training images cannot be sharded over {world_size} ranks")
-    norm = Normalizer(IMAGENET_MEAN, IMAGENET_STD, device, channels_last=channels_last)
+    if len(index.train) < opts.world_size:
+        raise ValueError(f"{path}: {len(index.train)} training images cannot be sharded over {opts.world_size} ranks")
+    norm = Normalizer(IMAGENET_MEAN, IMAGENET_STD, opts.device, channels_last=opts.channels_last)
     loaders = []
-    for train, items, bs in ((True, index.train, batch_size), (False, index.test, eval_batch_size)):
-        ds = LazyImageDataset(index, items, torchvision_transforms(side, train, augment))
-        sampler = ShardSampler(len(items), rank=rank, world_size=world_size, shuffle=train, seed=seed)
+    for train, items, bs in ((True, index.train, opts.batch_size), (False, index.test, opts.eval_batch_size)):
+        ds = LazyImageDataset(index, items, torchvision_transforms(side, train, opts.augment))
+        sampler = ShardSampler(len(items), rank=opts.rank, world_size=opts.world_size, shuffle=train, seed=opts.seed)
         dl = torch.utils.data.DataLoader(
             ds,
             batch_size=min(bs, max(len(sampler), 1)) if train else bs,
             sampler=sampler,
-            num_workers=num_workers,
+            num_workers=opts.num_workers,
             collate_fn=collate_skip,
-            pin_memory=device.type == "cuda",
+            pin_memory=opts.device.type == "cuda",
             drop_last=train,
-            persistent_workers=num_workers > 0,
-            generator=torch.Generator().manual_seed(seed),
+            persistent_workers=opts.num_workers > 0,
+            generator=torch.Generator().manual_seed(opts.seed),
         )
-        loaders.append(TorchLoader(dl, sampler, device=device, normalizer=norm, train=train))
+        loaders.append(TorchLoader(dl, sampler, device=opts.device, normalizer=norm, train=train))
     return DataBundle(
         name=name,
         classes=list(index.classes),

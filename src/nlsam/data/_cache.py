@@ -1,16 +1,16 @@
-"""On-disk cache of decoded datasets (atomic writes, memory-mapped reads)."""
+"""On-disk cache of decoded datasets: where it lives, its keys, memory-mapped reads (the writes
+are atomic: :mod:`nlsam._io`)."""
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 
-__all__ = ["atomic_torch_save", "cache_dir", "cache_key", "file_mode", "load_cached"]
+__all__ = ["cache_dir", "cache_key", "load_cached"]
 
 _log = logging.getLogger("nlsam.data")
 
@@ -40,33 +40,8 @@ def cache_key(*parts: Any) -> str:
     return h.hexdigest()[:20]
 
 
-def file_mode() -> int:
-    """Mode of a new regular file under the current umask: ``0o666 & ~umask``.
-
-    For files created with ``tempfile.mkstemp`` (always 0600) before they are renamed into place.
-    """
-    umask = os.umask(0)  # the only way to read it; set back at once
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp_name)
-        os.chmod(tmp_name, file_mode())  # mkstemp creates 0600 files
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-
-
 def load_cached(path: Path) -> Optional[dict]:
-    """Load a cache file written by :func:`atomic_torch_save`; None if absent or unreadable."""
+    """Load a cache file (``torch.save`` of a dict); None if absent or unreadable."""
     if not path.is_file():
         return None
     try:

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from ._cache import file_mode
+from .._io import atomic_file
 
 __all__ = [
     "ChecksumError",
@@ -76,41 +74,30 @@ def download_url(
     a one-line message: the URL, the reason and ``hint`` (default: how to save the file by hand).
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     h = hashlib.md5(usedforsecurity=False)
     start = time.monotonic()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    total = resp.headers.get("Content-Length") if resp.headers is not None else None
-                    _log.info("downloading %s (%s bytes) to %s", url, total or "?", dest)
-                    while True:
-                        chunk = resp.read(_CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        h.update(chunk)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                if hint is None:
-                    hint = f"check the network connection, or download the file by other means and save it as {dest}"
-                raise DownloadError(f"could not download {url} ({_reason(e)}); {hint}") from None
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_file(dest, suffix=".part") as out:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                total = resp.headers.get("Content-Length") if resp.headers is not None else None
+                _log.info("downloading %s (%s bytes) to %s", url, total or "?", dest)
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    h.update(chunk)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            if hint is None:
+                hint = f"check the network connection, or download the file by other means and save it as {dest}"
+            raise DownloadError(f"could not download {url} ({_reason(e)}); {hint}") from None
         digest = h.hexdigest()
         if md5 is not None and digest != md5.lower():
             raise ChecksumError(
                 f"checksum mismatch for {url}: expected md5 {md5}, got {digest}; the download is "
                 "corrupt or incomplete and was deleted, run the command again"
             )
-        os.chmod(tmp, file_mode())  # mkstemp creates 0600 files
-        os.replace(tmp, dest)
-        _log.info("downloaded %s in %.1f s", dest.name, time.monotonic() - start)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _log.info("downloaded %s in %.1f s", dest.name, time.monotonic() - start)
     return dest
 
 

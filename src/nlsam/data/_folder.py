@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .._io import atomic_file
+from .._optional import require
 from . import _images
-from ._cache import atomic_torch_save, cache_dir, cache_key, load_cached
+from ._cache import cache_dir, cache_key, load_cached
 from ._threads import one_thread
 
 __all__ = [
@@ -389,8 +391,8 @@ def load_small_folder(
         len(tr_x), len(te_x), index.path, size[0], size[1], time.monotonic() - start,
     )
     try:
-        atomic_torch_save(
-            {
+        with atomic_file(cache_path) as handle:
+            torch.save({
                 "version": _CACHE_VERSION,
                 "key": key,
                 "source": str(index.path),
@@ -403,9 +405,7 @@ def load_small_folder(
                 "std": list(data.std),
                 "skipped": data.skipped,
                 "eval_split": data.eval_split,
-            },
-            cache_path,
-        )
+            }, handle)
         data.cache_path = cache_path
         _log.info(
             "cached decoded images at %s (%.0f MB; the cache_dir argument or $NLSAM_CACHE_DIR moves it)",
@@ -456,7 +456,7 @@ def collate_skip(batch):
 
 def torchvision_transforms(size: int, train: bool, augment: bool) -> Callable:
     """RandomResizedCrop + flip (train) or Resize(size * 256 / 224) + CenterCrop (eval), to uint8."""
-    from torchvision import transforms as T  # imported only for large-image datasets
+    T = require("torchvision.transforms", "reading folders of images larger than 64 px")  # only for them
 
     if train and augment:
         ops = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]

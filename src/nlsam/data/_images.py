@@ -3,26 +3,19 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .._sizes import SizeLike, size_pair
 
 __all__ = ["SMALL_IMAGE_MAX", "decode_image", "fit_image", "preprocess_image", "resize_shorter", "to_rgb"]
 
 #: Images whose (target) side is at most this many pixels are decoded once into memory;
 #: larger ones are read lazily with torchvision transforms.
 SMALL_IMAGE_MAX = 64
-
-SizeLike = Union[int, Sequence[int]]
-
-
-def _pair(size: SizeLike) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = (int(s) for s in size)
-    return h, w
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -57,7 +50,7 @@ def fit_image(img: Image.Image, size: SizeLike) -> Image.Image:
     For an image with the target aspect ratio this is a plain resize; an image that already
     has the target size is returned unchanged.
     """
-    h, w = _pair(size)
+    h, w = size_pair(size)
     iw, ih = img.size
     if (iw, ih) == (w, h):
         return img
@@ -108,7 +101,7 @@ def preprocess_image(
             img = to_rgb(f)
     else:
         img = to_rgb(img)
-    h, w = _pair(input_size)
+    h, w = size_pair(input_size)
     if max(h, w) <= SMALL_IMAGE_MAX:
         img = fit_image(img, (h, w))
     else:

@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically (temporary file, then rename), read as data only.
+"""Checkpoints: written atomically (:mod:`nlsam._io`), read as data only.
 
 A checkpoint is a dict of tensors and plain Python values (``torch.load(weights_only=True)``
 reads it; no pickled code). Training checkpoints hold the model, optimizer, scheduler and
@@ -7,10 +7,8 @@ gradient-scaler states, the epoch, all RNG states and the resolved config.
 from __future__ import annotations
 
 import io
-import os
 import random
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -18,51 +16,9 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
+from .._io import atomic_write_bytes
+
 FORMAT_VERSION = 1
-
-
-def _file_mode() -> int:
-    """The mode ``open()`` would give a new file: 0o666 less the user's umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
-
-    The file gets the user's umask, like any file ``open()`` creates (``mkstemp``'s own 0600
-    would hide run files from the rest of a group). A kill during the write can leave a
-    ``.NAME.*.tmp`` file beside ``path``; :func:`remove_stale_temporaries` clears them.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_temporaries(folder: Union[str, Path]) -> int:
-    """Delete the ``.NAME.*.tmp`` files that killed :func:`atomic_write_bytes` calls left in
-    ``folder``; return how many. Only call it while no other process writes there."""
-    removed = 0
-    for tmp in Path(folder).glob(".*.tmp"):
-        if tmp.is_file() and _TEMPORARY.fullmatch(tmp.name):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{6,}\.tmp")
 
 
 def save_checkpoint(state: Dict[str, Any], path: Union[str, Path]) -> None:

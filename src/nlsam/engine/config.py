@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import yaml
 
+from .._io import atomic_write_bytes
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("step", "cosine", "linear", "onecycle", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -50,6 +52,11 @@ class TrainConfig:
     # model
     model: str = _option("resnet20", "network name (`nlsam list models`)")
     attention: Optional[str] = _option("nlsam", "attention composition (`nlsam list attention`) or none")
+    imports: List[str] = _option(help="modules to import first: your own attention modules registered with "
+                                 "nlsam.attention.register_attention", flag="--import", factory=list)
+    init_from: Optional[str] = _option(None, "start from these weights: an nlsam run directory or checkpoint, a "
+                                       "state-dict file, torchvision:ARCH[.WEIGHTS] or timm:ARCH[.TAG]; attention "
+                                       "keeps its init (--model-option attention_init=identity: start as that network)")
     model_options: Dict[str, Any] = _option(help="network option KEY=VALUE, e.g. nlsam_pool=4 or "
                                             "nlsam_stages=[3] (repeat for more)", flag="--model-option", factory=dict)
     # optimisation
@@ -101,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"milestones must be positive epoch numbers, got {self.milestones!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if not isinstance(self.imports, list) or not all(isinstance(m, str) for m in self.imports):
+            raise ValueError(f"imports must be a list of module names, got {self.imports!r}")
         if not isinstance(self.model_options, dict):
             raise ValueError(f"model_options must be a mapping, got {self.model_options!r}")
         return self
@@ -206,6 +215,4 @@ def resolve_config(
 
 
 def save_yaml(values: Mapping[str, Any], path: Union[str, Path]) -> None:
-    from .checkpoint import atomic_write_bytes
-
     atomic_write_bytes(Path(path), yaml.safe_dump(dict(values), sort_keys=False).encode())

@@ -1,26 +1,52 @@
-"""Rebuild a trained network from its checkpoint or run directory."""
+"""From a run's config to its network: :func:`build_network` (every place that turns a config
+into a network uses it) and the loaders of trained networks, :func:`model_from_checkpoint` and
+:func:`load_model`."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from ..models import create_model
+from ..plugins import import_modules
 from .checkpoint import load_checkpoint
+from .config import TrainConfig
+
+#: What a checkpoint's ``meta`` stands for when it lacks a key (those of this nlsam hold them all).
+META_DEFAULTS: Dict[str, Any] = dict(classes=[], in_chans=3, input_size=(32, 32), mean=(0.0,) * 3, std=(1.0,) * 3)
 
 
-def build_network(config: Mapping[str, Any], meta: Mapping[str, Any]) -> nn.Module:
-    """The untrained network a run's config and data description (``meta``) describe."""
-    return create_model(
-        config["model"],
-        num_classes=len(meta.get("classes", [])),
-        attention=config.get("attention"),
-        in_chans=meta.get("in_chans", 3),
-        input_size=tuple(meta.get("input_size", (32, 32))),
-        **(config.get("model_options") or {}),
-    )
+def build_network(
+    config: Union[TrainConfig, Mapping[str, Any]],
+    meta: Optional[Mapping[str, Any]] = None,
+    *,
+    device: Union[None, str, torch.device] = None,
+) -> nn.Module:
+    """The untrained network a run's ``config`` (its ``model``, ``attention`` and
+    ``model_options``) describes for the data ``meta`` describes.
+
+    ``meta``, in the layout of a checkpoint's ``meta`` and ``meta.json``: ``classes`` (their
+    number sizes the classifier), ``in_chans`` and ``input_size`` (H, W); a key it lacks, or no
+    ``meta`` at all, leaves the network's default (its native input size). ``device="meta"``
+    builds it without memory or time, to check that the options fit.
+    """
+    if isinstance(config, TrainConfig):
+        config = config.to_dict()
+    data: Dict[str, Any] = {}
+    if meta is not None:
+        if "classes" in meta:
+            data["num_classes"] = len(meta["classes"])
+        if "in_chans" in meta:
+            data["in_chans"] = meta["in_chans"]
+        if "input_size" in meta:
+            data["input_size"] = tuple(meta["input_size"])
+    import_modules(config.get("imports") or ())  # a user's own attention modules, by name
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return create_model(config["model"], attention=config.get("attention"), **data,
+                            **(config.get("model_options") or {}))
 
 
 def model_from_checkpoint(state: dict) -> nn.Module:
@@ -29,8 +55,7 @@ def model_from_checkpoint(state: dict) -> nn.Module:
     The model carries ``classes``, ``input_size`` (H, W) and ``data_config`` (input size, mean,
     std) so that images can be prepared the way the model was trained.
     """
-    cfg, meta = state["config"], state.get("meta", {})
-    classes = list(meta.get("classes", []))
+    cfg, meta = state["config"], {**META_DEFAULTS, **state.get("meta", {})}
     try:
         model = build_network(cfg, meta)
         model.load_state_dict(state["model"])
@@ -40,11 +65,11 @@ def model_from_checkpoint(state: dict) -> nn.Module:
             f"({cfg.get('model')} + {cfg.get('attention')}): {str(exc).splitlines()[0]}"
         ) from None
     model.eval()
-    model.classes = classes
+    model.classes = list(meta["classes"])
     model.data_config = dict(
-        input_size=(meta.get("in_chans", 3), *meta.get("input_size", (32, 32))),
-        mean=tuple(meta.get("mean", (0.0,) * 3)),
-        std=tuple(meta.get("std", (1.0,) * 3)),
+        input_size=(meta["in_chans"], *meta["input_size"]),
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
     )
     return model
 

@@ -24,14 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
-from .checkpoint import (
-    atomic_write_bytes,
-    best_epoch,
-    best_is_stale,
-    peek_checkpoint,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
+from .._io import atomic_write_bytes, remove_stale_temporaries
+from .checkpoint import best_epoch, best_is_stale, peek_checkpoint, save_checkpoint
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl

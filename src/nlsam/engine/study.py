@@ -169,7 +169,9 @@ def load_study(
 
 def _check_networks(runs: Sequence[StudyRun], path: Path) -> None:
     from ..attention import check_attention_name
-    from ..models import create_model, is_model, list_models
+    from ..models import is_model, list_models
+    from ..plugins import import_modules
+    from .loading import build_network
 
     seen = set()
     for run in runs:
@@ -181,12 +183,11 @@ def _check_networks(runs: Sequence[StudyRun], path: Path) -> None:
         if not is_model(cfg.model):
             raise ValueError(f"{path}: run {run.name}: unknown model {cfg.model!r}; valid: {', '.join(list_models())}")
         try:
+            import_modules(cfg.imports)  # a user's own attention modules, before their names are checked
             check_attention_name(cfg.attention)
-            options = dict(cfg.model_options)
-            if cfg.image_size:
-                options.setdefault("input_size", cfg.image_size)
-            with torch.device("meta"):
-                create_model(cfg.model, attention=cfg.attention, **options)
+            # the images are resized to image_size, unless a model option fixes the input size
+            resized = cfg.image_size and "input_size" not in cfg.model_options
+            build_network(cfg, dict(input_size=(cfg.image_size,) * 2) if resized else None, device="meta")
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: run {run.name}: {exc}") from None
 

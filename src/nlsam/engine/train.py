@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import create_model
-from .checkpoint import atomic_write_bytes, best_epoch, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .._io import atomic_write_bytes
+from .checkpoint import best_epoch, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .evaluate import evaluate
+from .loading import build_network
 from .run_dir import history_of, lock_run_dir, read_metrics, repair_run_dir, write_metrics
 
 
@@ -238,13 +239,11 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple:
 
 
 # ----------------------------------------------------------------------------- the network
-def _network_error(cfg: TrainConfig, num_classes: int, in_chans: int, input_size) -> Optional[str]:
-    """Why the network ``cfg`` describes cannot be built for this input (``None``: it can).
-    Built on the meta device: no memory, no time."""
+def _network_error(cfg: TrainConfig, meta: Dict[str, Any]) -> Optional[str]:
+    """Why the network ``cfg`` describes cannot be built for the data ``meta`` describes
+    (``None``: it can). Built on the meta device: no memory, no time."""
     try:
-        with torch.device("meta"):
-            create_model(cfg.model, num_classes=num_classes, attention=cfg.attention, in_chans=in_chans,
-                         input_size=tuple(input_size), **cfg.model_options)
+        build_network(cfg, meta, device="meta")
     except ValueError as exc:
         return str(exc)
     return None
@@ -253,22 +252,33 @@ def _network_error(cfg: TrainConfig, num_classes: int, in_chans: int, input_size
 def native_input_size(cfg: TrainConfig) -> tuple:
     """The input size the network ``cfg`` names is built for (32 x 32 for CIFAR networks,
     224 x 224 for ImageNet ones); fails early on options the network cannot take."""
-    with torch.device("meta"):
-        model = create_model(cfg.model, attention=cfg.attention, **cfg.model_options)
-    return tuple(model.input_size)
+    return tuple(build_network(cfg, device="meta").input_size)
 
 
-def choose_image_size(cfg: TrainConfig, num_classes: int, in_chans: int, data_size) -> Optional[int]:
-    """``None`` when the network fits images of ``data_size``; else the network's native size,
-    to which the data are resized (e.g. 28 x 28 images, whose 7 x 7 last stage NL-SAM's k = 2
-    cannot pool). Raises the network's own error when neither fits or ``image_size`` was set."""
-    error = _network_error(cfg, num_classes, in_chans, data_size)
+def choose_image_size(cfg: TrainConfig, meta: Dict[str, Any]) -> Optional[int]:
+    """``None`` when the network fits the data ``meta`` describes; else the network's native
+    size, to which the data are resized (e.g. 28 x 28 images, whose 7 x 7 last stage NL-SAM's
+    k = 2 cannot pool). Raises the network's own error when neither fits or ``image_size`` was set."""
+    error = _network_error(cfg, meta)
     if error is None:
         return None
     native = native_input_size(cfg)
-    if cfg.image_size is not None or _network_error(cfg, num_classes, in_chans, native) is not None:
+    if cfg.image_size is not None or _network_error(cfg, dict(meta, input_size=native)) is not None:
         raise ValueError(error)
     return int(native[0])
+
+
+def data_meta(data) -> Dict[str, Any]:
+    """What a :class:`~nlsam.data.DataBundle` looked like (classes, input size, normalisation):
+    a checkpoint's ``meta`` and ``meta.json``, enough to rebuild the network and its cost."""
+    return dict(
+        classes=list(data.classes),
+        input_size=list(data.input_size),
+        in_chans=data.in_chans,
+        mean=list(data.mean),
+        std=list(data.std),
+        data=data.name,
+    )
 
 
 def final_feature_size(model: nn.Module, input_size) -> Optional[tuple]:
@@ -297,7 +307,7 @@ def train(cfg: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], No
 
 def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]], dist_info: DistInfo,
            on_epoch_end) -> Dict[str, Any]:
-    from ..analysis.cost import profile
+    from ..cost import profile
     from ..data import build_data
 
     repairs: list = []
@@ -341,14 +351,22 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         return bundle
 
     data = load_data(cfg.image_size)
-    resize_to = choose_image_size(cfg, len(data.classes), data.in_chans, data.input_size)
+    resize_to = choose_image_size(cfg, data_meta(data))
     if resize_to is not None:
         log(dist_info, f"images of {data.input_size[0]}x{data.input_size[1]} do not fit {cfg.model} + "
                        f"{cfg.attention}; resizing them to the network's native {resize_to}x{resize_to}")
         cfg = replace(cfg, image_size=resize_to)
         data = load_data(cfg.image_size)
-    model = create_model(cfg.model, num_classes=len(data.classes), attention=cfg.attention,
-                         in_chans=data.in_chans, input_size=data.input_size, **cfg.model_options)
+    meta = data_meta(data)
+    model = build_network(cfg, meta)
+    if cfg.init_from and resume_state is None:
+        from ..models import load_pretrained
+        from .checkpoint import resolve_checkpoint_path
+
+        source = cfg.init_from
+        if os.path.isdir(source):  # an nlsam run directory: its best network
+            source = str(resolve_checkpoint_path(source))
+        log(dist_info, f"init from {source}: {load_pretrained(model, source)}")
     final = final_feature_size(model, data.input_size)
     if final is not None and min(final) < 2:
         native = native_input_size(cfg)
@@ -390,14 +408,6 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
     if cfg.compile:
         train_model = torch.compile(train_model)
 
-    meta = dict(
-        classes=list(data.classes),
-        input_size=list(data.input_size),
-        in_chans=data.in_chans,
-        mean=list(data.mean),
-        std=list(data.std),
-        data=data.name,
-    )
     num_classes = len(data.classes)
     if dist_info.is_main:
         save_yaml(cfg.to_dict(), run_dir / "config.yaml")

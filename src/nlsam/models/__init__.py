@@ -1,4 +1,6 @@
 """Networks that carry attention modules, and the registry behind :func:`create_model`."""
+from .insert import InsertReport, Insertion, insert
+from .pretrained import LoadReport, load_pretrained
 from .registry import create_model, is_model, list_models, register_model
 from .resnet import (
     BasicBlock,
@@ -12,12 +14,17 @@ from .resnet import (
 __all__ = [
     "BasicBlock",
     "Bottleneck",
+    "InsertReport",
+    "Insertion",
+    "LoadReport",
     "PreActBasicBlock",
     "PreActBottleneck",
     "ResNet",
     "ZeroPadShortcut",
     "create_model",
+    "insert",
     "is_model",
     "list_models",
+    "load_pretrained",
     "register_model",
 ]

@@ -16,17 +16,15 @@ when the shape changes. ``shortcut="A"`` or ``"B"`` overrides either.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..attention import attention_placement, check_attention_name, create_attention
+from ..attention import check_attention_name, create_attention, split_attention_options
 from ..attention.nlsam import SizeLike, to_2tuple
-
-PerStage = Union[int, Dict[int, int]]
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -186,17 +184,6 @@ class PreActBottleneck(nn.Module):
 Block = Type[Union[BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck]]
 
 
-def _stage_value(value: PerStage, stage: int, option: str) -> int:
-    if isinstance(value, dict):
-        if stage not in value:
-            raise ValueError(
-                f"{option} has no value for stage {stage}; give an int or a dict with keys "
-                f"for every NL-SAM stage, got {value!r}"
-            )
-        return value[stage]
-    return value
-
-
 class ResNet(nn.Module):
     """A ResNet with attention, for CIFAR (``stem="cifar"``) or ImageNet (``stem="imagenet"``).
 
@@ -211,16 +198,15 @@ class ResNet(nn.Module):
         input_size: training resolution (int or (H, W)); it fixes the feature size of each
             stage and so the size of NL-SAM's fully-connected layers. The network still runs at
             other sizes (see :class:`nlsam.NLSAM`).
-        attention: a composition name (see :data:`nlsam.attention.ATTENTION_NAMES`) or None.
-        nlsam_stages: stages whose blocks get the NL-SAM part of ``attention``.
-        channel_stages: stages that get the other parts (SE, GE, CBAM, BAM); default all.
-        nlsam_pool: NL-SAM pooling kernel k, an int or a dict stage -> k.
-        nlsam_reduction: NL-SAM bottleneck ratio r, an int or a dict stage -> r.
-        nlsam_interpolation: NL-SAM upsampling mode.
-        channel_reduction: reduction ratio of SE, GE, CBAM and BAM.
+        attention: a composition name (see :func:`nlsam.attention.list_attention`) or None.
         shortcut: ``"A"`` (zero-padding identity) or ``"B"`` (projection) on shape changes.
         drop_rate: dropout before the classifier.
         zero_init_residual: zero the last BN of each post-activation block.
+        **attention_options: options of the attention parts, by part name (see
+            :mod:`nlsam.attention.registry`): ``nlsam_stages`` (the stages whose blocks get
+            NL-SAM; default the last two), ``nlsam_pool`` (k) and ``nlsam_reduction`` (r), each an
+            int or a dict stage -> value, ``nlsam_interpolation``; ``channel_stages`` (SE, GE,
+            CBAM, BAM; default all) and ``channel_reduction``; ``attention_init="identity"``.
     """
 
     def __init__(
@@ -234,16 +220,11 @@ class ResNet(nn.Module):
         in_chans: int = 3,
         input_size: SizeLike = 224,
         attention: Optional[str] = None,
-        nlsam_stages: Optional[Sequence[int]] = None,
-        channel_stages: Optional[Sequence[int]] = None,
-        nlsam_pool: PerStage = 2,
-        nlsam_reduction: PerStage = 8,
-        nlsam_interpolation: str = "nearest",
-        channel_reduction: int = 16,
         shortcut: str = "B",
         drop_rate: float = 0.0,
         zero_init_residual: bool = False,
         stem_width: Optional[int] = None,
+        **attention_options: Any,
     ) -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
@@ -255,16 +236,9 @@ class ResNet(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
         attention = check_attention_name(attention)
+        split_attention_options(attention_options)  # an unknown option fails here, naming the valid ones
         first_stage = 1 if stem == "cifar" else 2
         stage_ids = list(range(first_stage, first_stage + len(layers)))
-        nlsam_stages = stage_ids[-2:] if nlsam_stages is None else list(nlsam_stages)
-        channel_stages = stage_ids if channel_stages is None else list(channel_stages)
-        for option, chosen in (("nlsam_stages", nlsam_stages), ("channel_stages", channel_stages)):
-            bad = [s for s in chosen if s not in stage_ids]
-            if bad:
-                raise ValueError(
-                    f"{option} {bad} out of range for this network; valid stages: {stage_ids}"
-                )
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -293,41 +267,26 @@ class ResNet(nn.Module):
 
         self.feature_info = []
         reduction = stem_stride
-        placement = attention_placement(attention)
         self.stages = nn.Sequential()
         for index, (stage, depth, planes) in enumerate(zip(stage_ids, layers, widths)):
             stride = 1 if index == 0 else 2
             height, width = math.ceil(height / stride), math.ceil(width / stride)
             reduction *= stride
             out_planes = planes * block.expansion
-            in_block = dict(
-                nlsam_pool=_stage_value(nlsam_pool, stage, "nlsam_pool"),
-                nlsam_reduction=_stage_value(nlsam_reduction, stage, "nlsam_reduction"),
-            ) if stage in nlsam_stages and attention is not None and "nlsam" in attention else {}
-            blocks: List[nn.Module] = []
-            for i in range(depth):
-                module = nn.Identity()
-                if placement == "block":
-                    module = create_attention(
-                        attention,
-                        out_planes,
-                        (height, width),
-                        nlsam_interpolation=nlsam_interpolation,
-                        channel_reduction=channel_reduction,
-                        include_nlsam=stage in nlsam_stages,
-                        include_others=stage in channel_stages,
-                        **in_block,
-                    )
-                blocks.append(
-                    block(in_planes, planes, stride if i == 0 else 1, shortcut, module)
-                )
-                in_planes = out_planes
-            if placement == "stage" and stage in channel_stages and stage != stage_ids[-1]:
-                blocks.append(
-                    create_attention(
-                        attention, out_planes, (height, width), channel_reduction=channel_reduction
-                    )
-                )
+
+            def attention_at(placement: str) -> nn.Module:
+                return create_attention(attention, out_planes, (height, width), stage=stage,
+                                        stage_ids=stage_ids, placement=placement, **attention_options)
+
+            blocks: List[nn.Module] = [
+                block(in_planes if i == 0 else out_planes, planes, stride if i == 0 else 1, shortcut,
+                      attention_at("block"))
+                for i in range(depth)
+            ]
+            in_planes = out_planes
+            after_stage = attention_at("stage") if stage != stage_ids[-1] else nn.Identity()
+            if not isinstance(after_stage, nn.Identity):  # BAM, once between stages
+                blocks.append(after_stage)
             name = f"layer{index + 1}"
             self.stages.add_module(name, nn.Sequential(*blocks))
             self.feature_info.append(
@@ -342,6 +301,9 @@ class ResNet(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_planes, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(zero_init_residual)
+        for m in self.modules():  # the convolution init above must not undo an identity start
+            if getattr(m, "init", None) == "identity" and hasattr(m, "reset_identity"):
+                m.reset_identity()
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():

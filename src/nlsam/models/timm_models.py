@@ -33,15 +33,18 @@ built by the same code as the NL-SAM networks so that comparisons are like for l
 
 Keyword arguments of ``timm.create_model`` reach :class:`nlsam.models.ResNet` and override the
 builder's defaults: ``num_classes``, ``in_chans``, ``drop_rate``, ``input_size`` (or timm's
-``img_size``; the training resolution, which sizes NL-SAM's layers), ``nlsam_stages``,
-``nlsam_pool``, ``nlsam_reduction``, ``nlsam_interpolation``, ``channel_stages``,
-``channel_reduction``, ``shortcut``, ``zero_init_residual``... The attention is fixed by the name.
+``img_size``; the training resolution, which sizes NL-SAM's layers), ``shortcut``,
+``zero_init_residual`` and the attention options of :mod:`nlsam.attention.registry`
+(``nlsam_stages``, ``nlsam_pool``, ``nlsam_reduction``, ``nlsam_interpolation``,
+``channel_stages``, ``channel_reduction``, ``attention_init``...). The attention is fixed by the name.
 ``features_only=True`` (with ``out_indices``) returns the output of every stage, as listed in
 ``model.feature_info``.
 
 No pretrained weights are published: ``pretrained=True`` raises unless a weight source is given,
-e.g. ``pretrained_cfg_overlay=dict(file="my_checkpoint.pth")`` (timm then drops or adapts the
-classifier ``fc`` and first convolution ``conv1`` as usual), or use ``checkpoint_path=``.
+e.g. ``pretrained_cfg_overlay=dict(file="resnet50_a1_in1k.pth")`` (timm then drops or adapts the
+classifier ``fc`` and first convolution ``conv1`` as usual), or use ``checkpoint_path=``. A timm
+or torchvision ResNet's state dict works as such a file: its names are mapped onto nlsam's and
+the attention modules keep their init (``attention_init="identity"`` to start as the identity).
 
 Registration is lazy: importing this module does not import timm (which would add seconds to
 ``import nlsam``). If timm is already imported the models are registered at once; otherwise a
@@ -59,7 +62,7 @@ import warnings
 from functools import partial
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ..attention import check_attention_name
+from ..attention import check_attention_name, list_attention
 from ..attention.nlsam import to_2tuple
 from .registry import create_model as _nlsam_create_model
 from .registry import is_model as _nlsam_is_model
@@ -76,16 +79,10 @@ __all__ = [
     "timm_model_name",
 ]
 
-# model-name prefix -> nlsam attention composition (None: no attention)
+# model-name prefix -> nlsam attention composition (None: no attention), from the attention
+# registry: "se+nlsam" is "se_nlsam"; compositions registered after this import get no timm names
 ATTENTION_TAGS: Dict[str, Optional[str]] = {
-    "nlsam": "nlsam",
-    "se_nlsam": "se+nlsam",
-    "ge_nlsam": "ge+nlsam",
-    "cbam_nlsam": "cbam+nlsam",
-    "se": "se",
-    "ge": "ge",
-    "cbam": "cbam",
-    "bam": "bam",
+    **{name.replace("+", "_"): name for name in list_attention()},
     "base": None,
 }
 IMAGENET_ARCHS: Tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -316,6 +313,7 @@ def _create(
         variant,
         pretrained,
         pretrained_cfg_overlay=overlay or None,
+        pretrained_filter_fn=_pretrained_filter,
         feature_cfg=feature_cfg,
         attention=attention,
         **kwargs,
@@ -325,6 +323,14 @@ def _create(
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
+
+
+def _pretrained_filter(state_dict: Dict[str, Any], model: Any) -> Dict[str, Any]:
+    """timm's hook between reading weights and loading them: torchvision / timm ResNet names
+    (``layer1.0.conv1``) become nlsam's (``stages.layer1.0.conv1``); attention keeps its init."""
+    from .pretrained import full_state_dict
+
+    return full_state_dict(model, state_dict)
 
 
 def _make_entrypoint(name: str, arch: str, attention: Optional[str]) -> Callable[..., Any]:

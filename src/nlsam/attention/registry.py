@@ -1,0 +1,291 @@
+"""One registry for attention: every module registers its *part* in one line, every list of
+attention names is derived from here, and compositions are sequences of part names.
+
+A part is a module class (or any builder) with a name. Its builder is called with ``channels``
+and ``feature_size`` where its signature takes them, plus its own keyword options::
+
+    register_attention("nlsam", NLSAM, spatial_map=True, default_stages=2)   # in nlsam.py
+    register_attention("se", SqueezeExcite, groups=("channel",))              # in se.py
+    register_composition("se+nlsam", ("se", "nlsam"))                         # in __init__.py
+
+A network passes options to the parts by name, as flat keywords ``PART_OPTION`` (or
+``GROUP_OPTION`` for every part of a group): ``nlsam_pool=2``, ``nlsam_reduction={3: 4, 4: 2}``
+(a value per stage), ``se_reduction=4``, ``channel_reduction=4`` (SE, GE, CBAM and BAM at
+once), ``nlsam_stages=[3]`` (the stages that get the part), ``attention_init="identity"``
+(every part). A part-specific key wins over a group key.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from torch import nn
+
+PLACEMENTS = ("block", "stage")
+#: Gate initialisations every part takes as its ``init`` option.
+INITS = ("paper", "identity")
+#: The group every part belongs to, for its ``init`` option only: ``attention_init="identity"``.
+ALL_PARTS = "attention"
+
+
+class UnknownOptionError(ValueError, TypeError):
+    """A keyword option nothing takes: a ``TypeError`` as Python raises for an unexpected keyword
+    argument, and a ``ValueError`` like every other bad input of nlsam."""
+
+
+@dataclass(frozen=True)
+class AttentionPart:
+    """A registered attention module.
+
+    Attributes:
+        name: the name networks and options use (``nlsam``, ``se``, ``cbam_spatial``, ...).
+        builder: the module class (or a function) building it.
+        placement: ``"block"``: on the residual branch of every block of its stages, just before
+            the addition (SE, CBAM, NL-SAM); ``"stage"``: once after each of its stages but the
+            last (BAM).
+        spatial_map: instances have ``attention_map(x)`` giving a B x 1 x H x W map, which
+            ``nlsam attention`` shows.
+        groups: option groups the part also answers to (``channel`` for SE, GE, CBAM and BAM).
+        default_stages: the number of last stages a network gives the part by default (None: all).
+        listed: whether the part is an attention name by itself (CBAM's gates are not).
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    placement: str = "block"
+    spatial_map: bool = False
+    groups: Tuple[str, ...] = ()
+    default_stages: Optional[int] = None
+    listed: bool = True
+    options: Tuple[str, ...] = field(default=(), compare=False)
+
+    def build(self, channels: int, feature_size: Tuple[int, int], **options: Any) -> nn.Module:
+        args = {}
+        params = _parameters(self.builder)
+        if "channels" in params:
+            args["channels"] = channels
+        if "feature_size" in params:
+            args["feature_size"] = feature_size
+        return self.builder(**args, **options)
+
+
+_PARTS: Dict[str, AttentionPart] = {}
+_COMPOSITIONS: Dict[str, Tuple[str, ...]] = {}
+
+
+def _parameters(builder: Callable[..., Any]) -> Dict[str, inspect.Parameter]:
+    target = builder.__init__ if isinstance(builder, type) else builder
+    return {k: p for k, p in inspect.signature(target).parameters.items() if k != "self"}
+
+
+def register_attention(
+    name: str,
+    builder: Callable[..., nn.Module],
+    *,
+    placement: str = "block",
+    spatial_map: bool = False,
+    groups: Sequence[str] = (),
+    default_stages: Optional[int] = None,
+    listed: bool = True,
+) -> Callable[..., nn.Module]:
+    """Register an attention part; return ``builder`` (so it also works as a decorator's body).
+
+    ``builder`` is called with ``channels`` and ``feature_size`` (the (H, W) of the feature map at
+    the training resolution) where its signature names them, and with the part's options.
+    It must take ``init`` (``"paper"`` or ``"identity"``: a gate that starts as the identity, see
+    :func:`identity_init`); a module built with ``init="identity"`` keeps it as ``self.init`` and
+    has ``reset_identity()``, which networks call again after their own weight init.
+    Registering a name again replaces the part.
+    """
+    if not isinstance(name, str) or not name or "+" in name or name.lower() != name:
+        raise ValueError(f"attention part name must be a lower-case name without '+', got {name!r}")
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown placement {placement!r}; valid: {', '.join(PLACEMENTS)}")
+    params = _parameters(builder)
+    if "init" not in params:
+        raise ValueError(f"attention part {name!r}: its builder must take an `init` option ({', '.join(INITS)})")
+    options = tuple(k for k, p in params.items()
+                    if k not in ("channels", "feature_size") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    _PARTS[name] = AttentionPart(name, builder, placement, spatial_map, tuple(groups), default_stages, listed, options)
+    if listed:
+        _COMPOSITIONS[name] = (name,)
+    return builder
+
+
+def register_composition(name: str, parts: Sequence[str]) -> None:
+    """Register ``name`` as the parts applied one after another, e.g.
+    ``register_composition("cbam+nlsam", ("cbam_channel", "nlsam"))``."""
+    unknown = [p for p in parts if p not in _PARTS]
+    if unknown or not parts:
+        raise ValueError(f"composition {name!r}: unknown parts {unknown}; registered: {', '.join(_PARTS)}")
+    if _PARTS[parts[0]].placement != "block" and len(parts) > 1:
+        raise ValueError(f"composition {name!r}: a part placed after stages cannot be combined")
+    _COMPOSITIONS[name] = tuple(parts)
+
+
+def list_attention() -> List[str]:
+    """Every attention name, in registration order (without ``none``)."""
+    return list(_COMPOSITIONS)
+
+
+def attention_parts(name: Optional[str]) -> Tuple[AttentionPart, ...]:
+    """The parts of a composition (empty for no attention)."""
+    name = check_attention_name(name)
+    return () if name is None else tuple(_PARTS[p] for p in _COMPOSITIONS[name])
+
+
+def get_part(name: str) -> AttentionPart:
+    if name not in _PARTS:
+        raise ValueError(f"unknown attention part {name!r}; valid: {', '.join(_PARTS)}")
+    return _PARTS[name]
+
+
+def check_attention_name(name: Optional[str]) -> Optional[str]:
+    """Return ``name`` normalised (``None``, ``"none"`` and ``""`` mean no attention).
+
+    Raises ``ValueError`` naming the valid choices for anything else.
+    """
+    if name is None or (isinstance(name, str) and name.strip().lower() in ("", "none", "null")):
+        return None
+    if not isinstance(name, str) or name.strip().lower() not in _COMPOSITIONS:
+        close = difflib.get_close_matches(str(name), list(_COMPOSITIONS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown attention {name!r}{hint}; valid: none, {', '.join(_COMPOSITIONS)}")
+    return name.strip().lower()
+
+
+def attention_placement(name: Optional[str]) -> str:
+    """``"block"`` or ``"stage"``: where the composition ``name`` goes in a ResNet."""
+    parts = attention_parts(name)
+    return parts[0].placement if parts else "block"
+
+
+def spatial_attention_types() -> Tuple[type, ...]:
+    """The module classes whose ``attention_map(x)`` gives a spatial map."""
+    return tuple(p.builder for p in _PARTS.values() if p.spatial_map and isinstance(p.builder, type))
+
+
+def attention_types() -> Tuple[type, ...]:
+    """Every registered attention module class (the cost counter and hooks look for these)."""
+    return tuple(dict.fromkeys(p.builder for p in _PARTS.values() if isinstance(p.builder, type)))
+
+
+# ----------------------------------------------------------------------------- options
+def _targets() -> Dict[str, List[AttentionPart]]:
+    """Option prefixes: each part's name, and each group's name (all its parts)."""
+    targets: Dict[str, List[AttentionPart]] = {}
+    for part in _PARTS.values():
+        targets.setdefault(part.name, []).append(part)
+        for group in (*part.groups, ALL_PARTS):
+            targets.setdefault(group, []).append(part)
+    return targets
+
+
+def attention_option_keys() -> List[str]:
+    """Every flat option key the parts take, e.g. ``nlsam_pool``, ``channel_reduction``."""
+    keys = set()
+    for target, parts in _targets().items():
+        for part in parts:
+            keys.update(f"{target}_{o}" for o in _target_options(target, part))
+    return sorted(keys)
+
+
+def _target_options(target: str, part: AttentionPart) -> Tuple[str, ...]:
+    return ("init",) if target == ALL_PARTS else (*part.options, "stages")
+
+
+def split_attention_options(options: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """``{"nlsam_pool": 2, "channel_reduction": 4}`` -> ``{"nlsam": {"pool": 2}, "se": {"reduction":
+    4}, ...}`` for every registered part (group keys first, part keys over them).
+
+    Raises :class:`UnknownOptionError` for a key no part takes, naming the valid ones.
+    """
+    targets = _targets()
+    per_part: Dict[str, Dict[str, Any]] = {name: {} for name in _PARTS}
+    resolved = []
+    for key, value in options.items():
+        match = max((t for t in targets if key.startswith(t + "_")), key=len, default=None)
+        option = key[len(match) + 1:] if match else None
+        parts = [p for p in targets.get(match, []) if option in _target_options(match, p)]
+        if not parts:
+            close = difflib.get_close_matches(key, attention_option_keys(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownOptionError(
+                f"unknown attention option {key!r}{hint}; valid: {', '.join(attention_option_keys())}"
+            )
+        specific = match in _PARTS and len(parts) == 1 and parts[0].name == match
+        resolved.append((specific, option, value, parts))
+    for specific, option, value, parts in sorted(resolved, key=lambda r: r[0]):  # group keys first
+        for part in parts:
+            per_part[part.name][option] = value
+    return per_part
+
+
+def stage_value(value: Any, stage: Optional[int], option: str) -> Any:
+    """An option's value for ``stage``: ``value`` itself, or ``value[stage]`` for a dict."""
+    if not isinstance(value, dict):
+        return value
+    if stage not in value:
+        raise ValueError(
+            f"{option} has no value for stage {stage}; give one value or a dict with keys for every "
+            f"stage that gets the part, got {value!r}"
+        )
+    return value[stage]
+
+
+def part_stages(part: AttentionPart, options: Mapping[str, Any], stage_ids: Sequence[int]) -> List[int]:
+    """The stages of a network (numbered ``stage_ids``) that get ``part``."""
+    chosen = options.get("stages")
+    if chosen is None:
+        return list(stage_ids) if part.default_stages is None else list(stage_ids)[-part.default_stages:]
+    chosen = list(chosen)
+    bad = [s for s in chosen if s not in stage_ids]
+    if bad:
+        raise ValueError(f"{part.name}_stages {bad} out of range for this network; valid stages: {list(stage_ids)}")
+    return chosen
+
+
+def create_attention(
+    name: Optional[str],
+    channels: int,
+    feature_size: Any,
+    *,
+    stage: Optional[int] = None,
+    stage_ids: Optional[Sequence[int]] = None,
+    placement: str = "block",
+    **options: Any,
+) -> nn.Module:
+    """Build the attention composition ``name`` for a ``channels`` x ``feature_size`` feature map.
+
+    ``options`` are flat ``PART_OPTION`` keys (see the module docstring). In a network, ``stage``
+    (the stage this map belongs to) and ``stage_ids`` (all its stages) keep only the parts that
+    go to this stage, resolve per-stage values, and ``placement`` only the parts placed there.
+    ``None``, or no part left, gives ``nn.Identity``.
+    """
+    from .nlsam import to_2tuple
+
+    per_part = split_attention_options(options)
+    modules = []
+    for part in attention_parts(name):
+        if part.placement != placement:
+            continue
+        opts = per_part[part.name]
+        if stage_ids is not None and stage not in part_stages(part, opts, stage_ids):
+            continue
+        kwargs = {k: stage_value(v, stage, f"{part.name}_{k}") for k, v in opts.items() if k != "stages"}
+        modules.append(part.build(channels, to_2tuple(feature_size), **kwargs))
+    if not modules:
+        return nn.Identity()
+    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
+def identity_init(module: nn.Module) -> nn.Module:
+    """Switch every attention module inside ``module`` to its identity-at-start gate
+    (``reset_identity()``: the gate becomes 2 * sigmoid and the layer before it starts at zero,
+    so the module returns its input unchanged until it learns otherwise); return ``module``."""
+    for sub in module.modules():
+        if isinstance(sub, attention_types()) and hasattr(sub, "reset_identity"):
+            sub.reset_identity()
+    return module

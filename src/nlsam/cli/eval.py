@@ -1,0 +1,81 @@
+"""``nlsam eval``: accuracy of a checkpoint on its test set (:func:`nlsam.engine.evaluate`)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..engine.evaluate import TTA_MODES
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint or run directory",
+        description="Top-1/top-5 accuracy, loss and per-class accuracy of a trained network on "
+        "its test set (or the one given with --data).",
+    )
+    p.add_argument("checkpoint", help="a .pt checkpoint or a run directory (best.pt is used)")
+    p.add_argument("--data", default=None, help="dataset to evaluate on (default: the training one)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--tta", choices=TTA_MODES, default="none",
+        help="test-time augmentation: 'flip' averages the probabilities of each image and its "
+        "mirror (default: none, the standard protocol)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..data import build_data
+    from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from ..engine.evaluate import evaluate
+    from ..engine.loading import model_from_checkpoint
+    from ..engine.train import resolve_amp, resolve_device
+
+    path = resolve_checkpoint_path(args.checkpoint)
+    state = load_checkpoint(path)
+    cfg, meta = state["config"], state.get("meta", {})
+    device = resolve_device(args.device)
+    model = model_from_checkpoint(state).to(device)
+    data = build_data(
+        args.data or cfg["data"],
+        data_dir=args.data_dir if args.data_dir is not None else cfg.get("data_dir"),
+        batch_size=args.batch_size,
+        eval_batch_size=args.batch_size,
+        device=device,
+        seed=cfg.get("seed", 0),
+        image_size=cfg.get("image_size"),
+        num_workers=cfg.get("num_workers", 2),
+        cache_dir=cfg.get("cache_dir"),
+    )
+    if list(data.classes) != list(meta.get("classes", [])):
+        raise ValueError(
+            f"the dataset's {len(data.classes)} classes do not match the checkpoint's "
+            f"{len(meta.get('classes', []))} classes ({', '.join(map(str, meta.get('classes', [])[:5]))}, ...)"
+        )
+    result = evaluate(
+        model, data.test_loader, num_classes=len(data.classes), amp_dtype=resolve_amp("auto", device), tta=args.tta
+    )
+    result["per_class_top1"] = dict(zip(map(str, data.classes), result["per_class_top1"]))
+    epoch = state.get("epoch")
+    result.update(
+        checkpoint=str(path), epoch=None if epoch is None else epoch + 1, data=data.name, model=cfg["model"],
+        attention=cfg.get("attention"), tta=args.tta,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    tta = " with flip test-time augmentation" if args.tta == "flip" else ""
+    trained = f", after epoch {epoch + 1} of {cfg.get('epochs')}" if epoch is not None else ""
+    print(f"checkpoint {path}{trained}")
+    print(f"{cfg['model']} + {cfg.get('attention') or 'no attention'} on {data.name} ({result['n']} images){tta}")
+    top5 = f"  top-5 {result['top5']:.2f}%" if result["top5"] is not None else ""
+    print(f"top-1 {result['top1']:.2f}%{top5}  loss {result['loss']:.4f}  {result['images_per_s']:.0f} img/s")
+    print("per-class top-1:")
+    for name, acc in result["per_class_top1"].items():
+        print(f"  {name:>20s}  {acc:6.2f}%")
+    return 0

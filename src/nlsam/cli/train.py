@@ -1,0 +1,98 @@
+"""``nlsam train``: one flag per field of the training config (:class:`~nlsam.engine.config.TrainConfig`),
+then :func:`nlsam.engine.train`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Optional
+
+from ._args import model_option
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a network (default: NL-SAM ResNet-20 on the built-in dataset)",
+        description="Train an attention network. Options come from the defaults, then the YAML "
+        "config (-c), then the flags given here; every YAML key is also a flag. Writes "
+        "RUN_DIR/config.yaml, metrics.jsonl, last.pt and best.pt. --resume continues a run with "
+        "its saved settings; of these it lets you change only the ones that do not alter what was "
+        "trained (epochs, device, amp, compile, workers, logging).",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("-c", "--config", dest="config_file", help="YAML config; flags override it")
+    _add_config_flags(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..engine.config import TrainConfig, load_yaml, resolve_config
+    from ..engine.train import NonFiniteLossError, default_run_dir, train
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config_file")}
+    if "model_options" in overrides:
+        overrides["model_options"] = dict(overrides["model_options"])
+    config_file = getattr(args, "config_file", None)
+    base = None
+    if overrides.get("resume"):
+        # a resumed run starts from its own saved config; a file and flags given now may change
+        # only what a resumed run can honour (checked against the checkpoint by train)
+        given = resolve_config(config_file, overrides)
+        run_dir = Path(given.out) if given.out else default_run_dir(given)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"cannot resume: no {saved}; start the run without --resume")
+        base = {k: v for k, v in load_yaml(saved).items() if k in TrainConfig.__dataclass_fields__}
+        overrides["out"] = str(run_dir)
+    cfg = resolve_config(config_file, overrides, base=base)
+    try:
+        train(cfg)
+    except NonFiniteLossError as exc:
+        print(f"nlsam train: error: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _str_or_none(value: str) -> Optional[str]:
+    return None if value.lower() in ("none", "null", "") else value
+
+
+def _flag_type(hint: Any) -> Any:
+    """The argparse ``type`` of a config field's scalar type hint (``Optional[X]`` -> ``X``)."""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~nlsam.engine.config.TrainConfig` field, with the field's help."""
+    import dataclasses
+    import typing
+
+    from ..engine.config import CHOICES, TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        names = [f.metadata.get("flag") or "--" + f.name.replace("_", "-")]
+        if names[0] != "--" + f.name.replace("_", "-"):
+            names.append("--" + f.name.replace("_", "-"))
+        kind = _flag_type(hints[f.name])
+        options: dict = dict(dest=f.name, help=f.metadata.get("help"))
+        if f.name in CHOICES:
+            options.update(choices=CHOICES[f.name])
+        if f.name == "model_options":
+            options.update(type=model_option, action="append", metavar="KEY=VALUE")
+        elif f.name == "attention":
+            options.update(type=_str_or_none)
+        elif f.name == "resume":
+            options.update(action="store_true")
+        elif kind is bool:
+            options.update(action=argparse.BooleanOptionalAction)
+        elif typing.get_origin(kind) is list:
+            options.update(type=typing.get_args(kind)[0], nargs="+")
+        else:
+            options.update(type=kind)
+        p.add_argument(*names, **options)

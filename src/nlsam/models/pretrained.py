@@ -1,0 +1,244 @@
+"""Start nlsam's ResNets from torchvision or timm ImageNet weights: :func:`load_pretrained`.
+
+    >>> model = nlsam.create_model("resnet50", attention="nlsam", num_classes=10)
+    >>> nlsam.attention.identity_init(model)          # the attention starts as the identity
+    >>> print(nlsam.load_pretrained(model, "torchvision:resnet50.IMAGENET1K_V2"))  # doctest: +SKIP
+
+Names are mapped by rule: torchvision's and timm's ``layer{i}.{j}.*`` are nlsam's
+``stages.layer{i}.{j}.*``; the stem (``conv1``, ``bn1``), the shortcuts (``downsample.0/1``) and
+the classifier (``fc``) keep their names. Attention parameters are left at their init, and a
+classifier of another shape is skipped (left at its init, as timm does for a new number of
+classes); the :class:`LoadReport` lists all of it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..attention import attention_types
+
+__all__ = ["LoadReport", "load_pretrained"]
+
+Source = Union[str, "os.PathLike[str]", Mapping[str, torch.Tensor]]
+
+#: The prefixes of weight names ``load_pretrained`` downloads through the library's own mechanism.
+WEIGHT_PREFIXES = ("torchvision:", "timm:")
+
+_STAGE_KEY = re.compile(r"^layer\d+\.")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` loaded into the model, and what it did not."""
+
+    source: str
+    loaded: List[str]  #: model keys filled from the source
+    missing: List[str]  #: backbone keys of the model the source lacks
+    missing_attention: List[str]  #: attention keys of the model (left at their init)
+    unexpected: List[str]  #: source keys the model has no place for
+    skipped: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]]  #: key -> (source, model) shape
+
+    def summary(self) -> str:
+        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        if self.missing_attention:
+            parts.append(f"{len(self.missing_attention)} attention tensors left at their init")
+        if self.skipped:
+            shapes = [
+                f"{key} {'x'.join(map(str, src))} -> {'x'.join(map(str, dst))}"
+                for key, (src, dst) in self.skipped.items()
+            ]
+            parts.append(f"skipped (shape differs, left at init): {_listing(shapes)}")
+        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if keys:
+                parts.append(f"{label}: {_listing(keys)}")
+        return "; ".join(parts)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _listing(items: List[str], limit: int = 5) -> str:
+    more = f", ... ({len(items)} in all)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _parse_weight_name(name: str) -> Tuple[str, str, Optional[str]]:
+    """``"torchvision:resnet50.IMAGENET1K_V2"`` -> ("torchvision", "resnet50", "IMAGENET1K_V2");
+    ``"timm:resnet50.a1_in1k"`` -> ("timm", "resnet50.a1_in1k", None) (timm reads its own tags)."""
+    library, _, rest = name.partition(":")
+    if not rest:
+        raise ValueError(f"load_pretrained: {name!r} names no model after {library}:")
+    if library == "torchvision":
+        arch, _, tag = rest.partition(".")
+        return library, arch, tag or None
+    return library, rest, None
+
+
+def _torchvision_state_dict(arch: str, tag: Optional[str]) -> Dict[str, torch.Tensor]:
+    """Weights ``tag`` (default ``DEFAULT``) of torchvision model ``arch``, through torchvision's
+    own download and cache."""
+    import torchvision.models
+
+    try:
+        weights_enum = torchvision.models.get_model_weights(arch)
+    except ValueError:
+        raise ValueError(f"load_pretrained: torchvision has no model {arch!r}") from None
+    try:
+        weights = weights_enum[tag or "DEFAULT"]
+    except KeyError:
+        valid = ", ".join([w.name for w in weights_enum] + ["DEFAULT"])
+        raise ValueError(
+            f"load_pretrained: torchvision has no weights {tag!r} for {arch}; valid: {valid}"
+        ) from None
+    return weights.get_state_dict(progress=True)
+
+
+def _timm_state_dict(name: str) -> Dict[str, torch.Tensor]:
+    """The pretrained weights of timm model ``name`` (``arch.tag``), through timm's own download
+    and cache."""
+    import timm
+
+    return timm.create_model(name, pretrained=True).state_dict()
+
+
+def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
+    """The state dict ``source`` holds or names, and a label for the report."""
+    if isinstance(source, Mapping):
+        label = "state dict"
+    elif isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+        from ..engine.checkpoint import read_torch_file  # weights_only=True, one-line errors
+
+        source, label = read_torch_file(source), os.fspath(source)
+    elif isinstance(source, str) and source.startswith(WEIGHT_PREFIXES):
+        library, arch, tag = _parse_weight_name(source)
+        if library == "torchvision":
+            return _torchvision_state_dict(arch, tag), source
+        return _timm_state_dict(arch), source
+    else:
+        raise ValueError(
+            f"load_pretrained: {source!r} is no file, state dict or weights name; name weights "
+            f"as torchvision:<arch>[.<weights>] (e.g. torchvision:resnet50.IMAGENET1K_V2) or "
+            f"timm:<arch>[.<tag>] (e.g. timm:resnet50.a1_in1k)"
+        )
+    # an nlsam (or timm training) checkpoint keeps the network's weights under one key
+    for key in ("model", "state_dict"):
+        if isinstance(source.get(key), Mapping):
+            return source[key], label
+    return source, label
+
+
+def _model_keys(key: str) -> Iterator[str]:
+    """The names a source key may have in an nlsam model, most likely first."""
+    if key.startswith("module."):  # saved from DistributedDataParallel
+        key = key[len("module."):]
+    yield key
+    if _STAGE_KEY.match(key):  # torchvision / timm layer{i}.{j}.* -> nlsam stages.layer{i}.{j}.*
+        yield "stages." + key
+
+
+def _prefixes(model: nn.Module) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(attention module prefixes, classifier prefixes) of ``model``'s state-dict keys."""
+    kinds = attention_types()
+    attention = tuple(f"{n}." for n, m in model.named_modules() if n and isinstance(m, kinds))
+    get_classifier = getattr(model, "get_classifier", None)
+    classifier = get_classifier() if callable(get_classifier) else getattr(model, "fc", None)
+    heads = tuple(f"{n}." for n, m in model.named_modules() if n and m is classifier)
+    return attention, heads
+
+
+def _match(own: Mapping[str, torch.Tensor], state: Mapping[str, Any]):
+    """``(to_load, unexpected, skipped)``: the source tensors under the model's names, the source
+    keys with no place in the model, and the model keys whose source tensor has another shape."""
+    to_load: Dict[str, torch.Tensor] = {}
+    unexpected: List[str] = []
+    skipped: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {}
+    for key, value in state.items():
+        target = next((k for k in _model_keys(key) if k in own), None)
+        if target is None or not isinstance(value, torch.Tensor):
+            unexpected.append(key)
+        elif value.shape != own[target].shape:
+            skipped[target] = (tuple(value.shape), tuple(own[target].shape))
+        else:
+            to_load[target] = value
+    return to_load, unexpected, skipped
+
+
+def full_state_dict(model: nn.Module, state: Mapping[str, Any]) -> Dict[str, Any]:
+    """``state`` under ``model``'s names (torchvision / timm ``layer1.0.conv1`` becomes
+    ``stages.layer1.0.conv1``), completed with the model's own tensors for the keys it lacks:
+    what timm's ``pretrained_filter_fn`` returns, so attention keeps its init under strict loading
+    (timm then adapts ``conv1`` and drops a classifier of another size itself)."""
+    own = model.state_dict()
+    renamed = {next((k for k in _model_keys(key) if k in own), key): value for key, value in state.items()}
+    return {**{k: v for k, v in own.items() if k not in renamed}, **renamed}
+
+
+def load_pretrained(
+    model: nn.Module, source: Source, *, strict_backbone: bool = False
+) -> LoadReport:
+    """Load torchvision or timm ResNet weights into one of nlsam's ResNets (in place).
+
+    Args:
+        model: an nlsam ResNet (with or without attention), e.g. ``create_model("resnet50",
+            attention="nlsam")``.
+        source: a state dict; a file holding one or an nlsam checkpoint (its ``"model"``),
+            read with ``torch.load(weights_only=True)``; or a weights name,
+            ``"torchvision:<arch>[.<weights>]"`` (``torchvision:resnet50.IMAGENET1K_V2``;
+            default ``DEFAULT``) or ``"timm:<arch>[.<tag>]"`` (``timm:resnet50.a1_in1k``),
+            downloaded through torchvision's or timm's own mechanism and cache.
+        strict_backbone: raise instead of loading when a backbone tensor of the model is
+            missing from the source or of another shape, or the source has tensors the model
+            has no place for. Attention tensors and a classifier of another shape are always
+            allowed.
+
+    Returns:
+        a :class:`LoadReport`. Attention parameters stay at their init (use
+        :func:`nlsam.attention.identity_init` first for a network that starts out computing
+        exactly what the pretrained one computes); a classifier of another shape is skipped.
+
+    Raises:
+        ValueError: an unreadable source, an unknown weights name, ``strict_backbone``
+            violations, or a source of which not one backbone tensor fits the model.
+    """
+    state, label = _read_source(source)
+    own = model.state_dict()
+    attention, heads = _prefixes(model)
+    attention_keys = {k for k in own if k.startswith(attention)}
+    to_load, unexpected, skipped = _match(own, state)
+    absent = [k for k in own if k not in to_load and k not in skipped]
+    missing = [k for k in absent if k not in attention_keys]
+    backbone_skipped = [k for k in skipped if not k.startswith(heads)]
+
+    if not set(to_load) - attention_keys:
+        raise ValueError(
+            f"load_pretrained: no tensor of {label} fits {type(model).__name__} (source keys "
+            f"such as {', '.join(list(state)[:3])}); is it weights of another architecture?"
+        )
+    if strict_backbone and (missing or unexpected or backbone_skipped):
+        problems = [
+            f"{what}: {_listing(keys)}"
+            for what, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape differs", backbone_skipped),
+            )
+            if keys
+        ]
+        raise ValueError(
+            f"load_pretrained (strict_backbone): {label} does not match; " + "; ".join(problems)
+        )
+
+    model.load_state_dict(to_load, strict=False)
+    return LoadReport(
+        source=label,
+        loaded=list(to_load),
+        missing=missing,
+        missing_attention=[k for k in absent if k in attention_keys],
+        unexpected=unexpected,
+        skipped=skipped,
+    )
