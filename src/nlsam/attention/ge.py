@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gate import Gate, check_init, zero_
 from .nlsam import SizeLike, to_2tuple
 from .registry import register_attention
-from .se import reduced_channels
+from .se import _Excite
 
 
-class GatherExcite(nn.Module):
+class GatherExcite(_Excite):
     """GE-theta-plus with a global gather.
 
     Args:
@@ -30,31 +29,18 @@ class GatherExcite(nn.Module):
     def __init__(self, channels: int, feature_size: SizeLike, reduction: int = 16, init: str = "paper") -> None:
         super().__init__()
         self.feature_size = to_2tuple(feature_size)
-        hidden = reduced_channels(channels, reduction)
         self.gather = nn.Conv2d(
             channels, channels, self.feature_size, groups=channels, bias=False
         )
         self.gather_norm = nn.BatchNorm2d(channels)
-        self.fc1 = nn.Conv2d(channels, hidden, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(hidden, channels, 1)
-        self.gate = Gate()
-        self.init = check_init(init)
-        if init == "identity":
-            self.reset_identity()
-
-    def reset_identity(self) -> None:
-        """Gate ``2 * sigmoid`` after a zeroed ``fc2``: the block starts as the identity."""
-        zero_(self.fc2)
-        self.gate.make_identity()
+        self._build_excite(channels, reduction, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         context = x
         if x.shape[-2] != self.feature_size[0] or x.shape[-1] != self.feature_size[1]:
             context = F.adaptive_avg_pool2d(x, self.feature_size)
         context = self.gather_norm(self.gather(context))
-        scale = self.gate(self.fc2(self.act(self.fc1(context))))
-        return x * scale
+        return x * self.excite(context)
 
 
 register_attention("ge", GatherExcite, groups=("channel",))

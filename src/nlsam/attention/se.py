@@ -16,14 +16,11 @@ def reduced_channels(channels: int, reduction: int) -> int:
     return max(1, channels // reduction)
 
 
-class SqueezeExcite(nn.Module):
-    """SE block. ``reduction`` is r; SENet uses 16, the NL-SAM paper's CIFAR experiments 4.
-    ``init``: ``"paper"`` or ``"identity"`` (see :mod:`nlsam.attention.gate`)."""
+class _Excite(nn.Module):
+    """The excite MLP that SE and GE share: ``fc1`` (C -> C/r), ReLU, ``fc2`` (C/r -> C), gate."""
 
-    def __init__(self, channels: int, reduction: int = 16, init: str = "paper") -> None:
-        super().__init__()
+    def _build_excite(self, channels: int, reduction: int, init: str) -> None:
         hidden = reduced_channels(channels, reduction)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
@@ -32,14 +29,26 @@ class SqueezeExcite(nn.Module):
         if init == "identity":
             self.reset_identity()
 
+    def excite(self, context: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.fc2(self.act(self.fc1(context))))
+
     def reset_identity(self) -> None:
         """Gate ``2 * sigmoid`` after a zeroed ``fc2``: the block starts as the identity."""
         zero_(self.fc2)
         self.gate.make_identity()
 
+
+class SqueezeExcite(_Excite):
+    """SE block. ``reduction`` is r; SENet uses 16, the NL-SAM paper's CIFAR experiments 4.
+    ``init``: ``"paper"`` or ``"identity"`` (see :mod:`nlsam.attention.gate`)."""
+
+    def __init__(self, channels: int, reduction: int = 16, init: str = "paper") -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self._build_excite(channels, reduction, init)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
-        return x * scale
+        return x * self.excite(self.pool(x))
 
 
 register_attention("se", SqueezeExcite, groups=("channel",))
