@@ -305,61 +305,54 @@ def train(cfg: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], No
         cleanup()
 
 
-def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]], dist_info: DistInfo,
-           on_epoch_end) -> Dict[str, Any]:
-    from ..cost import profile
-    from ..data import build_data
-
+def _report_resume(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]],
+                   dist_info: DistInfo) -> None:
+    """Check what a resume changes, make the run directory whole, and say both."""
     repairs: list = []
     if resume_state is not None:
-        changes = resume_changes(resume_state["config"], cfg)
-        if dist_info.is_main:
-            repairs = repair_run_dir(run_dir, resume_state)
-        for key, (before, now) in changes.items():
+        for key, (before, now) in resume_changes(resume_state["config"], cfg).items():
             log(dist_info, f"resume: {key} changed from {before!r} to {now!r}"
                 + (" (the lr schedule follows the new length from here on)" if key == "epochs" else ""))
-    elif dist_info.is_main:
-        repairs = repair_run_dir(run_dir)
+    if dist_info.is_main:
+        repairs = repair_run_dir(run_dir, resume_state)
     for repair in repairs:
         log(dist_info, f"repaired {run_dir}: {repair}")
-    device = resolve_device(cfg.device, dist_info.local_rank)
-    seed_everything(cfg.seed + dist_info.rank, cfg.deterministic)
-    amp_dtype = resolve_amp(cfg.amp, device)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else True
 
-    def load_data(image_size: Optional[int]):
+
+def _load_data(cfg: TrainConfig, dist_info: DistInfo, device: torch.device, channels_last: bool) -> tuple:
+    """``(config, data)``: the data, resized to the network's native size when their own size
+    does not fit it (:func:`choose_image_size`); the config records the size used."""
+    from ..data import build_data
+
+    def load(image_size: Optional[int]):
         # rank 0 downloads and fills the decode cache first; the other ranks then read it
         if dist_info.enabled and not dist_info.is_main:
             barrier()
         bundle = build_data(
-            cfg.data,
-            data_dir=cfg.data_dir,
-            batch_size=cfg.batch_size,
-            eval_batch_size=cfg.eval_batch_size,
-            device=device,
-            seed=cfg.seed,
-            rank=dist_info.rank,
-            world_size=dist_info.world_size,
-            download=cfg.download and dist_info.is_main,
-            num_workers=cfg.num_workers,
-            image_size=image_size,
-            channels_last=channels_last,
-            cache_dir=cfg.cache_dir,
+            cfg.data, data_dir=cfg.data_dir, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+            device=device, seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
+            download=cfg.download and dist_info.is_main, num_workers=cfg.num_workers, image_size=image_size,
+            channels_last=channels_last, cache_dir=cfg.cache_dir,
         )
         if dist_info.enabled and dist_info.is_main:
             barrier()
         return bundle
 
-    data = load_data(cfg.image_size)
+    data = load(cfg.image_size)
     resize_to = choose_image_size(cfg, data_meta(data))
     if resize_to is not None:
         log(dist_info, f"images of {data.input_size[0]}x{data.input_size[1]} do not fit {cfg.model} + "
                        f"{cfg.attention}; resizing them to the network's native {resize_to}x{resize_to}")
         cfg = replace(cfg, image_size=resize_to)
-        data = load_data(cfg.image_size)
-    meta = data_meta(data)
-    model = build_network(cfg, meta)
-    if cfg.init_from and resume_state is None:
+        data = load(cfg.image_size)
+    return cfg, data
+
+
+def _build_model(cfg: TrainConfig, data, fresh: bool, dist_info: DistInfo) -> nn.Module:
+    """The network for ``data``, from ``init_from``'s weights on a fresh run; warns when the
+    input is too small for it."""
+    model = build_network(cfg, data_meta(data))
+    if cfg.init_from and fresh:
         from ..models import load_pretrained
         from .checkpoint import resolve_checkpoint_path
 
@@ -374,24 +367,123 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
                         f"{final[0]}x{final[1]} last feature map, too small for its last stages to see any "
                         f"spatial context; it is built for {native[0]}x{native[1]}: use --image-size "
                         f"{native[0]} or a network for small images (resnet20 ... resnet164)")
+    return model
+
+
+class _Optimisation:
+    """The model being trained and everything that updates it, with one method per epoch."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device,
+                 amp_dtype: Optional[torch.dtype], dist_info: DistInfo) -> None:
+        self.cfg, self.model, self.device, self.amp_dtype = cfg, model, device, amp_dtype
+        self.world_size = dist_info.world_size
+        self.optimizer = build_optimizer(model, cfg)
+        self.steps_per_epoch = steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(cfg, step / steps_per_epoch)
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.train_model: nn.Module = model
+        if dist_info.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    def state(self) -> Dict[str, Any]:
+        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                    scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict())
+
+    def load_state(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def train_epoch(self, epoch: int, loader, progress: Progress, run_dir: Path) -> tuple:
+        """One pass over ``loader``; return this process's ``(loss sum, correct, seen, seconds)``."""
+        cfg, device, amp_dtype = self.cfg, self.device, self.amp_dtype
+        self.train_model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
+        for step, (images, labels) in enumerate(loader, start=1):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = self.train_model(images)
+                loss = self.criterion(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            loss_sum += loss.detach().double() * labels.shape[0]
+            correct += (logits.detach().argmax(1) == labels).sum()
+            seen += labels.shape[0]
+            steps = self.steps_per_epoch
+            if step % cfg.log_every == 0 or step == steps or progress.due(step, steps):
+                mean_loss = loss_sum.item() / seen
+                if not math.isfinite(mean_loss):
+                    raise NonFiniteLossError(
+                        f"training loss became {mean_loss} at epoch {epoch + 1}, step {step}; stopped. "
+                        f"The last good checkpoint is kept in {run_dir / 'last.pt'} (if an epoch finished). "
+                        "Try a lower --lr, or --amp off."
+                    )
+                progress.step(epoch, cfg.epochs, step, steps, mean_loss, self.lr,
+                              seen * self.world_size / (time.perf_counter() - start))
+        return loss_sum.item(), correct.item(), seen, time.perf_counter() - start
+
+
+def _commit_epoch(run_dir: Path, state: Dict[str, Any], is_best: bool) -> None:
+    """Write an epoch's files in the order that makes ``last.pt`` the commit point (run_dir.py)."""
+    _checkpoint_hook("before last.pt")
+    save_checkpoint(state, run_dir / "last.pt")
+    _checkpoint_hook("before best.pt")
+    if is_best:
+        save_checkpoint(state, run_dir / "best.pt")
+    _checkpoint_hook("before metrics.jsonl")
+    write_metrics(run_dir, state["history"])
+
+
+def _epoch_line(cfg: TrainConfig, summary: Dict[str, Any]) -> str:
+    top5 = f" top5 {summary['test_top5']:.2f}%" if summary["test_top5"] is not None else ""
+    return (f"epoch {summary['epoch']}/{cfg.epochs}: train loss {summary['train_loss']:.4f} "
+            f"top1 {summary['train_top1']:.2f}% | test loss {summary['test_loss']:.4f} "
+            f"top1 {summary['test_top1']:.2f}%{top5} | {summary['images_per_s']:.0f} img/s, "
+            f"{summary['epoch_time_s']:.1f} s")
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]], dist_info: DistInfo,
+           on_epoch_end) -> Dict[str, Any]:
+    from ..cost import profile
+
+    _report_resume(cfg, run_dir, resume_state, dist_info)
+    device = resolve_device(cfg.device, dist_info.local_rank)
+    seed_everything(cfg.seed + dist_info.rank, cfg.deterministic)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else True
+    cfg, data = _load_data(cfg, dist_info, device, channels_last)
+    meta = data_meta(data)
+    model = _build_model(cfg, data, resume_state is None, dist_info)
     cost = profile(model, (data.in_chans, *data.input_size)) if dist_info.is_main else None
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
-    steps_per_epoch = len(data.train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(cfg, step / steps_per_epoch)
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    opt = _Optimisation(cfg, model, len(data.train_loader), device, amp_dtype, dist_info)
 
     start_epoch, best_top1, best_at = 0, -math.inf, None
     history: list = []
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        scaler.load_state_dict(resume_state["scaler"])
+        opt.load_state(resume_state)
         start_epoch = resume_state["epoch"] + 1
         best_top1 = resume_state.get("best_top1", 0.0)
         best_at = best_epoch(resume_state)
@@ -399,14 +491,6 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list) else resume_state["rng"])
         if start_epoch < cfg.epochs:
             log(dist_info, f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
-
-    train_model: nn.Module = model
-    if dist_info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if cfg.compile:
-        train_model = torch.compile(train_model)
 
     num_classes = len(data.classes)
     if dist_info.is_main:
@@ -428,97 +512,39 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
             log(dist_info, f"skipped {data.skipped} unreadable image file(s)")
     writer = _tensorboard(run_dir) if cfg.tensorboard and dist_info.is_main else None
     progress = Progress(dist_info.is_main, cfg.log_every)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     summary: Dict[str, Any] = {}
 
     for epoch in range(start_epoch, cfg.epochs):
         data.train_loader.set_epoch(epoch)
-        train_model.train()
-        start = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.float64, device=device)
-        seen = 0
-        for step, (images, labels) in enumerate(data.train_loader, start=1):
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = train_model(images)
-                loss = criterion(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += loss.detach().double() * labels.shape[0]
-            correct += (logits.detach().argmax(1) == labels).sum()
-            seen += labels.shape[0]
-            if step % cfg.log_every == 0 or step == steps_per_epoch or progress.due(step, steps_per_epoch):
-                mean_loss = loss_sum.item() / seen
-                if not math.isfinite(mean_loss):
-                    raise NonFiniteLossError(
-                        f"training loss became {mean_loss} at epoch {epoch + 1}, step {step}; stopped. "
-                        f"The last good checkpoint is kept in {run_dir / 'last.pt'} (if an epoch finished). "
-                        "Try a lower --lr, or --amp off."
-                    )
-                progress.step(epoch, cfg.epochs, step, steps_per_epoch, mean_loss,
-                              optimizer.param_groups[0]["lr"], seen * dist_info.world_size / (time.perf_counter() - start))
-        train_time = time.perf_counter() - start
-        total_loss, total_correct, total_seen = all_reduce_sum([loss_sum.item(), correct.item(), seen], device)
+        loss_sum, correct, seen, train_time = opt.train_epoch(epoch, data.train_loader, progress, run_dir)
+        total_loss, total_correct, total_seen = all_reduce_sum([loss_sum, correct, seen], device)
         result = evaluate(model, data.test_loader, num_classes=num_classes, amp_dtype=amp_dtype,
                           on_batch=progress.eval_step)
         progress.end_epoch()
-        top1 = result["top1"]
-        if top1 > best_top1:
-            best_top1, best_at = top1, epoch
+        if result["top1"] > best_top1:
+            best_top1, best_at = result["top1"], epoch
         summary = dict(
             epoch=epoch + 1,
-            lr=optimizer.param_groups[0]["lr"],
+            lr=opt.lr,
             train_loss=total_loss / total_seen,
             train_top1=100.0 * total_correct / total_seen,
             test_loss=result["loss"],
-            test_top1=top1,
+            test_top1=result["top1"],
             test_top5=result["top5"],
             best_top1=best_top1,
             images_per_s=total_seen / train_time,
-            epoch_time_s=time.perf_counter() - start,
+            epoch_time_s=train_time + result["n"] / max(result["images_per_s"], 1e-9),
         )
         history.append(summary)
         if dist_info.is_main:
-            state = dict(
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(),
-                epoch=epoch,
-                best_top1=best_top1,
-                best_epoch=best_at,
-                rng=rng_state(),
-                config=cfg.to_dict(),
-                meta=meta,
-                metrics=summary,
-                history=history,
-            )
-            # last.pt is the commit point; best.pt and metrics.jsonl follow (see run_dir.py)
-            _checkpoint_hook("before last.pt")
-            save_checkpoint(state, run_dir / "last.pt")
-            _checkpoint_hook("before best.pt")
-            if best_at == epoch:
-                save_checkpoint(state, run_dir / "best.pt")
-            _checkpoint_hook("before metrics.jsonl")
-            write_metrics(run_dir, history)
+            state = dict(opt.state(), epoch=epoch, best_top1=best_top1, best_epoch=best_at, rng=rng_state(),
+                         config=cfg.to_dict(), meta=meta, metrics=summary, history=history)
+            _commit_epoch(run_dir, state, is_best=best_at == epoch)
             if writer is not None:
                 for key, value in summary.items():
                     if value is not None:
                         writer.add_scalar(key, value, epoch + 1)
-            top5 = f" top5 {summary['test_top5']:.2f}%" if summary["test_top5"] is not None else ""
-            log(
-                dist_info,
-                f"epoch {epoch + 1}/{cfg.epochs}: train loss {summary['train_loss']:.4f} "
-                f"top1 {summary['train_top1']:.2f}% | test loss {summary['test_loss']:.4f} "
-                f"top1 {top1:.2f}%{top5} | {summary['images_per_s']:.0f} img/s, "
-                f"{summary['epoch_time_s']:.1f} s",
-            )
+            log(dist_info, _epoch_line(cfg, summary))
         barrier()
         if on_epoch_end is not None:
             on_epoch_end(summary)
