@@ -14,7 +14,8 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+import warnings
+from typing import Any, BinaryIO, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -65,3 +66,47 @@ def remove_stale_temporaries(folder: PathLike) -> int:
 
 
 _TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{6,}\.tmp")
+
+
+def read_torch_file(path: PathLike, map_location: Any = "cpu",
+                    mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors.
+
+    A file that holds pickled code or Python objects is refused as such (never re-read it with
+    ``weights_only=False``: that runs whatever code it holds); anything else torch cannot read is
+    called what it is, not a checkpoint.
+    """
+    import torch  # the writes above need no torch; this reader does
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on an unusual pickle protocol
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as exc:
+        text = str(exc)
+        if "GLOBAL" in text or "Unsupported global" in text or _pickles_objects(Path(path)):
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise ValueError(
+                f"refusing to read {path}: it holds pickled code or Python objects{what}, which nlsam "
+                "never loads; a checkpoint holds tensors and plain values only"
+            ) from None
+        raise ValueError(
+            f"cannot read {path}: not a PyTorch checkpoint (corrupt, truncated, or another kind of file)"
+        ) from None
+
+
+def _pickles_objects(path: Path) -> bool:
+    """Whether ``path`` is a plain pickle that builds Python objects (imports a callable):
+    read opcode by opcode with :mod:`pickletools`, which executes nothing."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(1) != b"\x80":  # pickle protocol 2 and later start with PROTO
+                return False
+            handle.seek(0)
+            return any(op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE")
+                       for op, _, _ in pickletools.genops(handle))
+    except Exception:  # truncated or not a pickle after all
+        return False

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
-import yaml
 
-from .config import TrainConfig, check_keys, config_keys, load_yaml, save_yaml
+from .config import TrainConfig, check_keys, load_yaml, save_yaml
 from .run_dir import RunDirInUseError, lock_run_dir, read_metrics, repair_run_dir
 
 STUDY_KEYS = ("name", "base", "grid", "variants", "seeds", "baseline", "paper", "slurm")
@@ -331,7 +330,6 @@ def _run_local(study: Study, pending: List[StudyRun], states: Dict[str, str], wo
     queue = list(pending)
     active: Dict[str, tuple] = {}
     failed: List[str] = []
-    slot = 0
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _in_main_thread() else None
     try:
         _schedule(study, queue, active, failed, states, workers, gpus, threads, logs, log)

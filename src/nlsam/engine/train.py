@@ -20,7 +20,6 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._io import atomic_write_bytes

@@ -111,7 +111,7 @@ def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
     if isinstance(source, Mapping):
         label = "state dict"
     elif isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
-        from ..engine.checkpoint import read_torch_file  # weights_only=True, one-line errors
+        from .._io import read_torch_file  # weights_only=True, one-line errors
 
         source, label = read_torch_file(source), os.fspath(source)
     elif isinstance(source, str) and source.startswith(WEIGHT_PREFIXES):

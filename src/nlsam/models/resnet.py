@@ -16,7 +16,7 @@ when the shape changes. ``shortcut="A"`` or ``"B"`` overrides either.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, List, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
