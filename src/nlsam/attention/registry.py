@@ -136,12 +136,6 @@ def attention_parts(name: Optional[str]) -> Tuple[AttentionPart, ...]:
     return () if name is None else tuple(_PARTS[p] for p in _COMPOSITIONS[name])
 
 
-def get_part(name: str) -> AttentionPart:
-    if name not in _PARTS:
-        raise ValueError(f"unknown attention part {name!r}; valid: {', '.join(_PARTS)}")
-    return _PARTS[name]
-
-
 def check_attention_name(name: Optional[str]) -> Optional[str]:
     """Return ``name`` normalised (``None``, ``"none"`` and ``""`` mean no attention).
 
@@ -285,7 +279,8 @@ def identity_init(module: nn.Module) -> nn.Module:
     """Switch every attention module inside ``module`` to its identity-at-start gate
     (``reset_identity()``: the gate becomes 2 * sigmoid and the layer before it starts at zero,
     so the module returns its input unchanged until it learns otherwise); return ``module``."""
+    kinds = attention_types()
     for sub in module.modules():
-        if isinstance(sub, attention_types()) and hasattr(sub, "reset_identity"):
+        if isinstance(sub, kinds) and hasattr(sub, "reset_identity"):
             sub.reset_identity()
     return module

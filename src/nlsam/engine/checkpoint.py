@@ -97,9 +97,11 @@ def best_checkpoint(run_dir: Union[str, Path]) -> Path:
     return best if best.is_file() else last
 
 
-def best_is_stale(run_dir: Union[str, Path]) -> bool:
-    """True when ``last.pt`` says its own epoch was the best and ``best.pt`` lacks that epoch."""
-    last_state = peek_checkpoint(Path(run_dir) / "last.pt")
+def best_is_stale(run_dir: Union[str, Path], last_state: Optional[Dict[str, Any]] = None) -> bool:
+    """True when ``last.pt`` says its own epoch was the best and ``best.pt`` lacks that epoch
+    (``last_state``: ``last.pt``'s contents where the caller has read them already)."""
+    if last_state is None:
+        last_state = peek_checkpoint(Path(run_dir) / "last.pt")
     if last_state is None or best_epoch(last_state) != last_state.get("epoch"):
         return False
     best_state = peek_checkpoint(Path(run_dir) / "best.pt")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 from .._io import atomic_write_bytes, remove_stale_temporaries
-from .checkpoint import best_epoch, best_is_stale, peek_checkpoint, save_checkpoint
+from .checkpoint import best_is_stale, peek_checkpoint, save_checkpoint
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -106,14 +106,16 @@ def history_of(state: Dict[str, Any], rows: Optional[List[Dict[str, Any]]] = Non
     return kept + [dict(state["metrics"])] if state.get("metrics") else kept
 
 
-def read_metrics(run_dir: PathLike) -> List[Dict[str, Any]]:
-    """One dict per finished epoch of a run, as ``last.pt`` (the commit point) records them.
+def read_metrics(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """One dict per finished epoch of a run, as ``last.pt`` (the commit point) records them
+    (``state``: ``last.pt``'s contents where the caller has read them already).
 
     Without ``last.pt`` (a run directory copied without its checkpoints) ``metrics.jsonl`` is read.
     """
     run_dir = Path(run_dir)
     rows = _read_jsonl(run_dir / "metrics.jsonl")
-    state = peek_checkpoint(run_dir / "last.pt")
+    if state is None:
+        state = peek_checkpoint(run_dir / "last.pt")
     return rows if state is None else history_of(state, rows)
 
 
@@ -143,7 +145,7 @@ def repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) ->
     if rows != history:
         write_metrics(run_dir, history)
         done.append(f"rewrote metrics.jsonl from last.pt ({len(rows)} -> {len(history)} epochs)")
-    if best_epoch(state) == state.get("epoch") and best_is_stale(run_dir):
+    if best_is_stale(run_dir, state):
         save_checkpoint(dict(state), run_dir / "best.pt")
         done.append(f"rewrote best.pt from last.pt (epoch {state['epoch'] + 1})")
     return done

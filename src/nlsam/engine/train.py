@@ -28,7 +28,7 @@ from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .evaluate import evaluate
 from .loading import build_network
-from .run_dir import history_of, lock_run_dir, read_metrics, repair_run_dir, write_metrics
+from .run_dir import lock_run_dir, read_metrics, repair_run_dir, write_metrics
 
 
 class NonFiniteLossError(RuntimeError):
@@ -486,7 +486,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         start_epoch = resume_state["epoch"] + 1
         best_top1 = resume_state.get("best_top1", 0.0)
         best_at = best_epoch(resume_state)
-        history = history_of(resume_state, read_metrics(run_dir))
+        history = read_metrics(run_dir, resume_state)
         set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list) else resume_state["rng"])
         if start_epoch < cfg.epochs:
             log(dist_info, f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
