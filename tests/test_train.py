@@ -99,6 +99,16 @@ def test_resume_after_interrupt_gives_identical_weights(tmp_path):
     assert resumed["test_top1"] == full["test_top1"]
 
 
+def test_resume_says_when_the_precision_changes(tmp_path, capsys):
+    train(tiny_config(tmp_path / "run", epochs=1, amp="off"))
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["precision"] == "float32"
+    capsys.readouterr()
+    train(tiny_config(tmp_path / "run", epochs=2, amp="bf16", resume=True))
+    err = capsys.readouterr()
+    assert "trained in float32 so far and continues in bfloat16" in err.out + err.err
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["precision"] == "bfloat16"
+
+
 def test_tensorboard_logs_every_epoch_metric(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

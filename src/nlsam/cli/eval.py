@@ -5,6 +5,7 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..engine.config import AMP_MODES
     from ..engine.evaluate import TTA_MODES
 
     p = sub.add_parser(
@@ -19,6 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument(
+        "--amp", choices=AMP_MODES, default=None,
+        help="mixed precision (default: the precision the run trained in, so the figure is the one "
+        "its log shows; see nlsam train --help)",
+    )
+    p.add_argument(
         "--tta", choices=TTA_MODES, default="none",
         help="test-time augmentation: 'flip' averages the probabilities of each image and its "
         "mirror (default: none, the standard protocol)",
@@ -30,17 +36,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    import torch
+
     from ..data import build_data
     from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
     from ..engine.evaluate import evaluate
     from ..engine.loading import model_from_checkpoint
-    from ..engine.train import resolve_amp, resolve_device
+    from ..engine.precision import resolve_amp, trained_precision
+    from ..engine.train import resolve_device
 
     path = resolve_checkpoint_path(args.checkpoint)
     state = load_checkpoint(path)
     cfg, meta = state["config"], state.get("meta", {})
     device = resolve_device(args.device)
     model = model_from_checkpoint(state).to(device)
+    channels_last = cfg.get("channels_last") is not False  # evaluate as the run did
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = resolve_amp(args.amp, device) if args.amp else trained_precision(state, device)
     data = build_data(
         args.data or cfg["data"],
         data_dir=args.data_dir if args.data_dir is not None else cfg.get("data_dir"),
@@ -51,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=cfg.get("image_size"),
         num_workers=cfg.get("num_workers", 2),
         cache_dir=cfg.get("cache_dir"),
+        channels_last=channels_last,
     )
     if list(data.classes) != list(meta.get("classes", [])):
         raise ValueError(
@@ -58,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             f"{len(meta.get('classes', []))} classes ({', '.join(map(str, meta.get('classes', [])[:5]))}, ...)"
         )
     result = evaluate(
-        model, data.test_loader, num_classes=len(data.classes), amp_dtype=resolve_amp("auto", device), tta=args.tta
+        model, data.test_loader, num_classes=len(data.classes), amp_dtype=amp_dtype, tta=args.tta
     )
     result["per_class_top1"] = dict(zip(map(str, data.classes), result["per_class_top1"]))
     epoch = state.get("epoch")

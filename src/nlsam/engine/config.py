@@ -79,7 +79,7 @@ class TrainConfig:
     seed: int = _option(0, "random seed (initialisation, data order, augmentation)")
     deterministic: bool = _option(False, "deterministic algorithms (slower)")
     device: str = _option("auto", "device (auto: CUDA when present)")
-    amp: str = _option("auto", "mixed precision: auto (bf16/fp16 on CUDA, off on the CPU), off, bf16, fp16")
+    amp: str = _option("auto", "mixed precision: auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else off), off, bf16, fp16")
     channels_last: Optional[bool] = _option(None, "channels-last memory format (default: on)")
     compile: bool = _option(False, "torch.compile the model")
     # output

@@ -28,6 +28,7 @@ from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .evaluate import evaluate
 from .loading import build_network
+from .precision import resolve_amp
 from .run_dir import lock_run_dir, read_metrics, repair_run_dir, write_metrics
 
 
@@ -47,15 +48,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda")
-
-
-def resolve_amp(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    """Mixed precision only where it helps: bf16 (or fp16) on CUDA, off on the CPU by default."""
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -469,6 +461,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
     device = resolve_device(cfg.device, dist_info.local_rank)
     seed_everything(cfg.seed + dist_info.rank, cfg.deterministic)
     amp_dtype = resolve_amp(cfg.amp, device)
+    precision = str(amp_dtype or torch.float32).replace("torch.", "")
+    if resume_state is not None and resume_state.get("precision", "float32") != precision:
+        # --amp auto resolves per machine (bf16 on CPUs with native bf16): say when that changed
+        log(dist_info, f"resume: the run trained in {resume_state.get('precision', 'float32')} so far and "
+                       f"continues in {precision} (--amp {cfg.amp}; --amp off keeps float32)")
     channels_last = cfg.channels_last if cfg.channels_last is not None else True
     cfg, data = _load_data(cfg, dist_info, device, channels_last)
     meta = data_meta(data)
@@ -503,7 +500,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
             f"{data.num_train} train / {data.num_test} test images of {data.input_size[0]}x{data.input_size[1]}; "
             f"{cost.params / 1e6:.3f}M params, {cost.flops / 1e9:.4f} GFLOPs; device {device}"
             + (f" x {dist_info.world_size} processes" if dist_info.enabled else "")
-            + (f", amp {str(amp_dtype).replace('torch.', '')}" if amp_dtype else ""),
+            + (f", amp {precision}" if amp_dtype else ""),
         )
         if getattr(data, "cache_path", None):
             log(dist_info, f"decoded images cached in {data.cache_path} (--cache-dir sets the folder)")
@@ -537,6 +534,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         history.append(summary)
         if dist_info.is_main:
             state = dict(opt.state(), epoch=epoch, best_top1=best_top1, best_epoch=best_at, rng=rng_state(),
+                         precision=precision,
                          config=cfg.to_dict(), meta=meta, metrics=summary, history=history)
             _commit_epoch(run_dir, state, is_best=best_at == epoch)
             if writer is not None:
