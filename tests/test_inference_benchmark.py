@@ -1,0 +1,61 @@
+"""benchmarks/inference_latency.py, imported by path and run on a tiny setting (resnet20 at its
+native 32x32, batch 1, one round of one call): every row of its table is there and parses."""
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "inference_latency.py"
+OVERHEAD = re.compile(r"^[+-]\d+\.\d% \[[+-]\d+\.\d, [+-]\d+\.\d\]$")
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("inference_latency", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_inference_latency_tiny(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime", reason="the benchmark runs the exported network in onnxruntime")
+    pytest.importorskip("onnx", reason="nlsam export --format onnx needs onnx")
+    pytest.importorskip("onnxscript", reason="nlsam export --format onnx needs onnxscript")
+    bench = _load_script()
+    out = tmp_path / "docs" / "inference_latency.md"
+    argv = ["--models", "resnet20", "--batch-sizes", "1", "--rounds", "1", "--reps", "1", "--threads", "1",
+            "--out", str(out)]
+    threads = torch.get_num_threads()
+    try:
+        text = bench.main(argv)
+    finally:
+        torch.set_num_threads(threads)  # main sets it for the whole process
+    assert out.read_text() == text
+    assert text in capsys.readouterr().out
+
+    lines = text.splitlines()
+    assert lines[0] == "# Inference latency, ResNet-20 with and without NL-SAM (CPU)"
+    assert f"Command: `python benchmarks/inference_latency.py {' '.join(argv)}`" in lines
+    machine = next(line for line in lines if line.startswith("Machine: "))
+    assert ", 1 thread, " in machine and f"torch {torch.__version__}" in machine
+    assert f"onnxruntime {ort.__version__}" in machine and "intra_op_num_threads 1" in machine
+
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| resnet20 |")]
+    assert {(r[1], r[3]) for r in rows} == {(runtime, net) for runtime in bench.RUNTIMES
+                                           for net in ("plain", "+ NL-SAM")}
+    assert len(rows) == 6
+    for model, runtime, batch, network, ms, images_s, overhead, reps in rows:
+        assert batch == "1" and reps == "1"
+        ms, images_s = float(ms), float(images_s)
+        assert ms > 0 and images_s > 0
+        assert images_s == pytest.approx(1000 / ms, rel=0.02)  # both rounded for the table
+        if network == "plain":
+            assert overhead == "-"
+        else:
+            assert OVERHEAD.match(overhead), overhead
+
+    agree = next(line for line in lines if line.startswith("Outputs agree: "))
+    diffs = re.findall(r"resnet20 (?:plain|\+ NL-SAM) (\d\.\de[+-]\d+)", agree)
+    assert len(diffs) == 2 and all(float(d) < 1e-4 for d in diffs), agree
