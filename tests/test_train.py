@@ -293,3 +293,21 @@ def test_other_peoples_data_64px_rgb_trains_at_its_own_size(tmp_path):
     assert model.input_size == (64, 64)
     sizes = {m.feature_size for m in model.modules() if isinstance(m, nlsam.NLSAM)}
     assert sizes == {(32, 32), (16, 16)}
+
+
+def test_variants_with_one_seed_start_from_the_same_shared_layers(tmp_path):
+    """Attention modules draw random numbers while the network is built; the layers every
+    variant shares must start alike anyway, so runs with one seed are paired."""
+    starts = {}
+    for attention in ("none", "nlsam", "se+nlsam", "cbam"):
+        out = tmp_path / attention
+        train(tiny_config(out, attention=attention, epochs=1, lr=1e-30, momentum=0.0, weight_decay=0.0, seed=3))
+        starts[attention] = _weights(out / "last.pt")  # lr 1e-30: the weights it started from
+    plain = starts.pop("none")
+    for attention, weights in starts.items():
+        shared = [k for k in plain if k in weights and "num_batches_tracked" not in k and "running" not in k]
+        assert len(shared) == len([k for k in plain if "num_batches_tracked" not in k and "running" not in k])
+        for key in shared:
+            # (a step at lr 1e-30 moves zero biases by ~1e-32; different inits differ by ~0.01-1)
+            torch.testing.assert_close(weights[key], plain[key], rtol=0, atol=1e-20, msg=f"{attention} {key}")
+        assert len(weights) > len(plain)  # and the attention modules are there

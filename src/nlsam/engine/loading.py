@@ -49,6 +49,37 @@ def build_network(
                             **(config.get("model_options") or {}))
 
 
+def share_plain_init(model: nn.Module, config: Union[TrainConfig, Mapping[str, Any]],
+                     meta: Optional[Mapping[str, Any]], seed: int) -> int:
+    """Give ``model`` the initial weights of the plain network (``attention: none``) of ``seed``
+    in every layer the two share (same name and shape); return how many tensors were copied.
+
+    Attention modules draw from the random generator while the network is built, so without
+    this the convolutions of an NL-SAM run start from other values than those of the plain run
+    with the same seed. With it, runs of two variants that share a seed differ only in the
+    attention modules (their data order and augmentation already follow the seed alone), which
+    is what makes a paired comparison of the two (``nlsam report``) meaningful. The global
+    random state is left as it was.
+    """
+    if isinstance(config, TrainConfig):
+        config = config.to_dict()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        plain = build_network({**config, "attention": None, "model_options": _plain_options(config)}, meta)
+    own = model.state_dict()
+    shared = {k: v for k, v in plain.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    return len(shared)
+
+
+def _plain_options(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """``model_options`` without those of the attention modules (a plain network refuses them)."""
+    from ..attention.registry import attention_option_keys
+
+    attention_keys = set(attention_option_keys())
+    return {k: v for k, v in (config.get("model_options") or {}).items() if k not in attention_keys}
+
+
 def model_from_checkpoint(state: dict) -> nn.Module:
     """Build the network a checkpoint's config describes and load its weights (eval mode).
 

@@ -27,7 +27,7 @@ from .checkpoint import best_epoch, load_checkpoint, rng_state, save_checkpoint,
 from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .evaluate import evaluate
-from .loading import build_network
+from .loading import build_network, share_plain_init
 from .precision import resolve_amp
 from .run_dir import lock_run_dir, read_metrics, repair_run_dir, write_metrics
 
@@ -343,6 +343,10 @@ def _build_model(cfg: TrainConfig, data, fresh: bool, dist_info: DistInfo) -> nn
     """The network for ``data``, from ``init_from``'s weights on a fresh run; warns when the
     input is too small for it."""
     model = build_network(cfg, data_meta(data))
+    if fresh and not cfg.init_from:
+        # every layer shared with the plain network starts as in the plain network of this seed,
+        # whatever the attention modules drew from the random generator (paired comparisons)
+        share_plain_init(model, cfg, data_meta(data), cfg.seed + dist_info.rank)
     if cfg.init_from and fresh:
         from ..models import load_pretrained
         from .checkpoint import resolve_checkpoint_path
