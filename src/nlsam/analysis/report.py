@@ -6,6 +6,13 @@ interval (Welch's t interval, unequal variances, with Student's t quantile compu
 the fractional Welch degrees of freedom: :func:`t_quantile`). Parameters and GFLOPs are measured with
 :func:`nlsam.cost.profile` at the data's input size. Writes ``report.md``, ``results.csv``,
 ``runs.csv`` and PNG figures into the study directory.
+
+Runs trained on the ``locate`` data also get localisation columns: the share of the Grad-CAM
+map (true class) and of the mean of the network's own spatial attention maps inside the mask
+of the deciding shape, and the pointing game (:mod:`nlsam.analysis.localisation`), on the test
+split, of each run's final network (``last.pt``, whose accuracy the table reports), as mean ±
+the half-width of the 95% t interval over seeds. They are computed once per run and cached in
+``RUN_DIR/localisation.json``.
 """
 from __future__ import annotations
 
@@ -189,6 +196,7 @@ class GroupResult:
     flops: Optional[int] = None
     missing: int = 0
     baseline: Optional["GroupResult"] = None
+    localisation: List[Dict[str, Any]] = field(default_factory=list)  # per finished run on the locate data
 
     @property
     def mean(self) -> float:
@@ -235,9 +243,59 @@ def collect(study: Study) -> List[GroupResult]:
         result.curves.append([l["test_top1"] for l in lines])
         if result.params is None:
             result.params, result.flops = _cost(run.run_dir, run.config)
+        if _on_locate_data(run):
+            from .localisation import localisation_of_run
+
+            result.localisation.append(localisation_of_run(run.run_dir))
     results = list(groups.values())
     _attach_baselines(study, results)
     return results
+
+
+def _on_locate_data(run) -> bool:
+    from ..data._build import procedural_name
+
+    return procedural_name(str(run.config.data)) == "locate"
+
+
+#: The localisation columns: title, CSV name and where the figure is in a run's result.
+LOCALISATION_COLUMNS = (
+    ("Grad-CAM in mask (%)", "gradcam_mass", ("grad_cam", "true", "mass_in_mask")),
+    ("Grad-CAM pointing (%)", "gradcam_pointing", ("grad_cam", "true", "pointing")),
+    ("own maps in mask (%)", "own_mass", ("own_maps", "mean", "mass_in_mask")),
+    ("own maps pointing (%)", "own_pointing", ("own_maps", "mean", "pointing")),
+)
+
+
+def _figure(result: Dict[str, Any], where: Tuple[str, ...]) -> Optional[float]:
+    value: Any = result
+    for key in where:
+        if not isinstance(value, dict) or value.get(key) is None:
+            return None
+        value = value[key]
+    return float(value)
+
+
+def mean_interval(values: Sequence[float]) -> Optional[Tuple[float, float]]:
+    """The mean of ``values`` and the half-width of its 95% t interval (Student's t with n - 1
+    degrees of freedom); the half-width is nan for a single value; None for none."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return float(values[0]), math.nan
+    half = t_quantile_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return statistics.fmean(values), half
+
+
+def _localisation_values(result: GroupResult, where: Tuple[str, ...]) -> List[float]:
+    return [v for v in (_figure(r, where) for r in result.localisation) if v is not None]
+
+
+def _interval_text(interval: Optional[Tuple[float, float]]) -> str:
+    if interval is None:
+        return ""
+    mean, half = interval
+    return f"{mean:.1f} (n=1)" if math.isnan(half) else f"{mean:.1f} ± {half:.1f}"
 
 
 def _attach_baselines(study: Study, results: List[GroupResult]) -> None:
@@ -260,7 +318,7 @@ def _attach_baselines(study: Study, results: List[GroupResult]) -> None:
         result.baseline = max(candidates, key=shared)
 
 
-def _row(result: GroupResult, paper: Dict[str, str]) -> Dict[str, str]:
+def _row(result: GroupResult, paper: Dict[str, str], localisation: bool = False) -> Dict[str, str]:
     row = {"variant": result.label}
     if result.accuracies:
         row["top-1 (%)"] = f"{result.mean:.2f} ± {result.std:.2f} (n={len(result.accuracies)})"
@@ -280,6 +338,9 @@ def _row(result: GroupResult, paper: Dict[str, str]) -> Dict[str, str]:
         row["+GFLOPs (%)"] = f"{100.0 * (result.flops / result.baseline.flops - 1):+.3f}"
     else:
         row["+GFLOPs (%)"] = ""
+    if localisation:
+        for title, _, where in LOCALISATION_COLUMNS:
+            row[title] = _interval_text(mean_interval(_localisation_values(result, where)))
     if paper:
         row["paper (published)"] = str(paper.get(result.label, ""))
     return row
@@ -305,26 +366,40 @@ def write_report(study_dir: Path) -> Path:
             f"{states.count('partial')} partial, {states.count('todo')} not started), so there is nothing "
             f"to report yet; `nlsam study {spec_path} --out {study_dir}` trains them")
     paper = {str(k): v for k, v in (study.spec.get("paper") or {}).items()}
-    rows = [_row(r, paper) for r in results]
+    located = any(r.localisation for r in results)
+    rows = [_row(r, paper, located) for r in results]
 
     with open(study_dir / "results.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
+        extra = [f"{name}_{part}" for _, name, _ in LOCALISATION_COLUMNS for part in ("mean", "ci95")] if located else []
         writer.writerow(["variant", "n", "top1_mean", "top1_std", "delta", "delta_ci_low", "delta_ci_high",
-                         "params", "flops", "missing_runs"])
+                         "params", "flops", "missing_runs", *extra])
         for r in results:
             interval = welch_interval(r.accuracies, r.baseline.accuracies) if r.baseline and r.accuracies else None
             delta = [f"{v:.4f}" for v in interval] if interval else ["", "", ""]
             stats = [f"{r.mean:.4f}", f"{r.std:.4f}"] if r.accuracies else ["", ""]
-            writer.writerow([r.label, len(r.accuracies), *stats, *delta, r.params or "", r.flops or "", r.missing])
+            loc = []
+            for _, _, where in (LOCALISATION_COLUMNS if located else ()):
+                pair = mean_interval(_localisation_values(r, where))
+                loc += ["", ""] if pair is None else [f"{pair[0]:.4f}", "" if math.isnan(pair[1]) else f"{pair[1]:.4f}"]
+            writer.writerow([r.label, len(r.accuracies), *stats, *delta, r.params or "", r.flops or "", r.missing,
+                             *loc])
     with open(study_dir / "runs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["run", "variant", "seed", "state", "final_top1"])
+        writer.writerow(["run", "variant", "seed", "state", "final_top1",
+                         *([name for _, name, _ in LOCALISATION_COLUMNS] if located else [])])
         for run in study.runs:
             state = run_state(run)
             top1 = ""
+            loc = [""] * len(LOCALISATION_COLUMNS) if located else []
             if state == "done":
                 top1 = read_metrics(run.run_dir)[-1]["test_top1"]
-            writer.writerow([run.name, group_label(run.group), run.seed, state, top1])
+                if located and _on_locate_data(run):
+                    from .localisation import localisation_of_run
+
+                    cached = localisation_of_run(run.run_dir)  # read back from the run's cache
+                    loc = [_fmt_value(_figure(cached, where)) for _, _, where in LOCALISATION_COLUMNS]
+            writer.writerow([run.name, group_label(run.group), run.seed, state, top1, *loc])
 
     figures = _figures(study, results, study_dir)
     base = study.spec.get("base") or {}
@@ -340,6 +415,8 @@ def write_report(study_dir: Path) -> Path:
         _markdown(rows),
         "",
     ]
+    if located:
+        lines += [_localisation_note(results), ""]
     missing = sum(r.missing for r in results)
     if missing:
         lines += [f"{missing} run(s) not finished yet are left out.", ""]
@@ -350,6 +427,30 @@ def write_report(study_dir: Path) -> Path:
     report = study_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def _fmt_value(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _localisation_note(results: List[GroupResult]) -> str:
+    """What the localisation columns are, with the chance levels of the data they were measured on."""
+    every = [loc for r in results for loc in r.localisation]
+    n = sorted({loc["n"] for loc in every})
+    chance = sorted({round(loc["chance"]["area_share"], 2) for loc in every})
+    prior = sorted({(round(loc["chance"]["prior_mass_in_mask"], 1), round(loc["chance"]["prior_pointing"], 1))
+                    for loc in every})
+    listed = lambda values: " / ".join(str(v) for v in values)
+    return (
+        "Localisation (runs on the locate data; `nlsam locate RUN` gives the details): Grad-CAM of the last "
+        "stage for the true class, and the mean of the network's own spatial attention maps (empty without "
+        "spatial attention), on "
+        f"{listed(n)} test images of each run's final network. 'in mask': the share of the map's mass inside "
+        "the mask of the shape that decides the class; 'pointing': the map's maximum falls inside it. Mean ± "
+        "half-width of the 95% t interval over seeds. Chance (the mask's area share): "
+        f"{listed(f'{c:.2f}%' for c in chance)} for both; a fixed map of the mean training mask (position "
+        "prior) scores " + listed(f"{m:.1f}% in mask, {p:.1f}% pointing" for m, p in prior) + "."
+    )
 
 
 def _figures(study: Study, results: List[GroupResult], out: Path) -> List[Tuple[str, str]]:

@@ -13,10 +13,10 @@ from typing import List, NoReturn, Optional
 
 from ..version import __version__
 # (the modules `eval` and `list` shadow those builtins in this namespace: do not call them here)
-from . import attention, cam, eval, export, list, predict, profile, report, study, train
+from . import attention, cam, eval, export, list, locate, predict, profile, report, study, train
 
 #: the commands, in the order ``nlsam --help`` lists them
-COMMANDS = (train, eval, profile, study, report, list, cam, attention, predict, export)
+COMMANDS = (train, eval, profile, study, report, list, cam, attention, locate, predict, export)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -4,6 +4,9 @@ Supported data:
 
 * ``"builtin"``: a procedural 8-class "which shape is the large object" dataset among clutter
   (32 x 32, no download; ``"builtin:N_TRAIN:N_TEST:DATA_SEED"`` sets sizes and the data seed).
+* ``"locate"``: a procedural 4-class "which shape is in the frame" dataset, where one shape
+  among look-alike distractors decides the class, with a mask of that shape for every image
+  (:func:`generate_locate`; the same ``"locate:N_TRAIN:N_TEST:DATA_SEED"`` spec).
 * ``"cifar10"`` / ``"cifar100"``: the official python-format files, read with pickle + numpy;
   ``download=True`` fetches and verifies the official archives.
 * A path to an ImageFolder tree (``ROOT/train/<class>/*`` and ``ROOT/val/<class>/*`` or
@@ -24,6 +27,7 @@ from ._build import DATASET_NAMES, DataBundle, build_data, check_data_source, de
 from ._builtin import BUILTIN_CLASSES, BuiltinSplit, generate_builtin
 from ._cache import cache_dir
 from ._cifar import download_cifar
+from ._localisation import LOCATE_CLASSES, LocateSplit, generate_locate
 from ._download import ChecksumError, DatasetNotFoundError, DownloadError
 from ._images import preprocess_image
 from ._loaders import shard_indices
@@ -36,12 +40,15 @@ __all__ = [
     "DataBundle",
     "DatasetNotFoundError",
     "DownloadError",
+    "LOCATE_CLASSES",
+    "LocateSplit",
     "check_data_source",
     "build_data",
     "cache_dir",
     "default_data_dir",
     "download_cifar",
     "generate_builtin",
+    "generate_locate",
     "preprocess_image",
     "random_crop_flip",
     "shard_indices",

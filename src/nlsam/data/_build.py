@@ -13,6 +13,7 @@ from PIL import Image
 
 from ._augment import Normalizer
 from ._builtin import BUILTIN_CLASSES, generate_builtin
+from ._localisation import LOCATE_CLASSES, generate_locate
 from ._cifar import CIFAR_SPECS, cifar_not_found, find_cifar, load_cifar
 from ._folder import (
     LazyImageDataset,
@@ -32,13 +33,21 @@ __all__ = ["DATASET_NAMES", "DataBundle", "LoaderOptions", "build_data", "check_
 _log = logging.getLogger("nlsam.data")
 
 #: Dataset names :func:`build_data` knows (besides paths to ImageFolder directories / zips).
-DATASET_NAMES = ("builtin", "cifar10", "cifar100")
+DATASET_NAMES = ("builtin", "locate", "cifar10", "cifar100")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BUILTIN_DEFAULT_TRAIN = 10_000
 BUILTIN_DEFAULT_TEST = 2_000
+LOCATE_DEFAULT_TRAIN = 10_000
+LOCATE_DEFAULT_TEST = 2_000
+
+#: The procedural datasets: name -> (generator, class names, default train / test sizes).
+_PROCEDURAL = {
+    "builtin": (generate_builtin, BUILTIN_CLASSES, BUILTIN_DEFAULT_TRAIN, BUILTIN_DEFAULT_TEST),
+    "locate": (generate_locate, LOCATE_CLASSES, LOCATE_DEFAULT_TRAIN, LOCATE_DEFAULT_TEST),
+}
 
 # uint8 datasets up to this size are moved to an accelerator once and indexed there.
 _MAX_DEVICE_BYTES = 4 << 30
@@ -103,20 +112,41 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("NLSAM_DATA_DIR") or "data").expanduser()
 
 
-def _parse_builtin(spec: str) -> Tuple[int, int, int]:
-    parts = spec.split(":")[1:]
-    usage = "builtin[:N_TRAIN[:N_TEST[:DATA_SEED]]], e.g. builtin:20000:4000"
+def procedural_name(spec: str) -> Optional[str]:
+    """``"builtin"`` or ``"locate"`` when ``spec`` names that procedural dataset (with or
+    without ``:N_TRAIN:N_TEST:DATA_SEED``), else None."""
+    low = spec.strip().lower()
+    name = low.split(":", 1)[0]
+    return name if name in _PROCEDURAL and (low == name or low.startswith(name + ":")) else None
+
+
+def parse_procedural(spec: str) -> Tuple[str, int, int, int]:
+    """``builtin[:N_TRAIN[:N_TEST[:DATA_SEED]]]`` or the same for ``locate`` -> (name,
+    n_train, n_test, data_seed), with the dataset's defaults for what is left out."""
+    name = procedural_name(spec)
+    if name is None:
+        raise ValueError(f"{spec!r} is not a procedural dataset; expected one of {', '.join(_PROCEDURAL)}")
+    _, _, default_train, default_test = _PROCEDURAL[name]
+    parts = spec.strip().split(":")[1:]
+    usage = f"{name}[:N_TRAIN[:N_TEST[:DATA_SEED]]], e.g. {name}:20000:4000"
     if len(parts) > 3:
-        raise ValueError(f"bad builtin dataset spec {spec!r}; expected {usage}")
+        raise ValueError(f"bad {name} dataset spec {spec!r}; expected {usage}")
     try:
         vals = [int(p.replace("_", "")) for p in parts]
     except ValueError:
-        raise ValueError(f"bad builtin dataset spec {spec!r}; expected {usage}") from None
-    defaults = [BUILTIN_DEFAULT_TRAIN, BUILTIN_DEFAULT_TEST, 0]
+        raise ValueError(f"bad {name} dataset spec {spec!r}; expected {usage}") from None
+    defaults = [default_train, default_test, 0]
     n_train, n_test, data_seed = vals + defaults[len(vals):]
     if n_train < 1 or n_test < 1:
-        raise ValueError(f"bad builtin dataset spec {spec!r}: sizes must be positive")
-    return n_train, n_test, data_seed
+        raise ValueError(f"bad {name} dataset spec {spec!r}: sizes must be positive")
+    return name, n_train, n_test, data_seed
+
+
+def procedural_size(name: str, image_size: int) -> int:
+    """The size a procedural dataset is generated at for a model input of ``image_size``: the
+    same, up to 64 px (larger inputs are resized on the device); locate needs 16 px or more."""
+    size = min(image_size, SMALL_IMAGE_MAX)
+    return max(size, 16) if name == "locate" else size
 
 
 def _check_args(batch_size: int, eval_batch_size: Optional[int], rank: int, world_size: int,
@@ -214,7 +244,7 @@ def _folder_path(data: str, data_dir: Optional[str]) -> Path:
     if path is None:
         raise ValueError(
             f"unknown dataset {data!r}: expected one of {', '.join(DATASET_NAMES)} "
-            f"(builtin also as builtin:N_TRAIN:N_TEST), or a path to an ImageFolder directory "
+            f"(builtin and locate also as NAME:N_TRAIN:N_TEST), or a path to an ImageFolder directory "
             f"or .zip file (no such file or directory: {Path(data).expanduser()})"
         )
     return path
@@ -222,10 +252,10 @@ def _folder_path(data: str, data_dir: Optional[str]) -> Path:
 
 def check_data_source(data: str, *, data_dir: Optional[str] = None, download: bool = False) -> None:
     """Fail as :func:`build_data` would on a dataset that is not there, without loading it:
-    a bad builtin spec, CIFAR files missing (without ``download``), a path that does not exist."""
+    a bad builtin or locate spec, CIFAR files missing (without ``download``), a path that does not exist."""
     low = data.strip().lower()
-    if low == "builtin" or low.startswith("builtin:"):
-        _parse_builtin(data.strip())
+    if procedural_name(data) is not None:
+        parse_procedural(data)
     elif low.replace("-", "") in CIFAR_SPECS:
         name = low.replace("-", "")
         if not download and find_cifar(name, _cifar_root(data_dir).absolute()) is None:
@@ -255,7 +285,9 @@ def build_data(
 
     Args:
         data: ``"builtin"`` (procedural shapes, no download; ``"builtin:N_TRAIN:N_TEST:DATA_SEED"``
-            sets sizes / the data seed, default 10000 / 2000 / 0), ``"cifar10"``, ``"cifar100"``,
+            sets sizes / the data seed, default 10000 / 2000 / 0), ``"locate"`` (procedural:
+            which shape is in the frame, :mod:`nlsam.data._localisation`; the same spec and
+            defaults), ``"cifar10"``, ``"cifar100"``,
             or a path to an ImageFolder directory or ``.zip`` (relative paths are also tried
             under ``data_dir``).
         data_dir: folder holding (or receiving) the CIFAR files; default ``$NLSAM_DATA_DIR`` or
@@ -265,14 +297,14 @@ def build_data(
         device: where batches are produced. Small datasets are moved there once (up to 4 GiB),
             so augmentation runs on the device.
         seed: seeds the per-epoch shuffle (``seed + epoch``) and the augmentation. The builtin
-            dataset's pixels do not depend on it (see ``DATA_SEED`` above).
+            and locate datasets' pixels do not depend on it (see ``DATA_SEED`` above).
         rank, world_size: distributed sharding. Every rank must pass the same ``seed``.
         download: fetch CIFAR from the official site when it is missing.
         num_workers: DataLoader worker processes; used only for large-image folders.
-        image_size: square size of the model input. Default: 32 for builtin/CIFAR, the most
+        image_size: square size of the model input. Default: 32 for builtin/locate/CIFAR, the most
             common image size for folders of small images, 224 for folders of large images.
             Folders are decoded in memory if it (or the detected size) is <= 64, else read
-            with torchvision transforms. For builtin/CIFAR another size resizes batches on the
+            with torchvision transforms. For builtin/locate/CIFAR another size resizes batches on the
             device.
         augment: random crop (zero-pad by size/8, i.e. 4 px at 32) + horizontal flip on the train
             loader (RandomResizedCrop + flip for large images). The test loader never augments.
@@ -310,15 +342,16 @@ def build_data(
     low = key.lower()
     start = time.monotonic()
 
-    if low == "builtin" or low.startswith("builtin:"):
-        n_train, n_test, data_seed = _parse_builtin(key)
+    if procedural_name(key) is not None:
+        name, n_train, n_test, data_seed = parse_procedural(key)
+        generate, classes, _, _ = _PROCEDURAL[name]
         size = image_size or 32
-        gen_size = min(size, SMALL_IMAGE_MAX)
-        tr = generate_builtin(n_train, image_size=gen_size, seed=data_seed, split="train")
-        te = generate_builtin(n_test, image_size=gen_size, seed=data_seed, split="test")
+        gen_size = procedural_size(name, size)
+        tr = generate(n_train, image_size=gen_size, seed=data_seed, split="train")
+        te = generate(n_test, image_size=gen_size, seed=data_seed, split="test")
         mean, std = channel_stats(tr.images)
         bundle = _in_memory_bundle(
-            "builtin", BUILTIN_CLASSES, (tr.images, tr.labels), (te.images, te.labels), mean, std, opts,
+            name, classes, (tr.images, tr.labels), (te.images, te.labels), mean, std, opts,
             skipped=0, out_size=size_pair(size),
         )
     elif low.replace("-", "") in CIFAR_SPECS:

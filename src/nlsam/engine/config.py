@@ -39,7 +39,7 @@ class TrainConfig:
     Each field is a YAML key and a flag of ``nlsam train`` (``lr`` -> ``--lr``)."""
 
     # data
-    data: str = _option("builtin", "builtin (or builtin:N_TRAIN[:N_TEST[:DATA_SEED]], e.g. builtin:20000:4000), "
+    data: str = _option("builtin", "builtin (or builtin:N_TRAIN[:N_TEST[:DATA_SEED]], e.g. builtin:20000:4000), locate[:...], "
                         "cifar10, cifar100, or PATH to an ImageFolder directory or .zip")
     data_dir: Optional[str] = _option(None, "where cifar10/cifar100 live or are downloaded to "
                                       "(default $NLSAM_DATA_DIR, else ./data)")
