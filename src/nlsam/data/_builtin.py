@@ -9,7 +9,7 @@ a seed, so the same arguments always give the same pixels.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -161,11 +161,16 @@ def generate_builtin(n: int, *, image_size: int = 32, seed: int = 0, split: str 
     if n < 0 or image_size < 8:
         raise ValueError(f"need n >= 0 and image_size >= 8, got n={n}, image_size={image_size}")
     g = torch.Generator().manual_seed(2 * int(seed) + (0 if split == "train" else 1))
-    parts = []
+    S = image_size
+    empty = BuiltinSplit(torch.empty(0, 3, S, S, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), torch.empty(0, 4))
+    return generate_in_chunks(n, _CHUNK, lambda count, start: _generate_chunk(count, image_size, g, start), empty)
+
+
+def generate_in_chunks(n: int, chunk: int, make_chunk: Callable[[int, int], tuple], empty: tuple) -> tuple:
+    """``n`` images made ``chunk`` at a time by ``make_chunk(count, start)`` (one intra-op
+    thread), concatenated field by field into a split of ``empty``'s type (``empty`` when n = 0)."""
     with one_thread():
-        for start in range(0, n, _CHUNK):
-            parts.append(_generate_chunk(min(_CHUNK, n - start), image_size, g, start))
+        parts = [make_chunk(min(chunk, n - start), start) for start in range(0, n, chunk)]
     if not parts:
-        S = image_size
-        return BuiltinSplit(torch.empty(0, 3, S, S, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), torch.empty(0, 4))
-    return BuiltinSplit(*(torch.cat(t) for t in zip(*parts)))
+        return empty
+    return type(empty)(*(torch.cat(t) for t in zip(*parts)))

@@ -59,8 +59,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._builtin import _contrasting_colour, _paint
-from ._threads import one_thread
+from ._builtin import _contrasting_colour, _paint, generate_in_chunks
 
 __all__ = ["LOCATE_CLASSES", "LocateSplit", "generate_locate"]
 
@@ -256,12 +255,7 @@ def generate_locate(n: int, *, image_size: int = 32, seed: int = 0, split: str =
     if n < 0 or image_size < 16:
         raise ValueError(f"need n >= 0 and image_size >= 16, got n={n}, image_size={image_size}")
     g = torch.Generator().manual_seed(1_000_003 + 2 * int(seed) + (0 if split == "train" else 1))
-    parts = []
-    with one_thread():
-        for start in range(0, n, _CHUNK):
-            parts.append(_generate_chunk(min(_CHUNK, n - start), image_size, g, start))
-    if not parts:
-        S = image_size
-        return LocateSplit(torch.empty(0, 3, S, S, dtype=torch.uint8), torch.empty(0, dtype=torch.int64),
-                           torch.empty(0, S, S, dtype=torch.bool), torch.empty(0, 4))
-    return LocateSplit(*(torch.cat(t) for t in zip(*parts)))
+    S = image_size
+    empty = LocateSplit(torch.empty(0, 3, S, S, dtype=torch.uint8), torch.empty(0, dtype=torch.int64),
+                        torch.empty(0, S, S, dtype=torch.bool), torch.empty(0, 4))
+    return generate_in_chunks(n, _CHUNK, lambda count, start: _generate_chunk(count, image_size, g, start), empty)
