@@ -120,6 +120,7 @@ def test_run_skip_resume_and_report(tmp_path, capsys):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv"))}
     assert rows["attention=none"]["n"] == "2" and rows["attention=none"]["delta"] == ""
+    assert rows["attention=nlsam"]["vs"] == "attention=none" and rows["attention=nlsam"]["paired_n"] == "2"
     nl = rows["attention=nlsam"]
     accs = {a: [json.loads((r.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["test_top1"]
                 for r in study.runs if r.config.attention == a] for a in (None, "nlsam")}
@@ -192,3 +193,37 @@ def test_shipped_study_files_are_valid(tmp_path):
     for path in files:
         study = load_study(path, out=tmp_path / path.stem)
         assert study.runs
+
+
+def test_partners_and_paired_differences():
+    from types import SimpleNamespace
+
+    from nlsam.analysis.report import GroupResult, _attach_baselines, _row, paired_interval
+
+    def group(attention, accuracies, seeds):
+        return GroupResult(f"attention={attention}", {"attention": attention}, list(accuracies), list(seeds))
+
+    base = group(None, [90.0, 91.0, 92.0], [0, 1, 2])
+    nl = group("nlsam", [90.5, 91.2, 92.9], [0, 1, 2])
+    se = group("se", [91.0, 91.5], [0, 1])
+    se_nl = group("se+nlsam", [91.4, 91.6, 93.0], [0, 1, 2])
+    cbam_nl = group("cbam+nlsam", [90.0, 90.4], [0, 1])  # no cbam in the study: compared with the baseline
+    results = [base, nl, se, se_nl, cbam_nl]
+    _attach_baselines(SimpleNamespace(spec={"base": {"model": "resnet20"}}), results)
+    assert base.partner is None and base.is_baseline
+    assert nl.partner is base and se.partner is base and se_nl.partner is se and cbam_nl.partner is base
+
+    # paired: the per-seed differences 0.4, 0.1 (seed 2 ran only with NL-SAM) -> mean 0.25,
+    # half-width t(1) * std / sqrt(2) = 12.706 * 0.2121 / 1.414
+    mean, low, high, n = paired_interval(se_nl.by_seed, se.by_seed)
+    half = 12.706204736 * math.sqrt(((0.4 - 0.25) ** 2 + (0.1 - 0.25) ** 2) / 1) / math.sqrt(2)
+    assert n == 2 and mean == pytest.approx(0.25) and high - mean == pytest.approx(half, rel=1e-6)
+    assert paired_interval({0: 1.0}, {0: 0.5, 1: 0.2}) is None  # one shared seed: no interval
+
+    row = _row(se_nl, {})
+    welch = welch_interval(se_nl.accuracies, se.accuracies)
+    assert row["vs"] == "attention=se" and row["Δ (95% CI)"] == f"{welch[0]:+.2f} [{welch[1]:+.2f}, {welch[2]:+.2f}]"
+    assert row["paired Δ (95% CI)"] == f"+0.25 [{0.25 - half:+.2f}, {0.25 + half:+.2f}] (n=2)"
+    assert _row(base, {})["vs"] == "(baseline)" and _row(base, {})["Δ (95% CI)"] == ""
+    # the same seeds in both: the paired interval is the t interval of the differences
+    assert _row(nl, {})["paired Δ (95% CI)"].endswith("(n=3)")

@@ -1,9 +1,13 @@
 """``nlsam report STUDY_DIR``: tables and figures of a study, laid out like the paper's.
 
 Every accuracy is the final-epoch test top-1, given as mean ± sample standard deviation over
-seeds with the seed count; the difference to the baseline comes with a 95% confidence
-interval (Welch's t interval, unequal variances, with Student's t quantile computed exactly at
-the fractional Welch degrees of freedom: :func:`t_quantile`). Parameters and GFLOPs are measured with
+seeds with the seed count. Each variant is compared with its *partner*: a combination ``X+Y``
+(``se+nlsam``, ``cbam+nlsam``) with ``X`` alone where the study has it, every other variant with
+the baseline. The difference of means comes with a 95% confidence interval (Welch's t interval,
+unequal variances, with Student's t quantile computed exactly at the fractional Welch degrees
+of freedom: :func:`t_quantile`); where both variants ran the same seeds (the same data order and,
+for fresh runs, the same initialisation of the layers they share), the paired difference too:
+the mean of the per-seed differences with its 95% t interval (:func:`paired_interval`). Parameters and GFLOPs are measured with
 :func:`nlsam.cost.profile` at the data's input size. Writes ``report.md``, ``results.csv``,
 ``runs.csv`` and PNG figures into the study directory.
 
@@ -186,16 +190,29 @@ def welch_interval(a: Sequence[float], b: Sequence[float]) -> Optional[Tuple[flo
     return diff, diff - half, diff + half
 
 
+def paired_interval(a: Dict[int, float], b: Dict[int, float]) -> Optional[Tuple[float, float, float, int]]:
+    """Mean of ``a[seed] - b[seed]`` over the seeds both have, its 95% t interval (n - 1 degrees
+    of freedom) and n; None with fewer than 2 shared seeds."""
+    diffs = [a[seed] - b[seed] for seed in a if seed in b]
+    if len(diffs) < 2:
+        return None
+    mean, half = mean_interval(diffs)
+    return mean, mean - half, mean + half, len(diffs)
+
+
 @dataclass
 class GroupResult:
     label: str
     group: Dict[str, Any]
     accuracies: List[float] = field(default_factory=list)
+    seeds: List[int] = field(default_factory=list)  # the seed of each accuracy
     curves: List[List[float]] = field(default_factory=list)
     params: Optional[int] = None
     flops: Optional[int] = None
     missing: int = 0
     baseline: Optional["GroupResult"] = None
+    partner: Optional["GroupResult"] = None  # what the variant is compared with (module docstring)
+    is_baseline: bool = False
     localisation: List[Dict[str, Any]] = field(default_factory=list)  # per finished run on the locate data
 
     @property
@@ -205,6 +222,17 @@ class GroupResult:
     @property
     def std(self) -> float:
         return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    @property
+    def by_seed(self) -> Dict[int, float]:
+        return dict(zip(self.seeds, self.accuracies))
+
+    def against_partner(self) -> Tuple[Optional[Tuple[float, float, float]], Optional[Tuple[float, float, float, int]]]:
+        """(Welch difference of means, paired difference) against :attr:`partner`."""
+        other = self.partner
+        if other is None or not self.accuracies or not other.accuracies:
+            return None, None
+        return welch_interval(self.accuracies, other.accuracies), paired_interval(self.by_seed, other.by_seed)
 
 
 def group_label(group: Dict[str, Any]) -> str:
@@ -240,6 +268,7 @@ def collect(study: Study) -> List[GroupResult]:
             continue
         lines = read_metrics(run.run_dir)  # the epochs last.pt holds, even if a kill left metrics.jsonl behind
         result.accuracies.append(lines[-1]["test_top1"])
+        result.seeds.append(run.seed)
         result.curves.append([l["test_top1"] for l in lines])
         if result.params is None:
             result.params, result.flops = _cost(run.run_dir, run.config)
@@ -312,10 +341,21 @@ def _attach_baselines(study: Study, results: List[GroupResult]) -> None:
 
     candidates = [r for r in results if all(value(r.group, k) == v for k, v in baseline_spec.items())]
     for result in results:
+        result.is_baseline = result in candidates
         if result in candidates or not candidates:
             continue
         shared = lambda c: sum(value(c.group, k) == value(result.group, k) for k in set(c.group) | set(result.group))
         result.baseline = max(candidates, key=shared)
+    for result in results:
+        result.partner = result.baseline
+        attention = value(result.group, "attention")
+        if not isinstance(attention, str) or "+" not in attention:
+            continue
+        alone = attention.rsplit("+", 1)[0]  # se+nlsam -> se
+        for other in results:
+            keys = (set(other.group) | set(result.group)) - {"attention"}
+            if value(other.group, "attention") == alone and all(value(other.group, k) == value(result.group, k) for k in keys):
+                result.partner = other
 
 
 def _row(result: GroupResult, paper: Dict[str, str], localisation: bool = False) -> Dict[str, str]:
@@ -324,14 +364,18 @@ def _row(result: GroupResult, paper: Dict[str, str], localisation: bool = False)
         row["top-1 (%)"] = f"{result.mean:.2f} ± {result.std:.2f} (n={len(result.accuracies)})"
     else:
         row["top-1 (%)"] = "not run"
-    diff = ""
-    if result.baseline is not None and result.accuracies and result.baseline.accuracies:
-        interval = welch_interval(result.accuracies, result.baseline.accuracies)
-        if interval is None:
-            diff = f"{result.mean - result.baseline.mean:+.2f} (CI needs >= 2 seeds)"
+    diff = paired = ""
+    welch, pairs = result.against_partner()
+    if result.partner is not None and result.accuracies and result.partner.accuracies:
+        if welch is None:
+            diff = f"{result.mean - result.partner.mean:+.2f} (CI needs >= 2 seeds)"
         else:
-            diff = f"{interval[0]:+.2f} [{interval[1]:+.2f}, {interval[2]:+.2f}]"
-    row["Δ vs baseline (95% CI)"] = diff or ("baseline" if result.baseline is None else "")
+            diff = f"{welch[0]:+.2f} [{welch[1]:+.2f}, {welch[2]:+.2f}]"
+        if pairs is not None:
+            paired = f"{pairs[0]:+.2f} [{pairs[1]:+.2f}, {pairs[2]:+.2f}] (n={pairs[3]})"
+    row["vs"] = result.partner.label if result.partner is not None else ("(baseline)" if result.is_baseline else "")
+    row["Δ (95% CI)"] = diff
+    row["paired Δ (95% CI)"] = paired
     row["Params (M)"] = f"{result.params / 1e6:.4f}" if result.params else ""
     row["GFLOPs"] = f"{result.flops / 1e9:.4f}" if result.flops else ""
     if result.baseline is not None and result.flops and result.baseline.flops:
@@ -372,17 +416,19 @@ def write_report(study_dir: Path) -> Path:
     with open(study_dir / "results.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         extra = [f"{name}_{part}" for _, name, _ in LOCALISATION_COLUMNS for part in ("mean", "ci95")] if located else []
-        writer.writerow(["variant", "n", "top1_mean", "top1_std", "delta", "delta_ci_low", "delta_ci_high",
+        writer.writerow(["variant", "n", "top1_mean", "top1_std", "vs", "delta", "delta_ci_low", "delta_ci_high",
+                         "paired_delta", "paired_ci_low", "paired_ci_high", "paired_n",
                          "params", "flops", "missing_runs", *extra])
         for r in results:
-            interval = welch_interval(r.accuracies, r.baseline.accuracies) if r.baseline and r.accuracies else None
+            interval, pairs = r.against_partner()
             delta = [f"{v:.4f}" for v in interval] if interval else ["", "", ""]
+            delta += [f"{v:.4f}" for v in pairs[:3]] + [str(pairs[3])] if pairs else ["", "", "", ""]
             stats = [f"{r.mean:.4f}", f"{r.std:.4f}"] if r.accuracies else ["", ""]
             loc = []
             for _, _, where in (LOCALISATION_COLUMNS if located else ()):
                 pair = mean_interval(_localisation_values(r, where))
                 loc += ["", ""] if pair is None else [f"{pair[0]:.4f}", "" if math.isnan(pair[1]) else f"{pair[1]:.4f}"]
-            writer.writerow([r.label, len(r.accuracies), *stats, *delta, r.params or "", r.flops or "", r.missing,
+            writer.writerow([r.label, len(r.accuracies), *stats, r.partner.label if r.partner else "", *delta, r.params or "", r.flops or "", r.missing,
                              *loc])
     with open(study_dir / "runs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -409,7 +455,9 @@ def write_report(study_dir: Path) -> Path:
         "Settings shared by all runs: " + ", ".join(f"`{k}: {_fmt(v)}`" for k, v in base.items()),
         "",
         "Accuracy: final-epoch test top-1, mean ± sample std over seeds (n = seeds). Δ: difference of "
-        "means to the baseline with a 95% Welch t interval. GFLOPs = 2 x MACs + attention's "
+        "means to the variant in the 'vs' column (X+Y against X where the study has X, else the "
+        "baseline) with a 95% Welch t interval; paired Δ: the mean of the per-seed differences over "
+        "the seeds both ran (same data order and shared-layer initialisation) with its 95% t interval. GFLOPs = 2 x MACs + attention's "
         "elementwise work (docs/cost.md), at the data's input size.",
         "",
         _markdown(rows),
