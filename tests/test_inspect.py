@@ -320,8 +320,31 @@ def test_export_failed_check_writes_nothing(runs, capsys, tmp_path, monkeypatch)
 
     monkeypatch.setattr(export, "check_export", lambda model, runner: {1: 0.5, 3: 0.25})
     code, _, err = _run(capsys, ["export", runs["nlsam"], "--format", "safetensors", "--out", tmp_path / "m.st"])
-    assert code == 2 and "differs from PyTorch by up to 0.5" in err and "nothing written" in err
+    assert code == 2 and "differs from PyTorch by up to 0.5 of the logits' scale" in err and "nothing written" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_check_is_relative_to_the_logits_scale():
+    from nlsam.analysis.export import check_export
+
+    class Logits(torch.nn.Module):
+        data_config = {"input_size": (3, 8, 8)}
+
+        def __init__(self, scale: float) -> None:
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, x):
+            return x.flatten(1)[:, :10] * self.scale
+
+    large = Logits(1e4)  # logits up to ~4e4
+    # float32 rounding at these values (absolute error of a few 1e-3) is within 1e-4 of the scale ...
+    assert all(d < 1e-4 for d in check_export(large, lambda x: large(x) * (1 + 1e-7)).values())
+    # ... while a real error stays one, and logits below 1 keep the absolute bound
+    assert all(d > 1e-4 for d in check_export(large, lambda x: large(x) * (1 + 1e-3)).values())
+    small = Logits(0.1)
+    diffs = check_export(small, lambda x: small(x) + 1e-3)
+    assert all(abs(d - 1e-3) < 1e-6 for d in diffs.values()), diffs
 
 
 def _no_export_work(monkeypatch):

@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="export a network to ONNX, TorchScript or safetensors, checked against PyTorch",
         description="Export the network and check the exported file against PyTorch on random "
         "inputs at batch sizes 1 and 3 (onnxruntime for ONNX); the file is written only if the "
-        "largest difference is within --atol. ONNX has a dynamic batch size and the training "
+        "largest difference, relative to the logits' scale, is within --tolerance. ONNX has a dynamic batch size and the training "
         "input size; TorchScript takes any size.",
         epilog="example: nlsam export runs/nlsam --format onnx --out nlsam.onnx",
     )
@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="FILE",
                    help="output file, checked before the export starts (default: beside the "
                    "checkpoint, e.g. best.onnx, best.torchscript.pt, best.safetensors)")
-    p.add_argument("--atol", type=float, default=1e-4, help="largest accepted difference (default 1e-4)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest accepted difference, as a share of the logits' scale max(1, max |logit|) "
+                   "(default 1e-4)")
     p.add_argument("--no-check", action="store_true", help="write without running the check")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.set_defaults(handler=run)
@@ -31,16 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.export import export_model
 
-    result = export_model(args.checkpoint, args.format, args.out, atol=args.atol, check=not args.no_check,
+    result = export_model(args.checkpoint, args.format, args.out, tolerance=args.tolerance, check=not args.no_check,
                           opset=args.opset)
     c, h, w = result["input_size"]
     shape = {"onnx": f"input B x {c} x {h} x {w}, dynamic batch B",
              "torchscript": f"any batch and input size, trained at {c} x {h} x {w}",
              "safetensors": f"state dict + config, load with nlsam.analysis.export.load_safetensors"}[args.format]
     print(f"wrote {result['path']} ({result['format']}, {result['bytes'] / 1e6:.2f} MB; {result['label']}; {shape})")
-    if result["max_abs_diff"]:
-        batches = " and ".join(str(b) for b in result["max_abs_diff"])
+    if result["max_diff"]:
+        batches = " and ".join(str(b) for b in result["max_diff"])
         checker = "onnxruntime" if args.format == "onnx" else f"reloaded {args.format}"
-        print(f"checked: max |{checker} - PyTorch| = {max(result['max_abs_diff'].values()):.2e} at batch "
-              f"{batches} (tolerance {args.atol:g})")
+        print(f"checked: max |{checker} - PyTorch| / max(1, max |logit|) = {max(result['max_diff'].values()):.2e} "
+              f"at batch {batches} (tolerance {args.tolerance:g})")
     return 0
