@@ -9,7 +9,7 @@ A new module is one file and one :func:`register_attention` line, from outside t
 from __future__ import annotations
 
 # isort: off -- the import order is the order of the attention names (the paper's)
-from .nlsam import INTERPOLATION_MODES, NLSAM, SizeLike
+from .nlsam import INTERPOLATION_MODES, NLSAM, SizeLike, set_compiled_forward
 from .se import SqueezeExcite
 from .ge import GatherExcite
 from .cbam import CBAMChannelGate, CBAMSpatialGate
@@ -58,6 +58,7 @@ __all__ = [
     "list_attention",
     "register_attention",
     "register_composition",
+    "set_compiled_forward",
     "spatial_attention_types",
     "split_attention_options",
 ]
