@@ -29,7 +29,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from nlsam.data import build_data
 from nlsam.engine import resolve_config
 from nlsam.engine.config import AMP_MODES
 
@@ -67,12 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     ts = _train_speed()
-    data_spec = args.data or (str(ts.DEFAULT_ZIP) if ts.DEFAULT_ZIP.is_file() else "builtin")
-    base = resolve_config(ts.DEFAULT_CONFIG, dict(data=data_spec, device="cpu", batch_size=args.batch_size))
-    data = build_data(base.data, data_dir=base.data_dir, batch_size=base.batch_size, device="cpu", seed=base.seed,
-                      num_workers=base.num_workers, channels_last=base.channels_last is not False,
-                      cache_dir=base.cache_dir)
-    stream = ts.BatchStream(data.train_loader)
+    data_spec, data, stream = ts.our_data(args.data, args.batch_size)
     rows: List[Dict[str, Any]] = []
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="compile_payoff-") as run_dir:

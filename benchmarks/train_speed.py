@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 import nlsam
+from nlsam.attention import set_compiled_forward
 from nlsam.data import build_data
 from nlsam.engine import resolve_config
 from nlsam.engine.config import AMP_MODES, TrainConfig
@@ -267,12 +268,27 @@ def reference_timer(trainer: types.ModuleType, arch: str, stream: BatchStream) -
 
 
 # ----------------------------------------------------------------------------- ours
+def our_data(data: Optional[str], batch_size: int) -> Tuple[str, Any, BatchStream]:
+    """``(spec, data, stream)``: the dataset ``data`` names (default: the CIFAR-10 zip beside the
+    repo, else the built-in one), loaded as ``nlsam train`` loads it, and a stream of its
+    training batches."""
+    spec = data or (str(DEFAULT_ZIP) if DEFAULT_ZIP.is_file() else "builtin")
+    base = resolve_config(DEFAULT_CONFIG, dict(data=spec, device="cpu", batch_size=batch_size))
+    loaded = build_data(base.data, data_dir=base.data_dir, batch_size=base.batch_size, device="cpu", seed=base.seed,
+                        num_workers=base.num_workers, channels_last=base.channels_last is not False,
+                        cache_dir=base.cache_dir)
+    return spec, loaded, BatchStream(loaded.train_loader)
+
+
 def our_timer(cfg: TrainConfig, data: Any, stream: BatchStream, amp_dtype: Optional[torch.dtype],
-              run_dir: Path) -> Callable[[int, int], Tuple[int, float]]:
+              run_dir: Path, compiled_nlsam: bool = False) -> Callable[[int, int], Tuple[int, float]]:
     """The network ``cfg`` names and ``nlsam train``'s optimisation of it; return
-    ``run(epoch, steps) -> (images, seconds)`` running its ``train_epoch`` over ``steps`` batches."""
+    ``run(epoch, steps) -> (images, seconds)`` running its ``train_epoch`` over ``steps`` batches.
+    ``compiled_nlsam`` switches its NL-SAM modules to their compiled forward."""
     device = torch.device("cpu")
     model = nlsam.create_model(cfg.model, attention=cfg.attention, num_classes=len(data.classes))
+    if compiled_nlsam:
+        set_compiled_forward(model)
     model.to(device)
     if cfg.channels_last is not False:
         model.to(memory_format=torch.channels_last)
