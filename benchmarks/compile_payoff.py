@@ -16,14 +16,10 @@ is left out of both. The per-run figures are computed from the measured ones, no
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
-import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -56,9 +52,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    for name in ("rounds", "steps", "epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    _train_speed().require_positive(p, args, ("rounds", "steps", "epochs", "batch_size"))
     return args
 
 
@@ -97,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                     rows.append(row)
                     print(f"{model} {attention} {row['precision']}: eager {eager:.0f}, compiled {fast:.0f} img/s, "
                           f"compile {compile_s:.0f} s", file=sys.stderr, flush=True)
-    text = render(argv, args, data, data_spec, rows, ts.cpu_model())
+    text = render(argv, args, ts.machine_and_data(data, data_spec, args.batch_size), rows)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -105,18 +99,14 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     return text
 
 
-def render(argv: Sequence[str], args: argparse.Namespace, data: Any, data_spec: str,
-           rows: List[Dict[str, Any]], cpu: str) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    shown = data_spec if not os.path.isabs(data_spec) else Path(data_spec).name
+def render(argv: Sequence[str], args: argparse.Namespace, setting: str, rows: List[Dict[str, Any]]) -> str:
+    """The page; ``setting`` is the machine-and-data line (``train_speed.machine_and_data``)."""
     lines = [
         "# `--compile` on the CPU: compile time against steady speed",
         "",
         f"Command: `python {SCRIPT} {' '.join(argv)}`",
         "",
-        f"Machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python "
-        f"{platform.python_version()}; {now:%Y-%m-%d %H:%M} UTC. Data: `{shown}` ({data.num_train} training "
-        f"images); batch {args.batch_size}; median of {args.rounds} paired rounds x {args.steps} batches.",
+        f"{setting}; median of {args.rounds} paired rounds x {args.steps} batches.",
         "",
         f"Run totals are for {args.epochs} epochs of training (evaluation excluded, the same for both), "
         "computed from the measured speeds and compile time.",

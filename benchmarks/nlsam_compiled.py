@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import importlib.util
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -62,9 +59,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    for name in ("rounds", "steps", "module_reps", "batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    _train_speed().require_positive(p, args, ("rounds", "steps", "module_reps", "batch_size"))
     return args
 
 
@@ -168,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                 network_rows.append(row)
                 print(f"network {model} {label}: " + ", ".join(f"{v} {s:.0f}" for v, s in row["speeds"].items())
                       + " img/s", file=sys.stderr, flush=True)
-    text = render(argv, args, data, data_spec, module_rows, network_rows, ts.cpu_model())
+    text = render(argv, args, ts.machine_and_data(data, data_spec, args.batch_size), module_rows, network_rows)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -180,18 +175,15 @@ def _median_range(values: Sequence[float], fmt: str, unit: str) -> str:
     return f"{fmt.format(statistics.median(values))}{unit} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
 
 
-def render(argv: Sequence[str], args: argparse.Namespace, data: Any, data_spec: str,
-           module_rows: List[Dict[str, Any]], network_rows: List[Dict[str, Any]], cpu: str) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    shown = data_spec if not os.path.isabs(data_spec) else Path(data_spec).name
+def render(argv: Sequence[str], args: argparse.Namespace, setting: str,
+           module_rows: List[Dict[str, Any]], network_rows: List[Dict[str, Any]]) -> str:
+    """The page; ``setting`` is the machine-and-data line (``train_speed.machine_and_data``)."""
     lines = [
         "# NL-SAM's compiled forward against the eager formulation",
         "",
         f"Command: `python {SCRIPT} {' '.join(argv)}`",
         "",
-        f"Machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python "
-        f"{platform.python_version()}; {now:%Y-%m-%d %H:%M} UTC. Data: `{shown}` ({data.num_train} training "
-        f"images); batch {args.batch_size}; medians of {args.rounds} paired rounds, [range] over the rounds. "
+        f"{setting}; medians of {args.rounds} paired rounds, [range] over the rounds. "
         "Compile times are first-use ones: caches emptied, inductor's on-disk cache off.",
         "",
         f"## The module alone: forward + backward, {args.module_reps} passes per timing",

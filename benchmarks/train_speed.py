@@ -358,6 +358,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_and_data(data: Any, data_spec: str, batch_size: int) -> str:
+    """The page line naming the machine, the time, the data (a path shown by its file name) and
+    the batch size."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    shown = data_spec if not os.path.isabs(data_spec) else Path(data_spec).name
+    return (f"Machine: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python "
+            f"{platform.python_version()}; {now:%Y-%m-%d %H:%M} UTC. Data: `{shown}` ({data.num_train} training "
+            f"images); batch {batch_size}")
+
+
 def shown_command(argv: Sequence[str]) -> str:
     """The command line, with the reference checkout shown as PATH/TO/pytorch_resnet_cifar10."""
     shown, hide = [SCRIPT], False
@@ -432,6 +442,13 @@ def render(argv: Sequence[str], args: argparse.Namespace, data: Any, data_spec: 
 
 
 # ----------------------------------------------------------------------------- main
+def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]) -> None:
+    """Stop with the parser's error when any of the options ``names`` (dest names) is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference-dir", type=Path, required=True,
@@ -454,9 +471,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="batches for the data-pipeline-alone figure (0: skip it)")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown page here")
     args = parser.parse_args(argv)
-    for name in ("rounds", "steps", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    require_positive(parser, args, ("rounds", "steps", "batch_size"))
     if args.warmup < 0 or args.pipeline_batches < 0:
         parser.error("--warmup and --pipeline-batches must be >= 0")
     return args
