@@ -383,6 +383,17 @@ def test_export_rejects_unusable_out_before_any_work(runs, capsys, tmp_path, mon
     assert sorted(tmp_path.iterdir()) == [a_file]
 
 
+@pytest.mark.parametrize("tolerance", ["-1e-4", "nan"])
+def test_export_rejects_a_tolerance_below_zero(runs, capsys, tmp_path, tolerance):
+    code, out, err = _run(capsys, ["export", runs["nlsam"], "--format", "safetensors", "--out",
+                                   tmp_path / "m.safetensors", f"--tolerance={tolerance}"])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("nlsam export: error: --tolerance must be a number >= 0")
+    assert lines[0].endswith(f"got {float(tolerance)!r}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_write_error_names_the_target(runs, tmp_path, monkeypatch):
     pytest.importorskip("safetensors")
     import nlsam.analysis.figures as figures

@@ -225,6 +225,9 @@ def export_model(
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if not tolerance >= 0:  # NaN too
+        raise ValueError(f"--tolerance must be a number >= 0 (a share of the logits' scale, e.g. 1e-4), "
+                         f"got {tolerance!r}")
     checkpoint_path = resolve_checkpoint_path(checkpoint)
     path = Path(out) if out is not None else default_output(checkpoint_path, fmt)
     # where the file goes is checked before the (seconds of) export work
