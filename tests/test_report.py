@@ -127,3 +127,18 @@ def test_report_of_a_study_without_metrics_says_so(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nlsam report: error: none of the 4 runs")
     assert not (tmp_path / "report.md").exists()
+
+
+def test_results_csv_leaves_the_spread_of_one_seed_empty(tmp_path):
+    import csv
+
+    study = _study(tmp_path)
+    unfinished = next(r for r in study.runs if r.name == "attention=nlsam,seed=1")
+    (unfinished.run_dir / "metrics.jsonl").unlink()
+    write_report(tmp_path)
+    rows = {r["variant"]: r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert rows["attention=none"]["n"] == "2" and float(rows["attention=none"]["top1_std"]) > 0
+    assert rows["attention=nlsam"]["n"] == "1" and rows["attention=nlsam"]["top1_std"] == ""
+    assert rows["attention=nlsam"]["top1_mean"] != ""
+    table = (tmp_path / "report.md").read_text()
+    assert "± 0.00" not in table and "(n=1)" in table

@@ -227,3 +227,22 @@ def test_partners_and_paired_differences():
     assert _row(base, {})["vs"] == "(baseline)" and _row(base, {})["Δ (95% CI)"] == ""
     # the same seeds in both: the paired interval is the t interval of the differences
     assert _row(nl, {})["paired Δ (95% CI)"].endswith("(n=3)")
+
+
+def test_rows_of_one_seed_and_of_no_finished_run():
+    """One seed has no spread (no "± 0.00"); a variant with no finished run says so."""
+    from types import SimpleNamespace
+
+    from nlsam.analysis.report import GroupResult, _attach_baselines, _row
+
+    base = GroupResult("attention=none", {"attention": None}, [87.22], [0])
+    nl = GroupResult("attention=nlsam", {"attention": "nlsam"}, [87.14], [0])
+    cbam = GroupResult("attention=cbam", {"attention": "cbam"}, [], [])
+    _attach_baselines(SimpleNamespace(spec={"base": {"model": "resnet20"}}), [base, nl, cbam])
+    assert _row(base, {})["top-1 (%)"] == "87.22 (n=1)"
+    row = _row(nl, {})
+    assert row["top-1 (%)"] == "87.14 (n=1)" and row["Δ (95% CI)"] == "-0.08 (CI needs >= 2 seeds)"
+    assert row["paired Δ (95% CI)"] == ""
+    row = _row(cbam, {})
+    assert row["top-1 (%)"] == "no finished run" and row["Δ (95% CI)"] == ""
+

@@ -360,10 +360,13 @@ def _attach_baselines(study: Study, results: List[GroupResult]) -> None:
 
 def _row(result: GroupResult, paper: Dict[str, str], localisation: bool = False) -> Dict[str, str]:
     row = {"variant": result.label}
-    if result.accuracies:
-        row["top-1 (%)"] = f"{result.mean:.2f} ± {result.std:.2f} (n={len(result.accuracies)})"
+    n = len(result.accuracies)
+    if n > 1:
+        row["top-1 (%)"] = f"{result.mean:.2f} ± {result.std:.2f} (n={n})"
+    elif n == 1:  # one seed has no spread: no "± 0.00"
+        row["top-1 (%)"] = f"{result.mean:.2f} (n=1)"
     else:
-        row["top-1 (%)"] = "not run"
+        row["top-1 (%)"] = "no finished run"
     diff = paired = ""
     welch, pairs = result.against_partner()
     if result.partner is not None and result.accuracies and result.partner.accuracies:
@@ -423,7 +426,7 @@ def write_report(study_dir: Path) -> Path:
             interval, pairs = r.against_partner()
             delta = [f"{v:.4f}" for v in interval] if interval else ["", "", ""]
             delta += [f"{v:.4f}" for v in pairs[:3]] + [str(pairs[3])] if pairs else ["", "", "", ""]
-            stats = [f"{r.mean:.4f}", f"{r.std:.4f}"] if r.accuracies else ["", ""]
+            stats = [f"{r.mean:.4f}" if r.accuracies else "", f"{r.std:.4f}" if len(r.accuracies) > 1 else ""]
             loc = []
             for _, _, where in (LOCALISATION_COLUMNS if located else ()):
                 pair = mean_interval(_localisation_values(r, where))
