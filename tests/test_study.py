@@ -88,7 +88,7 @@ def test_study_cli_rejects_bad_file_with_one_line(tmp_path, capsys):
 
 
 def test_run_skip_resume_and_report(tmp_path, capsys):
-    from nlsam.engine import TrainConfig, train
+    from nlsam.engine import train
 
     path = write_study(tmp_path, base=dict(TINY_BASE, epochs=2), grid={"attention": [None, "nlsam"]}, seeds=[0, 1],
                        paper={"attention=nlsam": "+0.98 (published)"})

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     c, h, w = result["input_size"]
     shape = {"onnx": f"input B x {c} x {h} x {w}, dynamic batch B",
              "torchscript": f"any batch and input size, trained at {c} x {h} x {w}",
-             "safetensors": f"state dict + config, load with nlsam.analysis.export.load_safetensors"}[args.format]
+             "safetensors": "state dict + config, load with nlsam.analysis.export.load_safetensors"}[args.format]
     print(f"wrote {result['path']} ({result['format']}, {result['bytes'] / 1e6:.2f} MB; {result['label']}; {shape})")
     if result["max_diff"]:
         batches = " and ".join(str(b) for b in result["max_diff"])
