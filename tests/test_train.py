@@ -186,7 +186,11 @@ def test_config_values_take_their_field_type(tmp_path, capsys):
     cfg = resolve_config(path)
     assert (cfg.weight_decay, cfg.lr, cfg.epochs, cfg.warmup_lr) == (1e-4, 1.0, 3, None)
     assert isinstance(cfg.lr, float) and isinstance(cfg.epochs, int)
+    # YAML 1.1 reads `off` as false: a string field reads it back as the word
+    path.write_text("amp: off\n")
+    assert resolve_config(path).amp == "off"
     for text, message in [
+        ("amp: on\n", "unknown amp 'on'; valid: auto, off, bf16, fp16"),
         ("weight_decay: lots\n", "weight_decay in {} must be a number, got 'lots'"),
         ("epochs: 2.5\n", "epochs in {} must be an integer, got 2.5"),
         ("nesterov: 'yes'\n", "nesterov in {} must be true or false, got 'yes'"),

@@ -154,7 +154,9 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
     """``value`` as the scalar type of field ``name``, or one error naming the key and the type.
 
     Numbers written without a decimal point, such as ``1e-4``, are strings to YAML 1.1
-    (PyYAML), so numeric strings are accepted for float fields; integers are accepted too.
+    (PyYAML), so numeric strings are accepted for float fields; integers are accepted too. YAML
+    1.1 also reads ``off`` / ``on`` (and ``no`` / ``yes``) as booleans: a string field reads them
+    back as ``"off"`` / ``"on"``, so ``amp: off`` and ``--set amp=off`` mean what they say.
     Lists and mappings are checked by :meth:`TrainConfig.validate`.
     """
     args = typing.get_args(hint)
@@ -174,6 +176,8 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
                 pass
     elif hint is int and isinstance(value, float) and value.is_integer():
         return int(value)
+    elif hint is str and isinstance(value, bool):
+        return "on" if value else "off"
     elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ValueError(f"{name} in {source} must be {_SCALARS[hint]}, got {value!r}")
