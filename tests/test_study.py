@@ -246,3 +246,53 @@ def test_rows_of_one_seed_and_of_no_finished_run():
     row = _row(cbam, {})
     assert row["top-1 (%)"] == "no finished run" and row["Δ (95% CI)"] == ""
 
+
+
+def _finished_run(run, precision):
+    """A run folder as a finished run leaves it, without checkpoints (a copied study)."""
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "metrics.jsonl").write_text(json.dumps(dict(epoch=run.config.epochs, test_top1=50.0)) + "\n")
+    (run.run_dir / "meta.json").write_text(json.dumps(dict(precision=precision)))
+
+
+def test_a_study_is_not_resumed_in_another_precision_than_it_started_in(tmp_path, capsys, monkeypatch):
+    import nlsam.engine.precision as precision
+
+    path = write_study(tmp_path, base=TINY_BASE, grid={"attention": [None, "nlsam"]}, seeds=[0])
+    out = tmp_path / "out"
+    study = load_study(path, out=out)
+    _finished_run(study.runs[0], "bfloat16")  # trained where --amp auto picked bf16
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # resumed on a CPU without
+    assert main(["study", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "started runs trained in bfloat16 (1 run)" in err and "rest in float32 (1 run)" in err
+    assert "--set amp=off" in err and not study.runs[1].run_dir.exists()
+    # a dry run lists the runs and warns
+    assert main(["study", str(path), "--out", str(out), "--dry-run"]) == 0
+    assert "warning: study" in capsys.readouterr().out
+    # where --amp auto picks the study's precision again, nothing is said
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert main(["study", str(path), "--out", str(out), "--dry-run"]) == 0
+    assert "warning" not in capsys.readouterr().out
+    # a precision chosen explicitly is the user's choice: the run trains, and says its precision
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert main(["study", str(path), "--out", str(out), "--set", "amp=off"]) == 0
+    assert json.loads((study.runs[1].run_dir / "meta.json").read_text())["precision"] == "float32"
+    assert main(["report", str(out)]) == 0
+    runs = {r["run"]: r for r in csv.DictReader(open(out / "runs.csv"))}
+    assert [runs[r.name]["precision"] for r in study.runs] == ["bfloat16", "float32"]
+    report = (out / "report.md").read_text()
+    assert "trained in different precisions:** bfloat16 (1 run), float32 (1 run)" in report
+
+
+def test_recorded_precision_falls_back_on_the_checkpoint(tmp_path):
+    import torch
+
+    from nlsam.engine.run_dir import recorded_precision
+
+    assert recorded_precision(tmp_path) is None  # nothing recorded
+    torch.save(dict(precision="bfloat16"), tmp_path / "last.pt")  # a folder of an older version
+    (tmp_path / "meta.json").write_text(json.dumps(dict(classes=["a", "b"])))
+    assert recorded_precision(tmp_path) == "bfloat16"
+    (tmp_path / "meta.json").write_text(json.dumps(dict(classes=["a", "b"], precision="float32")))
+    assert recorded_precision(tmp_path) == "float32"

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..cost import profile, render_table
 from ..engine.checkpoint import load_checkpoint
 from ..engine.loading import META_DEFAULTS, build_network
-from ..engine.run_dir import read_metrics
+from ..engine.run_dir import read_metrics, recorded_precision
 from ..engine.config import TrainConfig
 from ..engine.study import Study, load_study, run_state
 
@@ -435,20 +435,23 @@ def write_report(study_dir: Path) -> Path:
                              *loc])
     with open(study_dir / "runs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["run", "variant", "seed", "state", "final_top1",
+        writer.writerow(["run", "variant", "seed", "state", "final_top1", "precision",
                          *([name for _, name, _ in LOCALISATION_COLUMNS] if located else [])])
+        precisions: Dict[str, int] = {}
         for run in study.runs:
             state = run_state(run)
-            top1 = ""
+            top1, precision = "", ""
             loc = [""] * len(LOCALISATION_COLUMNS) if located else []
             if state == "done":
                 top1 = read_metrics(run.run_dir)[-1]["test_top1"]
+                precision = recorded_precision(run.run_dir) or ""
+                precisions[precision or "not recorded"] = precisions.get(precision or "not recorded", 0) + 1
                 if located and _on_locate_data(run):
                     from .localisation import localisation_of_run
 
                     cached = localisation_of_run(run.run_dir)  # read back from the run's cache
                     loc = [_fmt_value(_figure(cached, where)) for _, _, where in LOCALISATION_COLUMNS]
-            writer.writerow([run.name, group_label(run.group), run.seed, state, top1, *loc])
+            writer.writerow([run.name, group_label(run.group), run.seed, state, top1, precision, *loc])
 
     figures = _figures(study, results, study_dir)
     base = study.spec.get("base") or {}
@@ -468,6 +471,7 @@ def write_report(study_dir: Path) -> Path:
     ]
     if located:
         lines += [_localisation_note(results), ""]
+    lines += [_precision_note(precisions), ""]
     missing = sum(r.missing for r in results)
     if missing:
         lines += [f"{missing} run(s) not finished yet are left out.", ""]
@@ -478,6 +482,17 @@ def write_report(study_dir: Path) -> Path:
     report = study_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def _precision_note(precisions: Dict[str, int]) -> str:
+    """The precision the finished runs trained in (``--amp auto`` picks it per machine), and a
+    warning where they differ."""
+    listed = ", ".join(f"{name} ({n} run{'s' * (n != 1)})" for name, n in sorted(precisions.items()))
+    known = [name for name in precisions if name != "not recorded"]
+    if len(known) > 1:
+        return (f"**The finished runs trained in different precisions:** {listed} (`runs.csv` says which); "
+                "a difference between variants may be partly one of precision.")
+    return f"Precision of the finished runs: {listed}."
 
 
 def _fmt_value(value: Optional[float]) -> str:

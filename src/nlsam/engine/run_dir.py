@@ -1,6 +1,7 @@
 """A run directory: what is in it, who may write to it, and how it is made whole after a kill.
 
-A run directory holds ``config.yaml``, ``meta.json``, ``last.pt``, ``best.pt`` and
+A run directory holds ``config.yaml``, ``meta.json`` (the data's classes, input size and
+normalisation, and the precision the run trains in), ``last.pt``, ``best.pt`` and
 ``metrics.jsonl``. At the end of every epoch the trainer writes, in this order:
 
 1. ``last.pt``, atomically. It holds the network, the optimiser and the **history** of every
@@ -117,6 +118,22 @@ def read_metrics(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -> L
     if state is None:
         state = peek_checkpoint(run_dir / "last.pt")
     return rows if state is None else history_of(state, rows)
+
+
+def recorded_precision(run_dir: PathLike) -> Optional[str]:
+    """The precision a run trained in (``float32``, ``bfloat16`` or ``float16``), as its
+    ``meta.json`` or, for folders written before meta.json recorded it, its ``last.pt`` says;
+    None where neither does (a folder copied without checkpoints from an older version)."""
+    run_dir = Path(run_dir)
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    if isinstance(meta, dict) and isinstance(meta.get("precision"), str):
+        return meta["precision"]
+    state = peek_checkpoint(run_dir / "last.pt")
+    precision = state.get("precision") if state else None
+    return precision if isinstance(precision, str) else None
 
 
 def write_metrics(run_dir: PathLike, history: List[Dict[str, Any]]) -> None:

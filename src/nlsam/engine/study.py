@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 
 from .config import TrainConfig, check_keys, load_yaml, save_yaml
-from .run_dir import RunDirInUseError, lock_run_dir, read_metrics, repair_run_dir
+from .run_dir import RunDirInUseError, lock_run_dir, read_metrics, recorded_precision, repair_run_dir
 
 STUDY_KEYS = ("name", "base", "grid", "variants", "seeds", "baseline", "paper", "slurm")
 EXECUTORS = ("local", "submitit", "slurm")
@@ -201,6 +201,45 @@ def run_state(run: StudyRun) -> str:
     return "partial" if (run.run_dir / "last.pt").is_file() else "todo"
 
 
+def check_study_precision(study: Study, states: Mapping[str, str]) -> Optional[str]:
+    """Why the runs still to train here would train in another precision than the study's
+    started ones, or None when they would not.
+
+    ``--amp auto`` picks the precision per machine (bf16 on a CPU with native bf16, fp32 on
+    one without, bf16 or fp16 on a GPU): a study resumed on another machine would otherwise mix
+    precisions without a word. Only runs left at ``amp: auto`` are checked; a precision set
+    explicitly (``--set amp=off``) is the user's choice.
+    """
+    from .precision import resolve_amp
+    from .train import resolve_device
+
+    started: Dict[str, int] = {}
+    for run in study.runs:
+        if states[run.name] in ("done", "partial"):
+            precision = recorded_precision(run.run_dir)
+            if precision is not None:
+                started[precision] = started.get(precision, 0) + 1
+    if not started:
+        return None
+    planned: Dict[str, int] = {}
+    for run in study.runs:
+        if states[run.name] != "done" and run.config.amp == "auto":
+            try:
+                dtype = resolve_amp("auto", resolve_device(run.config.device))
+            except ValueError:
+                continue  # a missing device is reported when the run starts
+            name = str(dtype or torch.float32).replace("torch.", "")
+            planned[name] = planned.get(name, 0) + 1
+    new = {name: n for name, n in planned.items() if name not in started}
+    if not new:
+        return None
+    listed = lambda counts: ", ".join(f"{name} ({n} run{'s' * (n != 1)})" for name, n in sorted(counts.items()))
+    return (f"study {study.name}: its started runs trained in {listed(started)}, but here --amp auto would "
+            f"train the rest in {listed(new)}: the study would mix precisions. Resume it on a machine like "
+            f"the first one (for bf16 on a CPU: one with native bf16, AVX512-BF16 or AMX), or choose the "
+            f"precision of the remaining runs yourself: --set amp=bf16, --set amp=fp16 or --set amp=off")
+
+
 def check_study_data(study: Study) -> None:
     """Fail before any run starts when a run's data cannot be found (each distinct one once)."""
     from ..data import check_data_source
@@ -262,6 +301,9 @@ def execute_study(
     study.out.mkdir(parents=True, exist_ok=True)
     save_yaml(dict(study.spec, name=study.name), study.out / "study.yaml")
     states = {run.name: run_state(run) for run in study.runs}
+    mixed = check_study_precision(study, states) if executor == "local" else None
+    if mixed and not dry_run:
+        raise ValueError(mixed)
     if not dry_run:
         _repair_finished(study, states, log)
     pending = [run for run in study.runs if states[run.name] != "done"]
@@ -271,6 +313,8 @@ def execute_study(
     if dry_run or not pending:
         for run in study.runs:
             log(f"  [{states[run.name]:>7s}] {run.name}")
+        if mixed and pending:
+            log(f"warning: {mixed}")
         return dict(done=len(study.runs) - len(pending), failed=0, ran=0)
     if executor == "local":
         failed = _run_local(study, pending, states, workers, log)

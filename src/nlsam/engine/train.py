@@ -496,8 +496,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
     if dist_info.is_main:
         save_yaml(cfg.to_dict(), run_dir / "config.yaml")
         # what the data looked like (classes, input size, normalisation): enough to rebuild the
-        # network and its cost without a checkpoint
-        atomic_write_bytes(run_dir / "meta.json", json.dumps(meta, indent=1).encode())
+        # network and its cost without a checkpoint; and the precision, which --amp auto picks per
+        # machine, so that a study can tell when its runs trained in different ones
+        atomic_write_bytes(run_dir / "meta.json", json.dumps(dict(meta, precision=precision), indent=1).encode())
         log(
             dist_info,
             f"{cfg.model} + {cfg.attention or 'no attention'} on {data.name}: {num_classes} classes, "
