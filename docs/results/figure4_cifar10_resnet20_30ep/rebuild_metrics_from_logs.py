@@ -4,8 +4,10 @@ The run folders of this study's four seed-0 runs were lost with the machine they
 their logs (``logs/``) survived. A log prints every figure ``metrics.jsonl`` holds, once per
 epoch (losses to 4 decimals, accuracies to 2, img/s to the unit, epoch time to 0.1 s); the
 learning rate is the one the epoch's last progress line prints, and ``best_top1`` the running
-maximum of the test top-1. ``nlsam report`` on the rebuilt folders gives the report the study
-gave before the loss, figure for figure.
+maximum of the test top-1. The precision the log's first line names (``amp bfloat16``; none:
+float32) goes into the run's ``meta.json``, which the study's other runs wrote for the same data.
+``nlsam report`` on the rebuilt folders gives the figures the study's report gave before the
+loss, figure for figure.
 
     python rebuild_metrics_from_logs.py logs runs
 """
@@ -32,6 +34,13 @@ def rebuild(log: Path, run_dir: Path) -> int:
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)), log
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta_file = run_dir / "meta.json"
+    if meta_file.is_file():
+        header = log.read_text().splitlines()[0]
+        amp = re.search(r", amp (\w+)$", header)
+        meta = json.loads(meta_file.read_text())
+        meta["precision"] = amp[1] if amp else "float32"
+        meta_file.write_text(json.dumps(meta, indent=1))
     return len(rows)
 
 if __name__ == "__main__":
