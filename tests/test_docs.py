@@ -46,7 +46,7 @@ def test_every_relative_link_in_the_docs_leads_to_a_file():
 def test_results_pages_keep_their_run_folders_but_not_checkpoints():
     run = "docs/results/some_study/runs/attention=nlsam,seed=0"
     kept = [f"{run}/metrics.jsonl", f"{run}/meta.json", f"{run}/config.yaml"]
-    ignored = [f"{run}/last.pt", "runs/my-run/metrics.jsonl", "studies/x/runs/a/metrics.jsonl"]
+    ignored = [f"{run}/last.pt", "runs/my-run/metrics.jsonl", "studies/x/runs/a/metrics.jsonl", "studies/x/report.md"]
     result = subprocess.run(["git", "check-ignore", "--no-index", *kept, *ignored], cwd=ROOT,
                             capture_output=True, text=True)
     assert sorted(result.stdout.split()) == sorted(ignored)
