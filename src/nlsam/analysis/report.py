@@ -24,13 +24,15 @@ import csv
 import json
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..cost import profile, render_table
 from ..engine.checkpoint import load_checkpoint
 from ..engine.loading import META_DEFAULTS, build_network
+from ..engine.precision import listed_precisions
 from ..engine.run_dir import read_metrics, recorded_precision
 from ..engine.config import TrainConfig
 from ..engine.study import Study, load_study, run_state
@@ -437,7 +439,7 @@ def write_report(study_dir: Path) -> Path:
         writer = csv.writer(handle)
         writer.writerow(["run", "variant", "seed", "state", "final_top1", "precision",
                          *([name for _, name, _ in LOCALISATION_COLUMNS] if located else [])])
-        precisions: Dict[str, int] = {}
+        precisions: Counter = Counter()
         for run in study.runs:
             state = run_state(run)
             top1, precision = "", ""
@@ -445,7 +447,7 @@ def write_report(study_dir: Path) -> Path:
             if state == "done":
                 top1 = read_metrics(run.run_dir)[-1]["test_top1"]
                 precision = recorded_precision(run.run_dir) or ""
-                precisions[precision or "not recorded"] = precisions.get(precision or "not recorded", 0) + 1
+                precisions[precision or "not recorded"] += 1
                 if located and _on_locate_data(run):
                     from .localisation import localisation_of_run
 
@@ -484,10 +486,10 @@ def write_report(study_dir: Path) -> Path:
     return report
 
 
-def _precision_note(precisions: Dict[str, int]) -> str:
+def _precision_note(precisions: Mapping[str, int]) -> str:
     """The precision the finished runs trained in (``--amp auto`` picks it per machine), and a
     warning where they differ."""
-    listed = ", ".join(f"{name} ({n} run{'s' * (n != 1)})" for name, n in sorted(precisions.items()))
+    listed = listed_precisions(precisions)
     known = [name for name in precisions if name != "not recorded"]
     if len(known) > 1:
         return (f"**The finished runs trained in different precisions:** {listed} (`runs.csv` says which); "

@@ -15,13 +15,13 @@ from __future__ import annotations
 import functools
 import platform
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 
 from .config import AMP_MODES
 
-__all__ = ["cpu_has_native_bf16", "resolve_amp", "trained_precision"]
+__all__ = ["cpu_has_native_bf16", "precision_name", "resolve_amp", "trained_precision"]
 
 #: /proc/cpuinfo flags of x86 processors that compute bf16 natively
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -73,6 +73,16 @@ def resolve_amp(mode: str, device: torch.device) -> Optional[torch.dtype]:
 
 
 _DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """The name a run records for an autocast dtype (None: ``float32``), as in ``meta.json``."""
+    return str(dtype or torch.float32).replace("torch.", "")
+
+
+def listed_precisions(counts: Mapping[str, int]) -> str:
+    """``bfloat16 (4 runs), float32 (1 run)``: how many runs trained in each precision."""
+    return ", ".join(f"{name} ({n} run{'s' * (n != 1)})" for name, n in sorted(counts.items()))
 
 
 def trained_precision(state: dict, device: torch.device) -> Optional[torch.dtype]:

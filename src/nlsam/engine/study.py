@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -34,6 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 
 from .config import TrainConfig, check_keys, load_yaml, save_yaml
+from .precision import listed_precisions, precision_name, resolve_amp
 from .run_dir import RunDirInUseError, lock_run_dir, read_metrics, recorded_precision, repair_run_dir
 
 STUDY_KEYS = ("name", "base", "grid", "variants", "seeds", "baseline", "paper", "slurm")
@@ -210,34 +212,27 @@ def check_study_precision(study: Study, states: Mapping[str, str]) -> Optional[s
     precisions without a word. Only runs left at ``amp: auto`` are checked; a precision set
     explicitly (``--set amp=off``) is the user's choice.
     """
-    from .precision import resolve_amp
     from .train import resolve_device
 
-    started: Dict[str, int] = {}
-    for run in study.runs:
-        if states[run.name] in ("done", "partial"):
-            precision = recorded_precision(run.run_dir)
-            if precision is not None:
-                started[precision] = started.get(precision, 0) + 1
+    started = Counter(recorded_precision(run.run_dir) for run in study.runs
+                      if states[run.name] in ("done", "partial"))
+    started.pop(None, None)  # folders of older versions, copied without checkpoints
     if not started:
         return None
-    planned: Dict[str, int] = {}
+    planned: Counter = Counter()
     for run in study.runs:
         if states[run.name] != "done" and run.config.amp == "auto":
             try:
-                dtype = resolve_amp("auto", resolve_device(run.config.device))
+                planned[precision_name(resolve_amp("auto", resolve_device(run.config.device)))] += 1
             except ValueError:
                 continue  # a missing device is reported when the run starts
-            name = str(dtype or torch.float32).replace("torch.", "")
-            planned[name] = planned.get(name, 0) + 1
     new = {name: n for name, n in planned.items() if name not in started}
     if not new:
         return None
-    listed = lambda counts: ", ".join(f"{name} ({n} run{'s' * (n != 1)})" for name, n in sorted(counts.items()))
-    return (f"study {study.name}: its started runs trained in {listed(started)}, but here --amp auto would "
-            f"train the rest in {listed(new)}: the study would mix precisions. Resume it on a machine like "
-            f"the first one (for bf16 on a CPU: one with native bf16, AVX512-BF16 or AMX), or choose the "
-            f"precision of the remaining runs yourself: --set amp=bf16, --set amp=fp16 or --set amp=off")
+    return (f"study {study.name}: its started runs trained in {listed_precisions(started)}, but here --amp auto "
+            f"would train the rest in {listed_precisions(new)}: the study would mix precisions. Resume it on a "
+            f"machine like the first one (for bf16 on a CPU: one with native bf16, AVX512-BF16 or AMX), or "
+            f"choose the precision of the remaining runs yourself: --set amp=bf16, --set amp=fp16 or --set amp=off")
 
 
 def check_study_data(study: Study) -> None:

@@ -28,7 +28,7 @@ from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .evaluate import evaluate
 from .loading import build_network, share_plain_init
-from .precision import resolve_amp
+from .precision import precision_name, resolve_amp
 from .run_dir import lock_run_dir, read_metrics, repair_run_dir, write_metrics
 
 
@@ -465,7 +465,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
     device = resolve_device(cfg.device, dist_info.local_rank)
     seed_everything(cfg.seed + dist_info.rank, cfg.deterministic)
     amp_dtype = resolve_amp(cfg.amp, device)
-    precision = str(amp_dtype or torch.float32).replace("torch.", "")
+    precision = precision_name(amp_dtype)
     if resume_state is not None and resume_state.get("precision", "float32") != precision:
         # --amp auto resolves per machine (bf16 on CPUs with native bf16): say when that changed
         log(dist_info, f"resume: the run trained in {resume_state.get('precision', 'float32')} so far and "
