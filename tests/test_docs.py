@@ -45,8 +45,11 @@ def test_every_relative_link_in_the_docs_leads_to_a_file():
                     reason="needs a git checkout of the repository")
 def test_results_pages_keep_their_run_folders_but_not_checkpoints():
     run = "docs/results/some_study/runs/attention=nlsam,seed=0"
-    kept = [f"{run}/metrics.jsonl", f"{run}/meta.json", f"{run}/config.yaml"]
-    ignored = [f"{run}/last.pt", "runs/my-run/metrics.jsonl", "studies/x/runs/a/metrics.jsonl", "studies/x/report.md"]
+    unfinished = "docs/results/some_study/unfinished/runs/attention=nlsam,seed=1"
+    kept = [f"{run}/metrics.jsonl", f"{run}/meta.json", f"{run}/config.yaml",
+            f"{unfinished}/last.pt", f"{unfinished}/metrics.jsonl"]   # an unfinished run's last checkpoint
+    ignored = [f"{run}/last.pt", f"{run}/best.pt", f"{unfinished}/best.pt", "runs/my-run/metrics.jsonl",
+               "studies/x/runs/a/metrics.jsonl", "studies/x/report.md", "studies/x/unfinished/runs/a/last.pt"]
     result = subprocess.run(["git", "check-ignore", "--no-index", *kept, *ignored], cwd=ROOT,
                             capture_output=True, text=True)
     assert sorted(result.stdout.split()) == sorted(ignored)

@@ -1,0 +1,73 @@
+"""The 30-epoch study's collect_runs.py: finished runs go to the page without checkpoints,
+unfinished ones with a checkpoint whose paths name no machine, so the next machine resumes them."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from nlsam.engine.checkpoint import load_checkpoint, save_checkpoint
+from nlsam.engine.config import save_yaml
+from nlsam.engine.study import load_study, run_state
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "docs/results/figure4_cifar10_resnet20_30ep/collect_runs.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("collect_runs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _make_run(run, data: str, epochs_done: int, checkpoint: bool) -> None:
+    run.run_dir.mkdir(parents=True)
+    config = dict(run.config.to_dict(), data=data)
+    save_yaml(config, run.run_dir / "config.yaml")
+    rows = [{"epoch": e, "test_top1": 50.0 + e} for e in range(1, epochs_done + 1)]
+    (run.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run.run_dir / "meta.json").write_text(json.dumps({"data": "cifar10-jpg", "precision": "bfloat16"}))
+    if checkpoint:
+        state = {"model": {"w": torch.zeros(2)}, "config": config, "epoch": epochs_done - 1, "history": rows}
+        save_checkpoint(state, run.run_dir / "last.pt")
+
+
+def test_finished_runs_lose_their_checkpoints_and_unfinished_ones_keep_them(tmp_path):
+    machine_data = str(tmp_path / "machine" / "data" / "cifar10-jpg.zip")
+    study_dir = tmp_path / "machine" / "studies" / "s"
+    study_dir.mkdir(parents=True)
+    save_yaml({"name": "s", "base": {"data": machine_data, "model": "resnet20", "epochs": 2},
+               "grid": {"attention": [None, "nlsam"]}, "seeds": [0, 1]}, study_dir / "study.yaml")
+    study = load_study(study_dir / "study.yaml", out=study_dir)
+    done, partial, _, not_started = study.runs
+    _make_run(done, machine_data, epochs_done=2, checkpoint=True)
+    _make_run(partial, machine_data, epochs_done=1, checkpoint=True)
+    (study_dir / "logs").mkdir()
+    (study_dir / "logs" / f"{partial.name}.log").write_text(f"epoch 1/2 ... {machine_data}\n")
+    assert [run_state(r) for r in (done, partial, not_started)] == ["done", "partial", "todo"]
+
+    page = tmp_path / "page"
+    _script().main(study_dir, here=page)
+
+    assert sorted(p.name for p in (page / "runs" / done.name).iterdir()) == ["config.yaml", "meta.json", "metrics.jsonl"]
+    kept = page / "unfinished" / "runs" / partial.name
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "last.pt", "meta.json", "metrics.jsonl"]
+    assert not (page / "runs" / partial.name).exists() and not (page / "runs" / not_started.name).exists()
+    # no text and no checkpoint names the machine's folders
+    for path in page.rglob("*"):
+        if path.is_file() and path.suffix != ".pt":
+            assert str(tmp_path) not in path.read_text(), path
+    state = load_checkpoint(kept / "last.pt")
+    assert state["config"]["data"] == "../shared/data/cifar10-jpg.zip"
+    assert state["history"] == [{"epoch": 1, "test_top1": 51.0}]
+    assert (page / "unfinished" / "logs" / f"{partial.name}.log").read_text() == "epoch 1/2 ... ../shared/data/cifar10-jpg.zip\n"
+
+    # the run finishes on the next machine: it moves to runs/ and unfinished/ is gone
+    (partial.run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    (partial.run_dir / "last.pt").unlink()
+    _script().main(study_dir, here=page)
+    assert (page / "runs" / partial.name / "metrics.jsonl").is_file()
+    assert not (page / "unfinished").exists()
