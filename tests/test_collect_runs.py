@@ -46,6 +46,8 @@ def test_finished_runs_lose_their_checkpoints_and_unfinished_ones_keep_them(tmp_
     _make_run(done, machine_data, epochs_done=2, checkpoint=True)
     _make_run(partial, machine_data, epochs_done=1, checkpoint=True)
     (study_dir / "logs").mkdir()
+    (study_dir / "configs").mkdir()
+    save_yaml(partial.config.to_dict(), study_dir / "configs" / f"{partial.name}.yaml")
     (study_dir / "logs" / f"{partial.name}.log").write_text(f"epoch 1/2 ... {machine_data}\n")
     assert [run_state(r) for r in (done, partial, not_started)] == ["done", "partial", "todo"]
 

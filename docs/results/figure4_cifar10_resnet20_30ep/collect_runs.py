@@ -10,7 +10,7 @@ data to ``../shared/data/NAME``, the study directory the run trained in to
   ``meta.json`` go to ``runs/NAME/``, its config to ``configs/`` and its log to ``logs/``; no
   checkpoint. Its folder under ``unfinished/`` is removed.
 - an unfinished run with a checkpoint (``partial``): the same files and ``last.pt`` go to
-  ``unfinished/runs/NAME/``, its log to ``unfinished/logs/``. The checkpoint's recorded data
+  ``unfinished/runs/NAME/``, its config and log to ``unfinished/configs/`` and ``unfinished/logs/``. The checkpoint's recorded data
   path is shortened too, so resume the study with ``--set data=../shared/data/NAME`` from a
   checkout beside ``shared/`` (a resumed run refuses another data path than its own).
 
@@ -75,7 +75,8 @@ def main(study_dir: Path, here: Path = HERE) -> None:
         state = run_state(run)
         if state == "done":
             copy_run(study_dir, run, here)
-            for stale in (unfinished / "runs" / run.name, unfinished / "logs" / f"{run.name}.log"):
+            for stale in (unfinished / "runs" / run.name, unfinished / "configs" / f"{run.name}.yaml",
+                          unfinished / "logs" / f"{run.name}.log"):
                 if stale.is_dir():
                     shutil.rmtree(stale)
                 elif stale.is_file():
@@ -85,7 +86,7 @@ def main(study_dir: Path, here: Path = HERE) -> None:
             copy_run(study_dir, run, unfinished)
             keep_checkpoint(run, unfinished)
             print(f"kept unfinished {run.name} (to resume)")
-    for folder in (unfinished / "runs", unfinished / "logs", unfinished):
+    for folder in (unfinished / "runs", unfinished / "configs", unfinished / "logs", unfinished):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
