@@ -219,6 +219,23 @@ def test_resume_refuses_changed_settings_from_flags_and_files(finished, tmp_path
     assert load_checkpoint(finished / "last.pt")["config"]["lr"] == 0.1
 
 
+def test_resume_takes_the_same_data_by_another_path_but_not_other_data(tmp_path, monkeypatch):
+    from nlsam.engine.train import resume_changes
+
+    (tmp_path / "data").mkdir()
+    for name in ("a.zip", "b.zip"):
+        (tmp_path / "data" / name).write_bytes(b"PK")
+    monkeypatch.chdir(tmp_path / "data")
+    saved = {**TINY, "data": "../data/a.zip"}  # the run started elsewhere, naming its data relatively
+    now = TrainConfig.from_dict({**TINY, "data": str(tmp_path / "data" / "a.zip")})
+    assert resume_changes(saved, now) == {}
+    other = TrainConfig.from_dict({**TINY, "data": str(tmp_path / "data" / "b.zip")})
+    with pytest.raises(ValueError, match=r"changed data \(saved '../data/a.zip'"):
+        resume_changes(saved, other)
+    with pytest.raises(ValueError, match="changed data"):  # the saved file is gone: not provably the same
+        resume_changes({**TINY, "data": "../gone/a.zip"}, now)
+
+
 def test_resume_honours_more_epochs_and_says_so(finished, tmp_path, capsys):
     import shutil
 

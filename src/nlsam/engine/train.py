@@ -198,7 +198,7 @@ def resume_changes(saved: Dict[str, Any], cfg: TrainConfig) -> Dict[str, tuple]:
     changes = {}
     for key, value in cfg.to_dict().items():
         before = saved.get(key, defaults[key])
-        if key not in _NOT_COMPARED and before != value:
+        if key not in _NOT_COMPARED and before != value and not (key == "data" and _same_path(before, value)):
             changes[key] = (before, value)
     refused = [k for k in changes if k not in RESUME_CHANGEABLE]
     if refused:
@@ -208,6 +208,15 @@ def resume_changes(saved: Dict[str, Any], cfg: TrainConfig) -> Dict[str, tuple]:
             f"{', '.join(RESUME_CHANGEABLE)}; start a new run with another --out to change them"
         )
     return changes
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` name one existing file or folder (``../data/x.zip`` and its
+    absolute path, say): a resumed run may name its data either way."""
+    try:
+        return os.path.samefile(str(a), str(b))
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def prepare_run_dir(cfg: TrainConfig) -> tuple:
