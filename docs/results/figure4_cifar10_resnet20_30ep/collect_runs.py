@@ -12,7 +12,8 @@ data to ``../shared/data/NAME``, the study directory the run trained in to
 - an unfinished run with a checkpoint (``partial``): the same files and ``last.pt`` go to
   ``unfinished/runs/NAME/``, its config and log to ``unfinished/configs/`` and ``unfinished/logs/``. The checkpoint's recorded data
   path is shortened too, so resume the study with ``--set data=../shared/data/NAME`` from a
-  checkout beside ``shared/`` (a resumed run refuses another data path than its own).
+  checkout beside ``shared/`` (a resumed run refuses data other than its own; at c110e5a, where
+  the study is pinned, it refuses any other path to the same file too).
 
 Runs not started are left out. Then, from the repository root,
 ``nlsam report docs/results/figure4_cifar10_resnet20_30ep`` writes the report.
