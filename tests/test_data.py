@@ -583,7 +583,7 @@ def test_large_images_without_torchvision_say_what_to_install(tmp_path, monkeypa
     files = {f"{s}/{c}/0.png": _png(_rgb(0, (70, 70))) for s in ("train", "val") for c in "xy"}
     z = _write_zip(tmp_path / "big.zip", files)
     monkeypatch.setitem(sys.modules, "torchvision.transforms", None)  # makes the import fail
-    with pytest.raises(ValueError, match=r"pip install torchvision \(or pip install 'nlsam\[imagenet\]'"):
+    with pytest.raises(ValueError, match=r"pip install torchvision \(or pip install 'torch-nlsam\[imagenet\]'"):
         D.build_data(str(z), batch_size=2, num_workers=0, image_size=66)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .version import DISTRIBUTION
+
 #: module -> (the package that provides it, the nlsam extra that installs it)
 _PACKAGES = {
     "pytorch_grad_cam": ("grad-cam", "inspect"),
@@ -35,5 +37,5 @@ def require(module: str, purpose: str) -> ModuleType:
         package, extra = _PACKAGES.get(module.split(".")[0], (module, "inspect"))
         raise MissingDependencyError(
             f"{purpose} needs the '{package}' package: pip install {package} "
-            f"(or pip install 'nlsam[{extra}]' for {_EXTRAS[extra]})"
+            f"(or pip install '{DISTRIBUTION}[{extra}]' for {_EXTRAS[extra]})"
         ) from None

@@ -1,3 +1,6 @@
 """The version of nlsam (pyproject.toml reads it from here; ``nlsam.__version__`` re-exports it)."""
 
 __version__ = "0.1.0"
+
+#: The name to ``pip install``: ``nlsam`` on the package index is an unrelated project.
+DISTRIBUTION = "torch-nlsam"
