@@ -298,7 +298,8 @@ def build_data(
             so augmentation runs on the device.
         seed: seeds the per-epoch shuffle (``seed + epoch``) and the augmentation. The builtin
             and locate datasets' pixels do not depend on it (see ``DATA_SEED`` above).
-        rank, world_size: distributed sharding. Every rank must pass the same ``seed``.
+        rank: this process's rank, for distributed sharding. Every rank must pass the same ``seed``.
+        world_size: the number of ranks the data is sharded over.
         download: fetch CIFAR from the official site when it is missing.
         num_workers: DataLoader worker processes; used only for large-image folders.
         image_size: square size of the model input. Default: 32 for builtin/locate/CIFAR, the most
