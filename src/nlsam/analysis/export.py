@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -174,14 +175,26 @@ def default_output(checkpoint_path: Path, fmt: str) -> Path:
 def check_writable(path: Path, what: str = "--out") -> None:
     """Raise a one-line ValueError, starting with ``what``, unless a file can be created at
     ``path``: its nearest existing ancestor must be a directory in which a file can be made
-    (tried for real: permissions, read-only file systems and /proc all say no that way)."""
-    parent = path.parent
+    (tried for real: permissions, read-only file systems and /proc all say no that way).
+    A character device or a FIFO (``/dev/null``), which is written directly, must be writable
+    itself; a symbolic link is checked as the file it points to (:func:`nlsam._io.write_target`)."""
+    from .._io import write_target
+
+    try:
+        target, direct = write_target(path)
+    except (ValueError, OSError) as exc:  # a block device, a socket, a symbolic link loop
+        raise ValueError(f"{what}: {exc}") from None
+    if direct:
+        if not os.access(target, os.W_OK):
+            raise ValueError(f"{what}: {target} cannot be written (no write permission)")
+        return
+    parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"{what}: {parent} is not a directory")
     try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".tmp"):
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{target.name}.", suffix=".tmp"):
             pass
     except OSError as exc:
         raise ValueError(f"{what}: cannot create files in {parent} ({exc.strerror or exc})") from None
