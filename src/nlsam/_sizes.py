@@ -6,6 +6,23 @@ from typing import Optional, Sequence, Tuple, Union
 
 SizeLike = Union[int, Sequence[int]]
 
+#: The largest input side the commands that run a network (predict, cam, attention, profile)
+#: accept. Activations grow with H x W: at 4096 x 4096 a ResNet's first feature map alone is
+#: 1 GiB per image (64 channels at 2048 x 2048, float32), and the image 200 MB as a tensor.
+MAX_INPUT_PIXELS = 4096
+
+
+def check_max_side(height: int, width: int, what: str) -> None:
+    """Raise a one-line ``ValueError`` when a side is over :data:`MAX_INPUT_PIXELS`, saying why."""
+    if max(height, width) > MAX_INPUT_PIXELS:
+        shown = " x ".join(str(v) if len(str(v)) <= 12 else "a number of more than 12 digits"
+                           for v in (height, width))
+        raise ValueError(
+            f"{what} takes at most {MAX_INPUT_PIXELS} pixels a side, got {shown}: the network's "
+            f"memory grows with H x W (at {MAX_INPUT_PIXELS} x {MAX_INPUT_PIXELS} a ResNet's first "
+            "feature map alone is 1 GiB per image)"
+        )
+
 
 def size_pair(size: SizeLike) -> Tuple[int, int]:
     """``32`` -> ``(32, 32)``; ``(H, W)`` -> ``(H, W)`` as ints."""

@@ -33,6 +33,8 @@ from .registry import (
     split_attention_options,
 )
 
+from . import registry as _registry
+
 # isort: on
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
 register_composition("se+nlsam", ("se", "nlsam"))
 register_composition("ge+nlsam", ("ge", "nlsam"))
 register_composition("cbam+nlsam", ("cbam_channel", "nlsam"))
+_registry._record_builtins()  # everything above is nlsam's own: replacing it needs overwrite=True
 
 
 def __getattr__(name: str):

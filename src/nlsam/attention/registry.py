@@ -28,6 +28,8 @@ PLACEMENTS = ("block", "stage")
 INITS = ("paper", "identity")
 #: The group every part belongs to, for its ``init`` option only: ``attention_init="identity"``.
 ALL_PARTS = "attention"
+#: Names that mean "no attention" (:func:`check_attention_name`): never a registered name.
+NO_ATTENTION_NAMES = ("none", "null")
 
 
 class UnknownOptionError(ValueError, TypeError):
@@ -73,6 +75,44 @@ class AttentionPart:
 
 _PARTS: Dict[str, AttentionPart] = {}
 _COMPOSITIONS: Dict[str, Tuple[str, ...]] = {}
+# what nlsam itself registers (recorded once, when nlsam.attention is imported)
+_BUILTIN_PARTS: Dict[str, AttentionPart] = {}
+_BUILTIN_COMPOSITIONS: Dict[str, Tuple[str, ...]] = {}
+
+
+def _record_builtins() -> None:
+    """Remember the parts and compositions registered so far as nlsam's own (its import calls
+    this once, after its modules registered theirs)."""
+    _BUILTIN_PARTS.update(_PARTS)
+    _BUILTIN_COMPOSITIONS.update(_COMPOSITIONS)
+
+
+def is_builtin_part(part: AttentionPart) -> bool:
+    """Whether ``part`` is one of nlsam's own modules (not a user's, nor a replacement)."""
+    return _BUILTIN_PARTS.get(part.name) is part
+
+
+def _check_free_name(name: str, overwrite: bool) -> None:
+    """Refuse a name that means no attention or names an option group (always), and the name of
+    a built-in part or composition unless ``overwrite``."""
+    groups = sorted({g for p in _PARTS.values() for g in p.groups if g not in _PARTS})
+    if name in NO_ATTENTION_NAMES:
+        why = "it means no attention"
+    elif name == ALL_PARTS:
+        why = f"the option group of every part ({ALL_PARTS}_init)"
+    elif name in groups:
+        members = ", ".join(p.name for p in _PARTS.values() if name in p.groups)
+        why = f"the option group of {members} ({name}_reduction, ...)"
+    else:
+        why = None
+    if why is not None:
+        raise ValueError(f"attention name {name!r} is reserved: {why}; choose another name")
+    if (name in _BUILTIN_PARTS or name in _BUILTIN_COMPOSITIONS) and not overwrite:
+        raise ValueError(
+            f"{name!r} is a built-in attention of nlsam: registering it again would replace it in "
+            "every network that names it (the paper's CIFAR and ImageNet ResNets too); choose "
+            "another name, or pass overwrite=True to replace it on purpose"
+        )
 
 
 def _parameters(builder: Callable[..., Any]) -> Dict[str, inspect.Parameter]:
@@ -89,6 +129,7 @@ def register_attention(
     groups: Sequence[str] = (),
     default_stages: Optional[int] = None,
     listed: bool = True,
+    overwrite: bool = False,
 ) -> Callable[..., nn.Module]:
     """Register an attention part; return ``builder`` (so it also works as a decorator's body).
 
@@ -97,10 +138,14 @@ def register_attention(
     It must take ``init`` (``"paper"`` or ``"identity"``: a gate that starts as the identity, see
     :func:`identity_init`); a module built with ``init="identity"`` keeps it as ``self.init`` and
     has ``reset_identity()``, which networks call again after their own weight init.
-    Registering a name again replaces the part.
+    Registering one of your own names again replaces that part. The names of nlsam's own
+    parts and compositions are refused unless ``overwrite=True`` (which replaces the built-in
+    everywhere); ``none``, ``null`` and the option groups' names (``attention``, ``channel``)
+    are always refused.
     """
     if not isinstance(name, str) or not name or "+" in name or name.lower() != name:
         raise ValueError(f"attention part name must be a lower-case name without '+', got {name!r}")
+    _check_free_name(name, overwrite)
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}; valid: {', '.join(PLACEMENTS)}")
     params = _parameters(builder)
@@ -114,9 +159,13 @@ def register_attention(
     return builder
 
 
-def register_composition(name: str, parts: Sequence[str]) -> None:
+def register_composition(name: str, parts: Sequence[str], *, overwrite: bool = False) -> None:
     """Register ``name`` as the parts applied one after another, e.g.
-    ``register_composition("cbam+nlsam", ("cbam_channel", "nlsam"))``."""
+    ``register_composition("cbam+nlsam", ("cbam_channel", "nlsam"))``. A built-in name is
+    refused unless ``overwrite=True``; ``none`` and the option groups' names always are."""
+    if not isinstance(name, str) or not name or name.lower() != name:
+        raise ValueError(f"attention composition name must be a lower-case name, got {name!r}")
+    _check_free_name(name, overwrite)
     unknown = [p for p in parts if p not in _PARTS]
     if unknown or not parts:
         raise ValueError(f"composition {name!r}: unknown parts {unknown}; registered: {', '.join(_PARTS)}")

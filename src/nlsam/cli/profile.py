@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any, Dict
 
-from .._sizes import parse_input_size
+from .._sizes import check_max_side, parse_input_size
 from ..cost import COUNTING_RULES, CostReport, overhead, profile, render_table
 
 
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs: Dict[str, Any] = {}
     size = parse_input_size(getattr(args, "input_size", None))
     if size is not None:
+        check_max_side(*size, "--input-size")
         kwargs["input_size"] = size
     if getattr(args, "num_classes", None) is not None:
         kwargs["num_classes"] = args.num_classes

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .._sizes import check_max_side
 from .report import CostReport, ModuleCost, TypeCost
 from .rules import _op_name, count_op
 
@@ -65,6 +66,21 @@ def _attention_types() -> Tuple[Type[nn.Module], ...]:
     return attention_types()
 
 
+def check_model_argument(model: Any, caller: str) -> None:
+    """Raise a ``TypeError`` unless ``model`` is an ``nn.Module``; for a model's name, say how to
+    build it (``insert`` and ``profile`` work on a network, as timm's functions do)."""
+    if isinstance(model, nn.Module):
+        return
+    if isinstance(model, str):
+        name = model if len(model) <= 60 else model[:57] + "..."
+        raise TypeError(
+            f"{caller}: model must be a torch.nn.Module, got the name {name!r}; build the network "
+            f"first and pass it: model = nlsam.create_model({name!r}) (or a torchvision / timm "
+            f"model), then {caller}(model, ...)"
+        )
+    raise TypeError(f"{caller}: model must be a torch.nn.Module (a network), got {type(model).__name__}")
+
+
 def _input_shape(model: nn.Module, input_size: Optional[InputSize]) -> Tuple[int, int, int]:
     if input_size is None:
         input_size = getattr(model, "input_size", None)
@@ -82,13 +98,13 @@ def _input_shape(model: nn.Module, input_size: Optional[InputSize]) -> Tuple[int
     size = [input_size] if isinstance(input_size, int) else list(input_size)
     if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
         raise ValueError(f"input_size must hold positive ints, got {input_size!r}")
-    if len(size) == 1:
-        return channels, size[0], size[0]
-    if len(size) == 2:
-        return channels, size[0], size[1]
+    if len(size) not in (1, 2, 3):
+        raise ValueError(f"input_size must be an int, (H, W) or (C, H, W), got {input_size!r}")
     if len(size) == 3:
-        return size[0], size[1], size[2]
-    raise ValueError(f"input_size must be an int, (H, W) or (C, H, W), got {input_size!r}")
+        channels = size[0]
+    height, width = size[-2] if len(size) > 1 else size[0], size[-1]
+    check_max_side(height, width, "profile: input_size")
+    return channels, height, width
 
 
 def profile(
@@ -117,6 +133,7 @@ def profile(
     Returns:
         a :class:`CostReport`; the counting rules are those of :mod:`nlsam.cost.rules`.
     """
+    check_model_argument(model, "profile")
     channels, height, width = _input_shape(model, input_size)
     detail = tuple(_attention_types() if detail_types is None else detail_types)
     named = list(model.named_modules())

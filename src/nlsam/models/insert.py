@@ -49,10 +49,12 @@ import torch
 from torch import nn
 
 from ..cost import profile, render_table
+from ..cost.counter import check_model_argument
 from ..attention import (
     attention_option_keys,
     attention_parts,
     attention_placement,
+    attention_types,
     check_attention_name,
     create_attention,
     identity_init,
@@ -68,6 +70,7 @@ from .resnet import (
     PreActBasicBlock,
     PreActBottleneck,
     ResNet,
+    check_attention_shape,
 )
 
 __all__ = ["INIT_MODES", "InsertReport", "Insertion", "insert"]
@@ -336,6 +339,78 @@ def _after_targets(model: nn.Module, after: After, placement: str) -> List[_Targ
     return targets
 
 
+# --- what is already there -------------------------------------------------------------------
+
+
+def _as_attention(module: nn.Module) -> List[nn.Module]:
+    """The attention modules ``module`` is made of: itself, or every module of a Sequential made
+    only of attention (a composition, or a slot holding several); [] for anything else."""
+    if isinstance(module, attention_types()):
+        return [module]
+    if isinstance(module, nn.Sequential) and len(module):
+        parts = [_as_attention(child) for child in module]
+        if all(parts):
+            return [m for part in parts for m in part]
+    return []
+
+
+def _held_at_end(module: nn.Module) -> List[nn.Module]:
+    """The attention modules an earlier insert put at the end of a Sequential (after a wrapped
+    module, or at the end of a stage), and inside the wrapped module when it is one too."""
+    if not isinstance(module, nn.Sequential):
+        return []
+    held: List[nn.Module] = []
+    children = list(module)
+    for index in range(len(children) - 1, -1, -1):
+        found = _as_attention(children[index])
+        if not found:
+            if index == 0:  # the wrapped original: Sequential(Sequential(bn, NLSAM), SE)
+                held += _held_at_end(children[0])
+            break
+        held += found
+    return held
+
+
+def _held(model: nn.Module, target: _Target) -> List[nn.Module]:
+    """The attention modules already reading the output ``target`` would give its attention:
+    in the place itself (a slot, a wrapper), or right after it in its Sequential."""
+    modules = dict(model.named_modules())
+    places = [target.probe]
+    slot = modules.get(target.name)
+    if slot is not None and slot is not target.probe:  # timm's `se` slot, read after bn3
+        places.append(slot)
+    held = [m for place in places for m in (_as_attention(place) or _held_at_end(place))]
+    parent = modules.get(target.name.rpartition(".")[0])
+    if isinstance(parent, nn.Sequential):
+        children = list(parent)
+        index = next((i for i, child in enumerate(children) if child is target.probe), None)
+        if index is not None and index + 1 < len(children):
+            held += _as_attention(children[index + 1])
+    return held
+
+
+def _refuse_stacking(model: nn.Module, name: str, built: Sequence[Tuple[_Target, nn.Module, Any]]) -> None:
+    """Refuse to put a module where an earlier insert already put one of the same kind: a second
+    NL-SAM in every block is never what a second call means (re-running a notebook cell, say)."""
+    kinds = attention_types()
+    clashes: Dict[str, List[str]] = {}
+    for target, module, _ in built:
+        new = {type(m) for m in module.modules() if isinstance(m, kinds)}
+        same = sorted({type(m).__name__ for m in _held(model, target) if type(m) in new})
+        if same:
+            clashes[target.name] = same
+    if clashes:
+        names = list(clashes)
+        shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
+        kinds_held = ", ".join(sorted({k for v in clashes.values() for k in v}))
+        raise ValueError(
+            f"insert: {len(names)} of the {len(built)} places for {name!r} already hold {kinds_held} "
+            f"(an earlier insert, or a model built with it): {shown}; inserting again would stack a "
+            "second one in each. Insert into a fresh model (load its weights first), "
+            "or choose other stages or places"
+        )
+
+
 # --- the dry pass -----------------------------------------------------------------------------
 
 
@@ -464,7 +539,7 @@ def _build(
         preferred = _preferred_pool(default_pool, target.stage)
         kwargs["nlsam_pool"] = max(k for k in valid if k <= preferred)
     try:
-        return create_attention(
+        module = create_attention(
             attention,
             channels,
             (height, width),
@@ -481,6 +556,8 @@ def _build(
             f"insert: {attention!r} does not fit {target.name}{where}, a {channels}x{height}x"
             f"{width} feature map at input size {input_hw[0]}x{input_hw[1]}: {error}{pools}"
         ) from None
+    check_attention_shape(module, attention, (channels, height, width), f"at {target.name}")
+    return module
 
 
 def insert(
@@ -521,11 +598,19 @@ def insert(
     already there). BAM, designed for the points between stages, goes at the end of every stage
     but the last. Everything is built before the model is touched: an error leaves it unchanged.
 
+    A second call with an attention already inserted at the same places is refused (naming
+    them) rather than stacking a second module in each; another attention there (SE after
+    NL-SAM, say) runs after the one already there.
+
     Raises:
+        TypeError: ``model`` is not an ``nn.Module`` (a model's name: build it with
+            :func:`nlsam.create_model`, torchvision or timm first).
         ValueError: an unknown attention, option or init; a network without residual blocks
             and no ``after``; a stage that does not exist; a name in ``after`` that is not a
-            module; a pooling kernel that does not divide a feature map.
+            module; a pooling kernel that does not divide a feature map; places that already
+            hold the attention from an earlier insert.
     """
+    check_model_argument(model, "insert")
     name = check_attention_name(attention)
     if name is None:
         raise ValueError(f"insert: attention is {attention!r}; name one of {', '.join(list_attention())}")
@@ -554,6 +639,7 @@ def insert(
             built.append((target, module, feature))
     if not built:
         raise ValueError(f"insert: {name!r} goes to none of the chosen stages {stages}")
+    _refuse_stacking(model, name, built)
 
     params_before = sum(p.numel() for p in model.parameters())
     for target, module, _ in built:

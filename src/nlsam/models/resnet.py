@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..attention import check_attention_name, create_attention, split_attention_options
+from ..attention import attention_parts, check_attention_name, create_attention, split_attention_options
 from ..attention.nlsam import SizeLike, to_2tuple
+from ..attention.registry import is_builtin_part
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -184,6 +185,44 @@ class PreActBottleneck(nn.Module):
 Block = Type[Union[BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck]]
 
 
+def check_attention_shape(module: nn.Module, attention: Optional[str], shape: Sequence[int], where: str) -> None:
+    """Raise a ``ValueError`` naming the module unless ``module`` (built for the composition
+    ``attention``) maps a ``shape`` = (C, H, W) feature map to one of the same shape.
+
+    nlsam's own modules keep the shape by construction (and are tested), so only a composition
+    with a part registered from outside is tried: once, on zeros at batch 2, in eval mode,
+    without gradient and without touching the random state. On the meta device it costs nothing.
+    """
+    outside = [p for p in attention_parts(attention) if not is_builtin_part(p)]
+    if not outside or isinstance(module, nn.Identity):
+        return
+    named = ", ".join(f"{p.name!r} ({getattr(p.builder, '__qualname__', p.builder)})" for p in outside)
+    first = next(iter([*module.parameters(), *module.buffers()]), None)
+    device = first.device if first is not None else torch.empty(0).device
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.get_default_dtype()
+    x = torch.zeros(2, *shape, device=device, dtype=dtype)
+    modes = [(m, m.training) for m in module.modules()]
+    size = "x".join(map(str, shape))
+    try:
+        module.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = module(x)
+    except NotImplementedError:
+        if device.type == "meta":  # an operator without a meta kernel: nothing to learn here
+            return
+        raise
+    except Exception as error:
+        raise ValueError(f"attention {named} fails on the {size} feature map {where} "
+                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    finally:
+        for sub, training in modes:
+            sub.training = training
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
+        got = "x".join(map(str, out.shape[1:])) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"attention {named} changes the feature map {where}: it is given {size} and returns "
+                         f"{got}; an attention module must return a map of its input's shape (C x H x W)")
+
+
 class ResNet(nn.Module):
     """A ResNet with attention, for CIFAR (``stem="cifar"``) or ImageNet (``stem="imagenet"``).
 
@@ -275,8 +314,10 @@ class ResNet(nn.Module):
             out_planes = planes * block.expansion
 
             def attention_at(placement: str) -> nn.Module:
-                return create_attention(attention, out_planes, (height, width), stage=stage,
-                                        stage_ids=stage_ids, placement=placement, **attention_options)
+                module = create_attention(attention, out_planes, (height, width), stage=stage,
+                                          stage_ids=stage_ids, placement=placement, **attention_options)
+                check_attention_shape(module, attention, (out_planes, height, width), f"of stage {stage}")
+                return module
 
             blocks: List[nn.Module] = [
                 block(in_planes if i == 0 else out_planes, planes, stride if i == 0 else 1, shortcut,
