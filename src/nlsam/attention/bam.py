@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .gate import Gate, check_init, zero_
+from .nlsam import check_feature_map
 from .registry import register_attention
 from .se import reduced_channels
 
@@ -56,6 +57,7 @@ class BAM(nn.Module):
         self.gate.make_identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, "BAM")
         attention = self.gate(self.channel_branch(x) + self.spatial_branch(x))
         return x * attention if self.gate.identity else x * (1.0 + attention)
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .gate import Gate, check_init, zero_
+from .nlsam import check_feature_map
 from .registry import register_attention, register_composition
 from .se import reduced_channels
 
@@ -33,6 +34,7 @@ class CBAMChannelGate(nn.Module):
         self.gate.make_identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, "CBAMChannelGate")
         avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
         mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))
         return x * self.gate(avg + mx)
@@ -60,6 +62,7 @@ class CBAMSpatialGate(nn.Module):
         self.gate.make_identity()
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, "CBAMSpatialGate")
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
         return self.gate(self.norm(self.conv(pooled)))
 

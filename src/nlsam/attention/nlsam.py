@@ -37,6 +37,35 @@ def to_2tuple(size: SizeLike, name: str = "feature_size") -> Tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+#: The most weights one of NL-SAM's fully-connected layers may hold (N x N/r): 2**26, 256 MiB in
+#: float32. The paper's grids are 8 x 8 (CIFAR) and 7 x 7 (ImageNet): a few thousand weights.
+MAX_FC_WEIGHTS = 2**26
+
+
+def check_fc_size(feature_size: Tuple[int, int], pool: int, reduction: int, hidden: int) -> None:
+    """Raise a ``ValueError`` before allocating anything when NL-SAM's fc layers (N x N/r weights
+    each, N the positions of the pooled grid) would hold more than :data:`MAX_FC_WEIGHTS`."""
+    height, width = feature_size
+    num_positions = (height // pool) * (width // pool)
+    weights = num_positions * hidden
+    if weights > MAX_FC_WEIGHTS:
+        raise ValueError(
+            f"NL-SAM's fully-connected layers would hold {num_positions:,} x {hidden:,} = {weights:,} "
+            f"weights each (the {height}x{width} feature map pooled by k={pool} to "
+            f"{height // pool}x{width // pool} positions, r={reduction}); at most {MAX_FC_WEIGHTS:,} "
+            "(256 MiB in float32) are allowed: pool more (a larger k), raise r, or train at a "
+            "smaller input size"
+        )
+
+
+def check_feature_map(x: torch.Tensor, module: str) -> None:
+    """Raise a ``ValueError`` naming the shape unless ``x`` is a B x C x H x W feature map."""
+    if x.dim() != 4:
+        raise ValueError(
+            "{} expects a B x C x H x W feature map (4-D), got shape {}".format(module, list(x.shape))
+        )
+
+
 def bottleneck_width(num_positions: int, reduction: int) -> int:
     """Hidden width of the NL-SAM bottleneck: ``N // r``, at least 1.
 
@@ -103,6 +132,7 @@ class NLSAM(nn.Module):
         self.grid_size = (height // pool, width // pool)
         num_positions = self.grid_size[0] * self.grid_size[1]
         hidden = bottleneck_width(num_positions, reduction)
+        check_fc_size((height, width), pool, reduction, hidden)
         self.fc1 = nn.Linear(num_positions, hidden)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, num_positions)
@@ -132,9 +162,12 @@ class NLSAM(nn.Module):
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """Return the B x 1 x H x W attention map for ``x``: the gate values, in (0, 1) (in (0, 2)
-        with the identity gate)."""
+        with the identity gate). An empty batch gives an empty map."""
+        check_feature_map(x, "NLSAM")
         batch = x.shape[0]
         height, width = x.shape[-2], x.shape[-1]
+        if batch == 0:
+            return x.new_zeros((0, 1, height, width))
         # the channel mean, written as a sum scaled on the one-channel result: the sum's
         # gradient is a broadcast view, where mean's backward writes a full B x C x H x W tensor
         # (the module's forward + backward ran 1.5-1.8x faster on a CPU; same values)
@@ -159,6 +192,7 @@ class NLSAM(nn.Module):
         return weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, "NLSAM")  # here too: the compiled path would take it for a compiler failure
         if self.compiled_forward and not torch.jit.is_scripting():
             return self._forward_compiled(x)
         return self._attend(x)

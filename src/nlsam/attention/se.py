@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .gate import Gate, check_init, zero_
+from .nlsam import check_feature_map
 from .registry import register_attention
 
 
@@ -48,6 +49,7 @@ class SqueezeExcite(_Excite):
         self._build_excite(channels, reduction, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_feature_map(x, "SqueezeExcite")
         return x * self.excite(self.pool(x))
 
 
