@@ -21,7 +21,10 @@ SMALL_IMAGE_MAX = 64
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any PIL mode (L, LA, P, RGBA, CMYK, I;16, ...) to 8-bit RGB.
 
-    Alpha is dropped (as torchvision's loader does); 16/32-bit grayscale is rescaled to 8 bits.
+    Alpha is dropped (as torchvision's loader does). 16-bit grayscale is rescaled to 8 bits by
+    its mode, whatever its values: ``I;16*`` and ``I`` (how PIL opens 16-bit PNG, TIFF and PGM
+    files, PGM scaled to 0..65535) as 0..65535, so a near-black 16-bit image stays near black.
+    A float image (``F``) has no bit depth: values up to 255 read as 0..255, larger as 0..65535.
     """
     mode = img.mode
     if mode == "RGB":
@@ -29,10 +32,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
         mode = "RGBA"
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if mode == "I" or mode.startswith("I;16") or mode == "F":
         arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        arr = np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8)
+        if mode == "F":
+            top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        else:
+            top = 65535.0
+        arr = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
         return Image.fromarray(arr, mode="L").convert("RGB")
     return img.convert("RGB")
 
