@@ -201,6 +201,15 @@ def check_writable(path: Path, what: str = "--out") -> None:
 
 
 @torch.no_grad()
+def _check_finite(model: nn.Module) -> None:
+    """Broken weights (NaN/inf) are named before any export work, not blamed on the exporter."""
+    from ..engine.evaluate import check_finite_outputs
+
+    x = torch.randn(1, *model.data_config["input_size"], generator=torch.Generator().manual_seed(0))
+    check_finite_outputs(model, model(x), "on a random input")
+
+
+@torch.no_grad()
 def check_export(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor],
                  batches=CHECK_BATCHES, seed: int = 0) -> Dict[int, float]:
     """Largest difference between ``runner`` and ``model`` logits at each batch size, divided by
@@ -252,6 +261,7 @@ def export_model(
         raise ValueError(f"{what} is the checkpoint itself; choose another file")
     check_writable(path, what)
     inspected = load_inspected(checkpoint)
+    _check_finite(inspected.model)
     if fmt == "onnx":
         data, run = _onnx_bytes(inspected, opset, exporter), _onnx_runner
     elif fmt == "torchscript":

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from .._optional import require  # noqa: F401  (attention_maps imports it from here)
+from .._sizes import MAX_INPUT_PIXELS, check_max_side  # noqa: F401  (the bound, for callers)
 from .._sizes import parse_input_size as _parse_input_size
+from ..engine.evaluate import check_finite_outputs
 
 PathLike = Union[str, Path]
 
@@ -80,9 +82,18 @@ def output_names(paths: Sequence[Path], suffix: str = ".png") -> List[str]:
 MIN_INPUT_PIXELS = 8
 
 
+#: at most this many input pixels go through the network at once in :func:`predict` (64 images
+#: at 224 x 224; one image at a time from about 1800 x 1800 up)
+PIXELS_PER_BATCH = 64 * 224 * 224
+
+
 def parse_input_size(values: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
-    """``--input-size H [W]`` -> (H, W), or None for the model's own size."""
-    return _parse_input_size(values, min_pixels=MIN_INPUT_PIXELS)
+    """``--input-size H [W]`` -> (H, W), or None for the model's own size; each side from
+    :data:`MIN_INPUT_PIXELS` to :data:`MAX_INPUT_PIXELS`."""
+    size = _parse_input_size(values, min_pixels=MIN_INPUT_PIXELS)
+    if size is not None:
+        check_max_side(*size, "--input-size")
+    return size
 
 
 # ------------------------------------------------------------------------------------------
@@ -177,14 +188,21 @@ def predict(
     batch_size: int = 64,
 ) -> List[List[Dict[str, Any]]]:
     """Top-k predictions per image: ``[[{"rank", "index", "class", "score"}, ...], ...]``,
-    sorted by decreasing softmax score. ``topk`` is clipped to the number of classes."""
+    sorted by decreasing softmax score. ``topk`` is clipped to the number of classes. Images are
+    prepared and run ``batch_size`` at a time, fewer at large input sizes (:data:`PIXELS_PER_BATCH`).
+    Raises ``ValueError`` when the network's outputs are not finite (broken weights)."""
     if topk < 1:
         raise ValueError(f"--topk must be at least 1, got {topk}")
     k = min(topk, len(inspected.classes))
-    x = torch.cat([inspected.prepare(img, input_size) for img in images])
+    height, width = input_size or inspected.input_size
+    batch_size = max(1, min(batch_size, PIXELS_PER_BATCH // (height * width)))
     results = []
-    for start in range(0, len(x), batch_size):
-        probs = forward_checked(inspected.model, x[start:start + batch_size]).float().softmax(dim=1)
+    for start in range(0, len(images), batch_size):
+        x = torch.cat([inspected.prepare(img, input_size) for img in images[start:start + batch_size]])
+        logits = forward_checked(inspected.model, x)
+        where = "on the first batch" if start == 0 else f"on images {start + 1}-{start + len(logits)}"
+        check_finite_outputs(inspected.model, logits, where)
+        probs = logits.float().softmax(dim=1)
         scores, indices = probs.topk(k, dim=1)
         for row_scores, row_indices in zip(scores.tolist(), indices.tolist()):
             results.append([

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             f"{len(meta.get('classes', []))} classes ({', '.join(map(str, meta.get('classes', [])[:5]))}, ...)"
         )
     result = evaluate(
-        model, data.test_loader, num_classes=len(data.classes), amp_dtype=amp_dtype, tta=args.tta
+        model, data.test_loader, num_classes=len(data.classes), amp_dtype=amp_dtype, tta=args.tta,
+        check_finite=True,
     )
     result["per_class_top1"] = dict(zip(map(str, data.classes), result["per_class_top1"]))
     epoch = state.get("epoch")

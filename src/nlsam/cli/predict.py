@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.predict import load_images, load_inspected, parse_input_size, predict
 
+    input_size = parse_input_size(args.input_size)  # checked first: it costs nothing
     images = load_images(args.images)
-    input_size = parse_input_size(args.input_size)
     inspected = load_inspected(args.checkpoint)
     results = predict(inspected, [img for _, img in images], topk=args.topk, input_size=input_size)
     size = input_size or inspected.input_size
