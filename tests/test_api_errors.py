@@ -203,6 +203,8 @@ def test_input_size_is_bounded(tmp_path, capsys):
         assert "--input-size" in err and str(MAX_INPUT_PIXELS) in err, err
     with pytest.raises(ValueError, match="at most"):
         profile(nlsam.create_model("resnet20"), input_size=100000)
+    with pytest.raises(ValueError, match="insert: input_size takes at most"):
+        nlsam.insert(nlsam.create_model("resnet20"), "nlsam", input_size=100000)
     err = _one_line_error(capsys, ["profile", "resnet20", "--input-size", "100000"])
     assert str(MAX_INPUT_PIXELS) in err
 

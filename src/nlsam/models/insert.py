@@ -48,6 +48,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
+from .._sizes import check_max_side
 from ..cost import profile, render_table
 from ..cost.counter import check_model_argument
 from ..attention import (
@@ -432,6 +433,7 @@ def _input_shape(
     if not isinstance(size, int) and len(tuple(size)) == 3:
         channels, size = tuple(size)[0], tuple(size)[1:]
     height, width = to_2tuple(size, "input_size")
+    check_max_side(height, width, "insert: input_size")  # before the dry pass allocates its input
     return int(channels), height, width
 
 
