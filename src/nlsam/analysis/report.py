@@ -17,6 +17,12 @@ of the deciding shape, and the pointing game (:mod:`nlsam.analysis.localisation`
 split, of each run's final network (``last.pt``, whose accuracy the table reports), as mean ±
 the half-width of the 95% t interval over seeds. They are computed once per run and cached in
 ``RUN_DIR/localisation.json``.
+
+The settings the report gives are those each finished run trained with (its ``last.pt``'s or
+``config.yaml``'s), not the study file's: where ``study.yaml`` says otherwise, the report says
+so. A run counts as finished as :func:`nlsam.engine.study.run_status` says (every epoch, and a
+readable final checkpoint or none kept); a run whose checkpoint is there but cannot be read is
+left out and named with the reason.
 """
 from __future__ import annotations
 
@@ -34,8 +40,8 @@ from ..engine.checkpoint import load_checkpoint
 from ..engine.loading import META_DEFAULTS, build_network
 from ..engine.precision import listed_precisions
 from ..engine.run_dir import read_metrics, recorded_precision
-from ..engine.config import TrainConfig
-from ..engine.study import Study, load_study, run_state
+from ..engine.config import TrainConfig, config_keys
+from ..engine.study import RunStatus, Study, StudyRun, load_study, run_status
 
 # ------------------------------------------------------------------------------------------
 # Student's t distribution, in pure Python: the CDF through the regularized incomplete beta
@@ -259,13 +265,31 @@ def _cost(run_dir: Path, cfg) -> Tuple[Optional[int], Optional[int]]:
     return report.params, report.flops
 
 
-def collect(study: Study) -> List[GroupResult]:
+def trained_settings(run: StudyRun, status: RunStatus) -> Dict[str, Any]:
+    """Every setting ``run`` trained with: its own (``last.pt``'s, else ``config.yaml``'s; a key
+    an older version did not save has its default), else, where it keeps neither, those the
+    study gives it."""
+    if status.config is None:
+        return run.config.to_dict()
+    defaults = TrainConfig().to_dict()
+    return {key: status.config.get(key, default) for key, default in defaults.items()}
+
+
+def _trained_config(run: StudyRun, status: RunStatus) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(dict(trained_settings(run, status), resume=False))
+    except (ValueError, TypeError):  # saved by another version: the study's own config
+        return run.config
+
+
+def collect(study: Study, statuses: Optional[Mapping[str, RunStatus]] = None) -> List[GroupResult]:
     """Gather the final accuracy of every finished run, grouped by grid values."""
+    statuses = statuses if statuses is not None else {run.name: run_status(run) for run in study.runs}
     groups: Dict[str, GroupResult] = {}
     for run in study.runs:
         label = group_label(run.group)
         result = groups.setdefault(label, GroupResult(label, dict(run.group)))
-        if run_state(run) != "done":
+        if statuses[run.name].state != "done":
             result.missing += 1
             continue
         lines = read_metrics(run.run_dir)  # the epochs last.pt holds, even if a kill left metrics.jsonl behind
@@ -273,7 +297,7 @@ def collect(study: Study) -> List[GroupResult]:
         result.seeds.append(run.seed)
         result.curves.append([l["test_top1"] for l in lines])
         if result.params is None:
-            result.params, result.flops = _cost(run.run_dir, run.config)
+            result.params, result.flops = _cost(run.run_dir, _trained_config(run, statuses[run.name]))
         if _on_locate_data(run):
             from .localisation import localisation_of_run
 
@@ -407,12 +431,14 @@ def write_report(study_dir: Path) -> Path:
     if not spec_path.is_file():
         raise FileNotFoundError(f"{study_dir} is not a study directory (no study.yaml); run `nlsam study` first")
     study = load_study(spec_path, out=study_dir)
-    results = collect(study)
+    statuses = {run.name: run_status(run) for run in study.runs}
+    results = collect(study, statuses)
     if not any(r.accuracies for r in results):
-        states = [run_state(run) for run in study.runs]
+        states = [status.state for status in statuses.values()]
+        broken = f", {states.count('broken')} with a checkpoint that cannot be read" if "broken" in states else ""
         raise ValueError(
             f"none of the {len(states)} runs of {study_dir} has finished ({states.count('done')} done, "
-            f"{states.count('partial')} partial, {states.count('todo')} not started), so there is nothing "
+            f"{states.count('partial')} partial, {states.count('todo')} not started{broken}), so there is nothing "
             f"to report yet; `nlsam study {spec_path} --out {study_dir}` trains them")
     paper = {str(k): v for k, v in (study.spec.get("paper") or {}).items()}
     located = any(r.localisation for r in results)
@@ -441,7 +467,7 @@ def write_report(study_dir: Path) -> Path:
                          *([name for _, name, _ in LOCALISATION_COLUMNS] if located else [])])
         precisions: Counter = Counter()
         for run in study.runs:
-            state = run_state(run)
+            state = statuses[run.name].state
             top1, precision = "", ""
             loc = [""] * len(LOCALISATION_COLUMNS) if located else []
             if state == "done":
@@ -456,12 +482,10 @@ def write_report(study_dir: Path) -> Path:
             writer.writerow([run.name, group_label(run.group), run.seed, state, top1, precision, *loc])
 
     figures = _figures(study, results, study_dir)
-    base = study.spec.get("base") or {}
     lines = [
         f"# Study: {study.name}",
         "",
-        "Settings shared by all runs: " + ", ".join(f"`{k}: {_fmt(v)}`" for k, v in base.items()),
-        "",
+        *_settings_lines(study, statuses),
         "Accuracy: final-epoch test top-1, mean ± sample std over seeds (n = seeds). Δ: difference of "
         "means to the variant in the 'vs' column (X+Y against X where the study has X, else the "
         "baseline) with a 95% Welch t interval; paired Δ: the mean of the per-seed differences over "
@@ -477,6 +501,10 @@ def write_report(study_dir: Path) -> Path:
     missing = sum(r.missing for r in results)
     if missing:
         lines += [f"{missing} run(s) not finished yet are left out.", ""]
+    broken = [(run.name, statuses[run.name].why) for run in study.runs if statuses[run.name].state == "broken"]
+    if broken:
+        lines += ["Left out although their folder holds them, because a checkpoint there cannot be read:", "",
+                  *(f"- `{name}`: {why}" for name, why in broken), ""]
     if paper:
         lines += ["The 'paper' column quotes the published figures (the paper's, not measured here).", ""]
     for title, name in figures:
@@ -484,6 +512,61 @@ def write_report(study_dir: Path) -> Path:
     report = study_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+#: Settings that do not change what a run computes: the report names them only where the study
+#: file sets them.
+_UNREPORTED = ("out", "resume", "seed", "num_workers", "cache_dir", "log_every", "tensorboard", "data_dir",
+               "download", "eval_batch_size")
+
+
+def _settings_lines(study: Study, statuses: Mapping[str, RunStatus]) -> List[str]:
+    """The settings the finished runs share, those that differ between them (beyond the grid's
+    and variants' own), and where they trained otherwise than ``study.yaml`` says."""
+    done = [run for run in study.runs if statuses[run.name].state == "done"]
+    varied = {key for run in study.runs for key in run.group}
+    varied_options = {key.split(".", 1)[1] for key in varied if key.startswith("model_options.")}
+
+    def comparable(values: Dict[str, Any]) -> Dict[str, Any]:
+        options = values.get("model_options")
+        if isinstance(options, dict):
+            values = dict(values, model_options={k: v for k, v in options.items() if k not in varied_options})
+        return values
+
+    trained = [comparable(trained_settings(run, statuses[run.name])) for run in done]
+    planned = [comparable(run.config.to_dict()) for run in done]
+    base = study.spec.get("base") or {}
+    keys = [k for k in base if k not in varied and k not in ("out", "resume", "seed")]
+    keys += [k for k in config_keys() if k not in base and k not in varied and k not in _UNREPORTED
+             and any(t.get(k) != p.get(k) for t, p in zip(trained, planned))]
+
+    def tally(rows: List[Dict[str, Any]], key: str) -> Dict[str, Tuple[Any, int]]:
+        counts: Dict[str, Tuple[Any, int]] = {}
+        for row in rows:
+            name = json.dumps(row.get(key), sort_keys=True, default=str)
+            counts[name] = (row.get(key), counts.get(name, (None, 0))[1] + 1)
+        return counts
+
+    def listed(counts: Dict[str, Tuple[Any, int]]) -> str:
+        return ", ".join(f"{_fmt(value)} ({n} run{'s' if n > 1 else ''})" for value, n in counts.values())
+
+    shared, differ, unlike = [], [], []
+    for key in keys:
+        counts = tally(trained, key)
+        if len(counts) == 1:
+            shared.append(f"`{key}: {_fmt(next(iter(counts.values()))[0])}`")
+        else:
+            differ.append(f"`{key}`: {listed(counts)}")
+        if any(t.get(key) != p.get(key) for t, p in zip(trained, planned)):
+            said = next(iter(tally(planned, key).values()))[0]
+            unlike.append(f"study.yaml gives `{key}: {_fmt(said)}`, the runs trained with {listed(counts)}")
+    lines = ["Settings shared by all runs: " + ", ".join(shared), ""]
+    if differ:
+        lines += ["Settings that differ between runs: " + "; ".join(differ), ""]
+    if unlike:
+        lines += ["**The finished runs did not all train with what study.yaml says:** " + "; ".join(unlike)
+                  + ". The settings and figures here are those of the runs (each run's own saved config).", ""]
+    return lines
 
 
 def _precision_note(precisions: Mapping[str, int]) -> str:

@@ -14,10 +14,17 @@ that identify the reference group, default ``{attention: null}``), ``paper`` (pu
 to print beside ours) and ``slurm`` (submitit parameters).
 
 Each run is an ordinary run directory under ``STUDY_DIR/runs/``; a finished run is skipped and
-a killed one resumed, so re-running a study picks up where it stopped.
+a killed one resumed, so re-running a study picks up where it stopped, and finished run folders
+copied into a fresh study directory count as done. A study directory keeps the settings its
+runs trained with: a study file or ``--set`` that changes them for a run the directory holds is
+refused (:func:`held_run_changes`), so ``study.yaml`` never describes runs that did not train
+with it; new runs (more seeds, another variant) may be added at any time. One ``nlsam study``
+works in a directory at a time (:func:`lock_study_dir`). :func:`run_status` says when a run
+counts as done.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -30,16 +37,30 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import yaml
 
+from .._io import read_torch_file
+from .checkpoint import FORMAT_VERSION
 from .config import TrainConfig, check_keys, load_yaml, save_yaml
 from .precision import listed_precisions, precision_name, resolve_amp
 from .run_dir import RunDirInUseError, lock_run_dir, read_metrics, recorded_precision, repair_run_dir
 
 STUDY_KEYS = ("name", "base", "grid", "variants", "seeds", "baseline", "paper", "slurm")
 EXECUTORS = ("local", "submitit", "slurm")
+#: Options the study sets for each run itself: never in ``base``, ``grid``, ``variants`` or ``--set``.
+PER_RUN_KEYS = ("out", "resume", "seed")
+#: The study keys that must be mappings, and what each maps.
+MAPPING_KEYS = dict(base="`nlsam train` options to values", baseline="option names to values",
+                    paper="variant labels to published figures", slurm="submitit parameters to values")
+LOCK_NAME = ".lock"
+
+try:  # POSIX; elsewhere study directories are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -75,14 +96,29 @@ def _set_option(values: Dict[str, Any], key: str, value: Any) -> None:
 
 def _seed_list(seeds: Any, where: str) -> List[int]:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f"{where} must be a non-empty list of integers, got {seeds!r}")
+        raise ValueError(f"{where} must be a non-empty list of integers, got {_brief(seeds)}")
     return seeds
 
 
 def _check_option_key(key: str, where: str) -> None:
+    if key in PER_RUN_KEYS:
+        hint = ("list the seeds under `seeds:` (a variant may hold its own `seeds:` list)" if key == "seed"
+                else "the study sets it for each run")
+        raise ValueError(f"{where} must not set {key!r}; {hint}")
     if key.startswith("model_options."):
         return
     check_keys({key: None}, where)
+
+
+def _brief(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters: a user's value can be huge."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true or false"}.get(
+        type(value), type(value).__name__)
 
 
 def _label(value: Any) -> str:
@@ -102,32 +138,108 @@ def run_name(group: Mapping[str, Any], seed: int) -> str:
     return re.sub(r"[^A-Za-z0-9=+,._-]", "_", ",".join(parts))
 
 
+def study_name(spec: Mapping[str, Any], path: Path) -> str:
+    """The study's ``name`` (default: the file's stem): a plain folder name, since the study's
+    default directory is ``studies/NAME``."""
+    name = spec.get("name")
+    where = f"{path}: name" if name is not None else f"{path}: the study's name (its file name)"
+    name = path.stem if name is None else name
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)
+    plain = (isinstance(name, str) and name.strip() == name and name not in ("", ".", "..")
+             and not any(c in name for c in "/\\") and name.isprintable() and len(name) <= 200)
+    if not plain:
+        raise ValueError(f"{where} must be a plain folder name (no '/', not '.' or '..', no spaces around it), "
+                         f"got {_brief(name)}")
+    return name
+
+
+def _check_spec_shape(spec: Mapping[str, Any], path: Path) -> None:
+    """The study file as a whole: not empty, known keys, mappings where mappings belong."""
+    if not spec:
+        raise ValueError(f"study file {path} is empty; a study needs at least `base:` (the `nlsam train` options "
+                         "of its runs), e.g. base: {data: builtin, model: resnet20, epochs: 1}")
+    unknown = [k for k in spec if k not in STUDY_KEYS]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in {path}; valid study keys: {', '.join(STUDY_KEYS)}")
+    for key, what in MAPPING_KEYS.items():
+        value = spec.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{path}: {key} must map {what}, got {_kind(value)} ({_brief(value)})")
+
+
+def _run_values(base: Mapping[str, Any], group: Mapping[str, Any], seed: int, out: Path) -> Dict[str, Any]:
+    values = copy.deepcopy(dict(base))
+    for key, value in group.items():
+        _set_option(values, key, value)
+    values.update(seed=seed, out=str(out))
+    return values
+
+
+def _blame_override(check: Callable[[Dict[str, Any]], Any], file_base: Mapping[str, Any],
+                    overrides: Mapping[str, Any], group: Mapping[str, Any], seed: int,
+                    out: Path) -> Optional[Tuple[str, Any, Exception]]:
+    """The first ``--set`` that makes ``check`` fail on a run's values, with its error; None when
+    the study file's own values fail (or nothing does)."""
+    base = copy.deepcopy(dict(file_base))
+    try:
+        check(_run_values(base, group, seed, out))
+    except (ValueError, TypeError):
+        return None
+    for key, value in overrides.items():
+        _set_option(base, key, value)
+        try:
+            check(_run_values(base, group, seed, out))
+        except (ValueError, TypeError) as exc:
+            return key, value, exc
+    return None
+
+
+def _set_text(key: str, value: Any) -> str:
+    """``--set KEY=VALUE`` as it was typed, near enough (VALUE as YAML reads it back), cut short."""
+    shown = value if isinstance(value, str) else json.dumps(value, default=str)
+    return f"--set {key}={shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+def _set_error(key: str, value: Any, exc: Exception) -> ValueError:
+    """The error of a ``--set`` value, naming it (the checks ran with ``--set`` as their source)."""
+    return ValueError(f"{_set_text(key, value)}: {str(exc).replace(' in --set ', ' ')}")
+
+
 def load_study(
     path: Union[str, Path], out: Optional[Union[str, Path]] = None, overrides: Optional[Mapping[str, Any]] = None
 ) -> Study:
     """Read and check a study file; every run's config is built and validated here, and every
-    distinct network is instantiated once (on the meta device), before anything runs."""
+    distinct network is instantiated once (on the meta device), before anything runs. An error
+    in a ``--set`` value names the ``--set``, one in the file names the file."""
     path = Path(path)
     spec = load_yaml(path)
-    unknown = [k for k in spec if k not in STUDY_KEYS]
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} in {path}; valid study keys: {', '.join(STUDY_KEYS)}")
-    base = dict(spec.get("base") or {})
-    check_keys(base, f"{path}: base")
-    for key, value in (overrides or {}).items():
-        _check_option_key(key, "--set")
+    _check_spec_shape(spec, path)
+    name = study_name(spec, path)
+    file_base = dict(spec.get("base") or {})
+    check_keys(file_base, f"{path}: base")
+    for forbidden in PER_RUN_KEYS:
+        if forbidden in file_base:
+            raise ValueError(f"{path}: base must not set {forbidden!r}; the study sets it for each run")
+    overrides = dict(overrides or {})
+    base = dict(file_base)
+    for key, value in overrides.items():
+        try:
+            _check_option_key(key, "--set")
+        except ValueError as exc:
+            if key not in PER_RUN_KEYS:
+                raise
+            raise ValueError(f"{_set_text(key, value)}: a study sets each run's {key} itself"
+                             + ("; list the seeds under `seeds:` in the study file" if key == "seed" else "")) from None
         _set_option(base, key, value)
     spec = dict(spec, base=base)
-    for forbidden in ("out", "resume", "seed"):
-        if forbidden in base:
-            raise ValueError(f"{path}: base must not set {forbidden!r}; the study sets it for each run")
     grid = spec.get("grid") or {}
     if not isinstance(grid, dict):
         raise ValueError(f"{path}: grid must map option names to lists of values")
     for key, values in grid.items():
         _check_option_key(key, f"{path}: grid")
         if not isinstance(values, list) or not values:
-            raise ValueError(f"{path}: grid value for {key!r} must be a non-empty list, got {values!r}")
+            raise ValueError(f"{path}: grid value for {key!r} must be a non-empty list, got {_brief(values)}")
     variants = spec.get("variants") or []
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ValueError(f"{path}: variants must be a list of option mappings")
@@ -142,7 +254,6 @@ def load_study(
         groups.append((options, _seed_list(variant["seeds"], f"{path}: variant seeds") if "seeds" in variant else seeds))
     groups = groups or [({}, seeds)]
 
-    name = str(spec.get("name") or path.stem)
     study_dir = Path(out) if out else Path("studies") / name
     runs: List[StudyRun] = []
     # Seed-major order: a study stopped part-way has whole seeds of every variant, not every
@@ -151,29 +262,57 @@ def load_study(
         for group, its_seeds in groups:
             if seed not in its_seeds:
                 continue
-            values = copy.deepcopy(base)
-            for key, value in group.items():
-                _set_option(values, key, value)
             label = run_name(group, seed)
-            values.update(seed=seed, out=str(study_dir / "runs" / label))
+            run_dir = study_dir / "runs" / label
             try:
-                config = TrainConfig.from_dict(values, f"{path} run {label}")
+                config = TrainConfig.from_dict(_run_values(base, group, seed, run_dir), f"{path} run {label}")
             except (ValueError, TypeError) as exc:
+                blamed = _blame_override(lambda v: TrainConfig.from_dict(v, "--set"), file_base, overrides, group,
+                                         seed, run_dir)
+                if blamed:
+                    raise _set_error(*blamed) from None
                 raise ValueError(f"{path}: run {label}: {exc}") from None
             runs.append(StudyRun(label, group, seed, config))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: the grid, variants and seeds give duplicate runs")
-    _check_networks(runs, path)
+    try:
+        _check_networks(runs, path)
+    except _NetworkError as exc:
+        run = exc.run
+        check = lambda v: _check_network(TrainConfig.from_dict(v, "--set"))
+        blamed = _blame_override(check, file_base, overrides, run.group, run.seed, run.run_dir)
+        if blamed:
+            raise _set_error(*blamed) from None
+        raise ValueError(f"{path}: run {run.name}: {exc}") from None
     return Study(name, spec, runs, study_dir)
 
 
-def _check_networks(runs: Sequence[StudyRun], path: Path) -> None:
+class _NetworkError(ValueError):
+    """A run whose network cannot be built (``run``: the first such run)."""
+
+    def __init__(self, message: str, run: StudyRun) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+def _check_network(cfg: TrainConfig) -> None:
+    """Build the network ``cfg`` describes on the meta device (no memory, no time), or fail."""
     from ..attention import check_attention_name
     from ..models import is_model, list_models
     from ..plugins import import_modules
     from .loading import build_network
 
+    if not is_model(cfg.model):
+        raise ValueError(f"unknown model {cfg.model!r}; valid: {', '.join(list_models())}")
+    import_modules(cfg.imports)  # a user's own attention modules, before their names are checked
+    check_attention_name(cfg.attention)
+    # the images are resized to image_size, unless a model option fixes the input size
+    resized = cfg.image_size and "input_size" not in cfg.model_options
+    build_network(cfg, dict(input_size=(cfg.image_size,) * 2) if resized else None, device="meta")
+
+
+def _check_networks(runs: Sequence[StudyRun], path: Path) -> None:
     seen = set()
     for run in runs:
         cfg = run.config
@@ -181,26 +320,168 @@ def _check_networks(runs: Sequence[StudyRun], path: Path) -> None:
         if key in seen:
             continue
         seen.add(key)
-        if not is_model(cfg.model):
-            raise ValueError(f"{path}: run {run.name}: unknown model {cfg.model!r}; valid: {', '.join(list_models())}")
         try:
-            import_modules(cfg.imports)  # a user's own attention modules, before their names are checked
-            check_attention_name(cfg.attention)
-            # the images are resized to image_size, unless a model option fixes the input size
-            resized = cfg.image_size and "input_size" not in cfg.model_options
-            build_network(cfg, dict(input_size=(cfg.image_size,) * 2) if resized else None, device="meta")
+            _check_network(cfg)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: run {run.name}: {exc}") from None
+            raise _NetworkError(str(exc), run) from None
 
 
 # ----------------------------------------------------------------------------- run state
+@dataclass
+class RunStatus:
+    """Where a run of a study stands: ``state`` (``done``, ``partial``, ``todo`` or ``broken``),
+    ``why`` (one phrase), the ``epochs`` it holds, whether it keeps its ``last.pt``, and the
+    settings it trained with (``config``: its ``last.pt``'s, else its ``config.yaml``'s; None
+    where it keeps neither or has trained nothing)."""
+
+    state: str
+    why: str
+    epochs: int = 0
+    checkpoint: bool = False
+    config: Optional[Dict[str, Any]] = None
+
+
+def _checkpoint_problem(path: Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """(the contents, None) of a readable training checkpoint; (None, why not) of a file that is
+    there but is no checkpoint nlsam can resume from; (None, None) where there is no file.
+    Memory-mapped: cheap, tensors are not read."""
+    if not path.exists():
+        return None, None
+    try:
+        state = read_torch_file(path, mmap=True)
+    except ValueError as exc:
+        return None, f"its {path.name} is there but cannot be read: {str(exc).split(': ', 1)[-1]}"
+    except OSError as exc:
+        return None, f"its {path.name} is there but cannot be read: {exc.strerror or exc}"
+    if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping) or not isinstance(state.get("config"), Mapping):
+        return None, f"its {path.name} is there but is not an nlsam training checkpoint (no model state and config inside)"
+    if state.get("format_version") != FORMAT_VERSION:
+        return None, (f"its {path.name} is there but has checkpoint format version {state.get('format_version')}; "
+                      f"this nlsam reads version {FORMAT_VERSION}")
+    return state, None
+
+
+def _saved_config(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """The settings in ``RUN_DIR/config.yaml`` (None where it is missing or unreadable)."""
+    try:
+        values = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return values if isinstance(values, dict) else None
+
+
+def run_status(run: StudyRun) -> RunStatus:
+    """Where ``run`` stands, and why. The rule:
+
+    - Every checkpoint in the run folder (``last.pt``, ``best.pt``) that is there must be a
+      readable nlsam training checkpoint (it loads with the safe reader, memory-mapped); a file
+      that is there but is not one (truncated, another kind of file) makes the run ``broken``:
+      not done, not resumed, and nothing of it is deleted.
+    - ``done``: the epochs ``last.pt`` has committed, or ``metrics.jsonl``'s where no ``last.pt``
+      is kept (finished run folders are copied without checkpoints on purpose), reach the run's
+      ``epochs``.
+    - ``partial``: a readable ``last.pt`` with fewer epochs: the study resumes it.
+    - ``todo``: anything else (no epoch committed, or metrics without a checkpoint to go on from).
+    """
+    last_state, problem = _checkpoint_problem(run.run_dir / "last.pt")
+    if problem:
+        problem += ("; move it away (a run whose metrics.jsonl holds every epoch then counts as done from it, "
+                    "any other starts again) or put back a good copy")
+    else:
+        problem = _checkpoint_problem(run.run_dir / "best.pt")[1]
+        if problem:
+            problem += "; move it away (the run keeps its last.pt) or put back a good copy"
+    # last.pt's history; without a readable last.pt, what metrics.jsonl holds
+    rows = read_metrics(run.run_dir, last_state)
+    held = int(rows[-1].get("epoch", 0)) if rows else 0
+    config = last_state.get("config") if last_state is not None else None
+    config = config if isinstance(config, dict) else _saved_config(run.run_dir)
+    config = config if held or last_state is not None else None  # trained nothing: nothing to keep
+    target = run.config.epochs
+    if problem:
+        return RunStatus("broken", problem, held, False, config)
+    if last_state is not None:
+        if held >= target:
+            return RunStatus("done", f"{held} of {target} epochs", held, True, config)
+        return RunStatus("partial", f"{held} of {target} epochs in last.pt: resumes from there", held, True, config)
+    if held >= target:
+        return RunStatus("done", f"{held} of {target} epochs (no checkpoint kept: read from metrics.jsonl)",
+                         held, False, config)
+    if held:
+        return RunStatus("todo", f"metrics.jsonl holds {held} of {target} epochs but there is no last.pt to resume "
+                                 "from: starts again", held, False, config)
+    return RunStatus("todo", "not started", 0, False, None)
+
+
 def run_state(run: StudyRun) -> str:
-    """``done``, ``partial`` (has a checkpoint: will be resumed) or ``todo``, as the run's
-    ``last.pt`` (its commit point) records it."""
-    history = read_metrics(run.run_dir)
-    if history and history[-1].get("epoch", 0) >= run.config.epochs:
-        return "done"
-    return "partial" if (run.run_dir / "last.pt").is_file() else "todo"
+    """``done``, ``partial`` (has a checkpoint: will be resumed), ``todo`` or ``broken`` (a
+    checkpoint that is there but cannot be read): :func:`run_status`'s state."""
+    return run_status(run).state
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    try:
+        return os.path.samefile(str(a), str(b))
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def held_run_changes(run: StudyRun, status: RunStatus) -> Dict[str, Tuple[Any, Any]]:
+    """The settings in which the study now gives ``run`` other values than the run trained
+    with, as ``{key: (trained, now)}``, of a run the study directory holds (one that trained an
+    epoch). Left out: what ``nlsam train --resume`` lets a run change (device, precision, data
+    loading, ...; the data by another path to the same file), and ``epochs`` where the run keeps
+    its ``last.pt`` and has not trained past them (it is resumed to them)."""
+    from .train import RESUME_CHANGEABLE
+
+    if status.config is None:
+        return {}
+    defaults = TrainConfig().to_dict()
+    changes = {}
+    for key, now in run.config.to_dict().items():
+        before = status.config.get(key, defaults[key])
+        if key in ("out", "resume") or before == now or (key == "data" and _same_file(before, now)):
+            continue
+        if key == "epochs":
+            if status.checkpoint and isinstance(now, int) and status.epochs <= now:
+                continue
+        elif key in RESUME_CHANGEABLE:
+            continue
+        changes[key] = (before, now)
+    return changes
+
+
+def check_held_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
+    """Refuse (``ValueError``, one line) a study that changes the settings of runs its directory
+    holds, naming each changed key with its trained and new value and the runs."""
+    changed: Dict[Tuple[str, str, str], List[str]] = {}
+    for run in study.runs:
+        for key, (before, now) in held_run_changes(run, statuses[run.name]).items():
+            changed.setdefault((key, _brief(before), _brief(now)), []).append(run.name)
+    if not changed:
+        return
+    held = len({name for names in changed.values() for name in names})
+
+    def runs_text(names: List[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    detail = "; ".join(f"{key} (trained with {before}, now {now}) in {runs_text(names)}"
+                       for (key, before, now), names in changed.items())
+    raise ValueError(
+        f"study {study.name}: {study.out} holds {held} run(s) that trained with other settings than the study "
+        f"gives them now: {detail}. A study directory keeps the settings its runs trained with (its study.yaml is "
+        f"left as it was): put the old values back in the study file or --set, or give another --out")
+
+
+def check_broken_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
+    """Refuse (``ValueError``, one line) a study with runs whose checkpoints cannot be read."""
+    broken = [run.name for run in study.runs if statuses[run.name].state == "broken"]
+    if not broken:
+        return
+    listed = "; ".join(f"{name}: {statuses[name].why}" for name in broken[:3])
+    more = f"; and {len(broken) - 3} more (`--dry-run` lists them)" if len(broken) > 3 else ""
+    raise ValueError(f"study {study.name}: {len(broken)} run(s) hold a checkpoint that cannot be read, so nothing "
+                     f"was trained: {listed}{more}")
 
 
 def check_study_precision(study: Study, states: Mapping[str, str]) -> Optional[str]:
@@ -273,6 +554,43 @@ def _command(config_file: Path, resume: bool) -> List[str]:
     return command + (["--resume"] if resume else [])
 
 
+class StudyDirInUseError(ValueError):
+    """Another ``nlsam study`` works in the study directory."""
+
+
+@contextlib.contextmanager
+def lock_study_dir(study_dir: Union[str, Path]) -> Iterator[None]:
+    """Hold the study directory's lock (``STUDY_DIR/.lock``, an exclusive ``flock``) for the
+    block, or fail at once naming the holder's process id.
+
+    Two studies in one directory would start the same runs twice and each count the other's as
+    failed; the second is refused instead. The kernel releases the lock however its holder ends,
+    so a lock file left by a study that died (a stale pid in it) never blocks.
+    """
+    study_dir = Path(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    handle = open(study_dir / LOCK_NAME, "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip()[:20] or "unknown"
+            raise StudyDirInUseError(
+                f"study directory {study_dir} is in use by another nlsam study (pid {holder}); wait for it to "
+                "finish or stop it, or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
 def execute_study(
     study: Study,
     *,
@@ -287,30 +605,52 @@ def execute_study(
     own process (CPU threads are split between them; GPUs are handed out round-robin).
     ``submitit`` runs through submitit's local executor, ``slurm`` submits to a SLURM cluster with
     the study's ``slurm`` parameters (submitit's AutoExecutor).
+
+    Refused before anything runs: a study that changes the settings of runs its directory holds
+    (:func:`check_held_runs`), runs with a checkpoint that cannot be read (:func:`run_status`),
+    and a directory another study works in (:func:`lock_study_dir`). A dry run takes no lock,
+    lists each run with why it is not done, and writes ``study.yaml`` only where there is none.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     check_study_data(study)
+    if dry_run:
+        return _execute(study, workers, executor, True, log)
+    with lock_study_dir(study.out):
+        return _execute(study, workers, executor, False, log)
+
+
+def _execute(study: Study, workers: int, executor: str, dry_run: bool, log) -> Dict[str, int]:
+    statuses = {run.name: run_status(run) for run in study.runs}
+    check_held_runs(study, statuses)
+    if not dry_run:
+        check_broken_runs(study, statuses)
     study.out.mkdir(parents=True, exist_ok=True)
-    save_yaml(dict(study.spec, name=study.name), study.out / "study.yaml")
-    states = {run.name: run_state(run) for run in study.runs}
+    spec_file = study.out / "study.yaml"
+    if not dry_run or not spec_file.exists():
+        save_yaml(dict(study.spec, name=study.name), spec_file)
+    states = {name: status.state for name, status in statuses.items()}
     mixed = check_study_precision(study, states) if executor == "local" else None
     if mixed and not dry_run:
         raise ValueError(mixed)
     if not dry_run:
         _repair_finished(study, states, log)
-    pending = [run for run in study.runs if states[run.name] != "done"]
-    log(f"study {study.name}: {len(study.runs)} runs, {len(study.runs) - len(pending)} done, "
+    pending = [run for run in study.runs if states[run.name] not in ("done", "broken")]
+    broken = sum(state == "broken" for state in states.values())
+    done = len(study.runs) - len(pending) - broken
+    log(f"study {study.name}: {len(study.runs)} runs, {done} done, "
         f"{sum(states[r.name] == 'partial' for r in pending)} to resume, "
-        f"{sum(states[r.name] == 'todo' for r in pending)} to start; directory {study.out}")
+        f"{sum(states[r.name] == 'todo' for r in pending)} to start"
+        + (f", {broken} broken" if broken else "") + f"; directory {study.out}")
     if dry_run or not pending:
         for run in study.runs:
-            log(f"  [{states[run.name]:>7s}] {run.name}")
+            status = statuses[run.name]
+            log(f"  [{status.state:>7s}] {run.name}" + ("" if status.state == "done" else f": {status.why}"))
         if mixed and pending:
             log(f"warning: {mixed}")
-        return dict(done=len(study.runs) - len(pending), failed=0, ran=0)
+        return dict(done=done, failed=0, ran=0)
     if executor == "local":
         failed = _run_local(study, pending, states, workers, log)
     else:
