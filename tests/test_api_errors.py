@@ -164,7 +164,7 @@ def test_nlsam_refuses_a_3d_tensor_naming_its_shape():
     with pytest.raises(ValueError, match=r"\[4, 8, 8\]"):
         module.attention_map(torch.randn(4, 8, 8))
     with pytest.raises(ValueError, match=r"SqueezeExcite.*\[4, 8, 8\]"):
-        SqueezeExcite(4)(torch.randn(4, 8, 8))
+        SqueezeExcite(4, reduction=2)(torch.randn(4, 8, 8))
 
 
 def test_nlsam_on_an_empty_batch_returns_an_empty_output():
@@ -180,8 +180,8 @@ def test_nlsam_refuses_a_huge_fc_layer_before_allocating():
         NLSAM(1024, pool=1, reduction=1)  # N = 1,048,576 positions: 10^12 weights
     message = str(info.value)
     assert "1,048,576" in message and "at most" in message
-    with pytest.raises(ValueError, match="NL-SAM"):
-        nlsam.create_model("resnet20", attention="nlsam", input_size=100000)
+    with pytest.raises(ValueError, match="NL-SAM"):  # stage 2: a 1024 x 1024 grid
+        nlsam.create_model("resnet20", attention="nlsam", input_size=4096)
     NLSAM(64, pool=1, reduction=8)  # 4096 x 512: fine
 
 
