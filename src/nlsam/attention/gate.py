@@ -4,6 +4,11 @@
 ``2 * sigmoid(z)`` in (0, 2) with the layer that produces ``z`` initialised to zero, so a module
 inserted into a pretrained network returns its input unchanged (the gate is exactly 1) and
 learns from there; the default stays the paper's gate exactly.
+
+The gate travels with the weights: its scale (1 for ``sigmoid``, 2 for ``2 * sigmoid``) is the
+buffer ``gate.scale`` of the state dict, and loading a state dict restores the gate it was saved
+with, whatever gate the receiving module was built with. A state dict saved before the buffer
+existed (it has no ``scale`` key) keeps the receiving module's gate.
 """
 from __future__ import annotations
 
@@ -15,26 +20,56 @@ from .registry import INITS
 
 def check_init(init: str) -> str:
     if init not in INITS:
-        raise ValueError(f"unknown attention init {init!r}; valid: {', '.join(INITS)}")
+        from .._ranges import short_repr
+
+        raise ValueError(f"unknown attention init {short_repr(init)}; valid: {', '.join(INITS)}")
     return init
 
 
+#: The gate's scale by kind: ``scale * sigmoid(z)``.
+_SCALES = {1.0: "sigmoid", 2.0: "2 * sigmoid"}
+
+
 class Gate(nn.Module):
-    """``sigmoid(z)``, or ``2 * sigmoid(z)`` once :meth:`make_identity` was called."""
+    """``sigmoid(z)``, or ``2 * sigmoid(z)`` once :meth:`make_identity` was called.
+
+    The choice is kept in the persistent buffer ``scale`` so that it is saved and loaded with
+    the weights (see the module docstring); ``identity`` is the same choice as a Python flag,
+    which the forward pass reads.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.identity = False
+        self.register_buffer("scale", torch.tensor(1.0))
 
     def make_identity(self) -> None:
-        self.identity = True
+        self._set_identity(True)
+
+    def _set_identity(self, identity: bool) -> None:
+        self.identity = identity
+        self.scale.fill_(2.0 if identity else 1.0)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        key = prefix + "scale"
+        saved = state_dict.get(key)
+        if saved is None:
+            # saved before the gate travelled with the weights: keep this module's gate
+            state_dict = dict(state_dict, **{key: self.scale.detach().clone()})
+        elif not (isinstance(saved, torch.Tensor) and saved.numel() == 1 and float(saved) in _SCALES):
+            error_msgs.append(f"{key} must be 1.0 (sigmoid gate) or 2.0 (2 * sigmoid gate), got {saved!r}")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self.identity = float(self.scale) == 2.0
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(z)
         return gate * 2.0 if self.identity else gate
 
     def extra_repr(self) -> str:
-        return "2 * sigmoid" if self.identity else "sigmoid"
+        return _SCALES[2.0 if self.identity else 1.0]
 
 
 def zero_(*modules: nn.Module) -> None:
