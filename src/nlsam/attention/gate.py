@@ -38,6 +38,8 @@ class Gate(nn.Module):
     which the forward pass reads.
     """
 
+    scale: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.identity = False
@@ -75,6 +77,7 @@ class Gate(nn.Module):
 def zero_(*modules: nn.Module) -> None:
     """Zero the weight and bias of each module (the layer in front of an identity gate)."""
     for module in modules:
-        nn.init.zeros_(module.weight)
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
+        for name in ("weight", "bias"):
+            tensor = getattr(module, name, None)
+            if isinstance(tensor, torch.Tensor):
+                nn.init.zeros_(tensor)
