@@ -48,6 +48,13 @@ class WriteError(OSError):
         advice = f" ({self.advice})" if self.advice else ""
         return f"cannot write {self.filename}: {self.strerror}{advice}"
 
+    def __reduce__(self) -> Tuple[Any, ...]:  # pickled across processes (a study's trainers)
+        return (_write_error, (self.filename, self.errno, self.strerror, self.advice))
+
+
+def _write_error(path: str, code: Optional[int], reason: str, advice: Optional[str]) -> WriteError:
+    return WriteError(path, OSError(code, reason), advice)
+
 
 def file_mode() -> int:
     """The mode ``open()`` would give a new file: 0o666 less the user's umask."""
@@ -68,7 +75,7 @@ def write_target(path: PathLike) -> Tuple[Path, bool]:
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
         mode = os.stat(target).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there yet (or a file on the way to it)
         return target, False
     except OSError as exc:  # e.g. a symbolic link loop, or a folder that cannot be searched
         raise WriteError(path, exc) from None

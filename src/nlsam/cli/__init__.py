@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, NoReturn, Optional
+from typing import Any, List, NoReturn, Optional
 
 from ..version import __version__
 # (the modules `eval` and `list` shadow those builtins in this namespace: do not call them here)
@@ -44,27 +44,94 @@ def _version() -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    """Run one command; return the exit status, as a Unix tool does: 0 done, 1 a failure of
+    the system (a full disk, a file-size limit, an I/O error, standard output that cannot be
+    written), 2 bad input (one line saying what was wrong), 3 a training that diverged,
+    130 interrupted (Ctrl-C), 141 the reader of the output went away."""
+    command = "nlsam"
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a bad flag (already reported in one line)
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    handler = args.handler
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a bad flag (already reported in one line)
+            return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+        command = f"nlsam {args.command}"
+        return _run(args, command)
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
+    """Call the command's handler; turn the library's errors into one line on stderr."""
     from ..data import DownloadError
 
+    stdout = sys.stdout = _WatchedStream(sys.stdout)
     try:
-        code = int(handler(args) or 0)
+        code = int(args.handler(args) or 0)
         sys.stdout.flush()
         return code
     except BrokenPipeError:
         # the reader went away (`nlsam eval RUN | head -2`): stop quietly, like any Unix tool
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return 141
     except (ValueError, FileNotFoundError, KeyError, DownloadError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"nlsam {args.command}: error: {message}", file=sys.stderr)
+        print(f"{command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"nlsam {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except OSError as exc:  # a full disk, a file-size limit, an I/O error: the system, not the input
+        if stdout.failure is not None:  # `nlsam eval > /dev/full`
+            _silence_stdout()
+            print(f"{command}: error: cannot write to standard output: {exc.strerror or exc}", file=sys.stderr)
+        else:
+            print(f"{command}: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        if sys.stdout is stdout:
+            sys.stdout = stdout.stream
+
+
+class _WatchedStream:
+    """Standard output, remembering the error a write to it raised (a full disk behind
+    ``> file``), so that the error is reported as the output's, not as some file's."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.failure: Optional[OSError] = None
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError: :class:`nlsam._io.WriteError` says it itself; others name their file."""
+    from .._io import WriteError
+
+    if isinstance(exc, WriteError) or not exc.strerror:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so that the flush at exit neither fails
+    again nor prints "Exception ignored"."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, List, Optional
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=cfg.get("cache_dir"),
         channels_last=channels_last,
     )
-    if list(data.classes) != list(meta.get("classes", [])):
+    difference = class_difference(list(data.classes), list(meta.get("classes", [])))
+    if difference:
         raise ValueError(
-            f"the dataset's {len(data.classes)} classes do not match the checkpoint's "
-            f"{len(meta.get('classes', []))} classes ({', '.join(map(str, meta.get('classes', [])[:5]))}, ...)"
+            f"the classes of {data.name} do not match the checkpoint's: {difference}; evaluate on the data "
+            f"the network was trained on ({cfg.get('data')}) or on data with the same class folders"
         )
     result = evaluate(
         model, data.test_loader, num_classes=len(data.classes), amp_dtype=amp_dtype, tta=args.tta,
@@ -94,3 +96,28 @@ def run(args: argparse.Namespace) -> int:
     for name, acc in result["per_class_top1"].items():
         print(f"  {name:>20s}  {acc:6.2f}%")
     return 0
+
+
+def class_difference(dataset: List[Any], checkpoint: List[Any], limit: int = 3) -> Optional[str]:
+    """Where the dataset's classes differ from the checkpoint's, naming the classes (``None``:
+    they are the same, in the same order)."""
+    if dataset == checkpoint:
+        return None
+
+    def names(items: List[Any]) -> str:
+        shown = ", ".join(repr(str(c)[:60]) for c in items[:limit])
+        return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+    parts = []
+    in_dataset, in_checkpoint = set(dataset), set(checkpoint)
+    absent = [c for c in checkpoint if c not in in_dataset]
+    extra = [c for c in dataset if c not in in_checkpoint]
+    if absent:
+        parts.append(f"the checkpoint's class(es) {names(absent)} are not in the dataset")
+    if extra:
+        parts.append(f"the dataset's class(es) {names(extra)} are not in the checkpoint")
+    if not parts:  # the same classes in another order: the labels would be shuffled
+        i = next(i for i, (a, b) in enumerate(zip(dataset, checkpoint)) if a != b)
+        parts.append(f"the same classes in another order: class {i} is {str(dataset[i])[:60]!r} in the dataset "
+                     f"but {str(checkpoint[i])[:60]!r} in the checkpoint")
+    return f"{'; '.join(parts)} ({len(dataset)} classes in the dataset, {len(checkpoint)} in the checkpoint)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from ._args import model_option
@@ -26,9 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..engine.config import TrainConfig, load_yaml, resolve_config
+    from ..engine.config import TrainConfig, resolve_config
     from ..engine.train import NonFiniteLossError, default_run_dir, train
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config_file")}
@@ -41,10 +40,7 @@ def run(args: argparse.Namespace) -> int:
         # only what a resumed run can honour (checked against the checkpoint by train)
         given = resolve_config(config_file, overrides)
         run_dir = Path(given.out) if given.out else default_run_dir(given)
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"cannot resume: no {saved}; start the run without --resume")
-        base = {k: v for k, v in load_yaml(saved).items() if k in TrainConfig.__dataclass_fields__}
+        base = {k: v for k, v in _saved_settings(run_dir).items() if k in TrainConfig.__dataclass_fields__}
         overrides["out"] = str(run_dir)
     cfg = resolve_config(config_file, overrides, base=base)
     try:
@@ -53,6 +49,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"nlsam train: error: {exc}", file=sys.stderr)
         return 3
     return 0
+
+
+def _saved_settings(run_dir: Path) -> dict:
+    """The settings of the run in ``run_dir``: its ``config.yaml``, or where that is missing the
+    copy every checkpoint holds (``last.pt``'s; config.yaml is then written again)."""
+    from ..engine.checkpoint import load_checkpoint
+    from ..engine.config import load_yaml
+
+    saved, last = run_dir / "config.yaml", run_dir / "last.pt"
+    if saved.is_file():
+        return load_yaml(saved)
+    if not last.exists():
+        raise FileNotFoundError(f"cannot resume: no {saved} and no last.pt in {run_dir}, so there is no run "
+                                "to continue; start the run without --resume")
+    print(f"nlsam train: warning: {saved} is missing; resuming with the settings saved in {last}",
+          file=sys.stderr, flush=True)
+    return dict(load_checkpoint(last)["config"])
 
 
 def _str_or_none(value: str) -> Optional[str]:

@@ -174,13 +174,30 @@ def _index_zip(path: Path) -> Tuple[str, Dict[str, Dict[str, List[str]]]]:
     return base, splits
 
 
+def _unlistable(exc: OSError) -> ValueError:
+    """The one-line error for a folder of a dataset that cannot be listed (no read permission)."""
+    return ValueError(
+        f"cannot list the folder {exc.filename or '(unknown)'}: {exc.strerror or exc}; every folder of an "
+        "image dataset must be readable (chmod -R u+rX the dataset if it is yours, or ask its owner)"
+    )
+
+
+def _raise_unlistable(exc: OSError) -> None:
+    raise _unlistable(exc) from None
+
+
 def _scan_split_dir(split_dir: Path, root: Path) -> Dict[str, List[str]]:
     out: Dict[str, List[str]] = {}
-    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+    try:
+        entries = sorted(os.scandir(split_dir), key=lambda e: e.name)
+    except OSError as exc:
+        raise _unlistable(exc) from None
+    for entry in entries:
         if entry.name.startswith(".") or not entry.is_dir():
             continue
         files: List[str] = []
-        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
+        # a class folder that cannot be listed is an error, not a class without images
+        for dirpath, dirnames, filenames in os.walk(entry.path, onerror=_raise_unlistable, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
             files.extend(f"{rel_dir}/{fn}" for fn in sorted(filenames) if _is_image_name(fn))
@@ -192,7 +209,10 @@ def _index_dir(path: Path) -> Tuple[str, Dict[str, Dict[str, List[str]]]]:
     if (path / "train").is_dir():
         root = path
     else:
-        subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        try:
+            subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        except OSError as exc:
+            raise _unlistable(exc) from None
         if len(subdirs) == 1 and (subdirs[0] / "train").is_dir():
             root = subdirs[0]
         else:
@@ -211,6 +231,11 @@ def index_folder(path: Path) -> FolderIndex:
         is_zip = False
         root, splits = _index_dir(path)
     elif path.is_file():
+        try:
+            open(path, "rb").close()
+        except OSError as exc:  # is_zipfile would call it "not a zip file"
+            raise ValueError(f"cannot read {path}: {exc.strerror or exc}; chmod u+r it if it is yours, "
+                             "or ask its owner") from None
         if not zipfile.is_zipfile(path):
             raise ValueError(f"{path} is neither a directory nor a valid zip file; {_LAYOUT}")
         is_zip = True
@@ -282,21 +307,30 @@ def _decode_image(data: bytes):
     return _images.decode_image(data)
 
 
+def _decode_member(reader: _Reader, member: str, size: Tuple[int, int]) -> np.ndarray:
+    """One image as an H x W x 3 uint8 array of ``size`` = (H, W); raises when it cannot be read."""
+    h, w = size
+    img = _decode_image(reader.read(member))
+    if img.size != (w, h):
+        img = _images.fit_image(img, (h, w))
+    return np.asarray(img)
+
+
 def _decode_items(
     index: FolderIndex, reader: _Reader, items: List[Item], size: Tuple[int, int], split: str
-) -> Tuple[np.ndarray, np.ndarray, int]:
+) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """``(images, labels, skipped)``: the images that could be decoded, and the members that could not."""
     h, w = size
     out = np.empty((len(items), h, w, 3), dtype=np.uint8)
     labels = np.empty(len(items), dtype=np.int64)
-    k = skipped = 0
+    k = 0
+    bad: List[str] = []
     for member, label in items:
         try:
-            img = _decode_image(reader.read(member))
-            if img.size != (w, h):
-                img = _images.fit_image(img, (h, w))
-            out[k] = np.asarray(img)
-        except Exception as e:  # corrupt, truncated, unsupported: report and go on
-            skipped += 1
+            out[k] = _decode_member(reader, member, size)
+        except Exception as e:  # corrupt, truncated, unsupported, unreadable: report and go on
+            bad.append(member)
+            skipped = len(bad)
             if skipped <= _MAX_REPORTED:
                 _log.warning("skipping unreadable image %s (%s: %s)", index.display(member), type(e).__name__, e)
             elif skipped == _MAX_REPORTED + 1:
@@ -304,9 +338,42 @@ def _decode_items(
             continue
         labels[k] = label
         k += 1
-    if skipped:
-        _log.warning("%s: skipped %d unreadable file(s) of %d in %s/", index.path, skipped, len(items), split)
-    return out[:k], labels[:k], skipped
+    if bad:
+        _log.warning("%s: skipped %d unreadable file(s) of %d in %s/", index.path, len(bad), len(items), split)
+    return out[:k], labels[:k], bad
+
+
+def _readable_now(index: FolderIndex, members: List[str], size: Tuple[int, int]) -> List[str]:
+    """Those of ``members`` (skipped when a cache was built) that can be decoded now: a file
+    repaired, or given read permission, since. Its size and time need not have changed (a chmod
+    changes neither; a copy may keep both), so the file itself is tried."""
+    readable = []
+    with index.reader() as reader:
+        for member in members:
+            try:
+                _decode_member(reader, member, size)
+            except Exception:  # still unreadable
+                continue
+            readable.append(member)
+    return readable
+
+
+def _cache_is_current(cached: dict, index: FolderIndex, size: Tuple[int, int]) -> bool:
+    """Whether a cache whose key matches still holds what decoding would give: no file it skipped
+    can be read now (a cache of an older nlsam, which did not list them, is rebuilt)."""
+    if not cached["skipped"]:
+        return True
+    members = cached.get("skipped_members")
+    if members is None:
+        _log.info("the cache of %s does not list the %d file(s) it skipped; decoding again", index.path,
+                  cached["skipped"])
+        return False
+    readable = _readable_now(index, list(members), size)
+    if readable:
+        _log.warning("%s: %d file(s) the cache skipped can be read now (%s%s); decoding again", index.path,
+                     len(readable), index.display(readable[0]), ", ..." if len(readable) > 1 else "")
+        return False
+    return True
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -349,7 +416,8 @@ def load_small_folder(
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in index.path.stem)[:40]
     cache_path = cache_dir(cache_root) / "imagefolder" / f"{stem}-{size[0]}x{size[1]}-{key}.pt"
     cached = load_cached(cache_path)
-    if cached is not None and cached.get("version") == _CACHE_VERSION and cached.get("key") == key:
+    if (cached is not None and cached.get("version") == _CACHE_VERSION and cached.get("key") == key
+            and _cache_is_current(cached, index, size)):
         _log.info("loaded decoded images of %s from the cache %s", index.path, cache_path)
         if cached["skipped"]:
             _log.warning("%s: %d unreadable file(s) were skipped when the cache was built", index.path, cached["skipped"])
@@ -367,8 +435,8 @@ def load_small_folder(
         )
     start = time.monotonic()
     with index.reader() as reader:
-        tr_x, tr_y, sk1 = _decode_items(index, reader, index.train, size, "train")
-        te_x, te_y, sk2 = _decode_items(index, reader, index.test, size, index.eval_split)
+        tr_x, tr_y, bad_train = _decode_items(index, reader, index.train, size, "train")
+        te_x, te_y, bad_test = _decode_items(index, reader, index.test, size, index.eval_split)
     if len(tr_x) == 0:
         raise ValueError(f"{index.path}: none of the {len(index.train)} train images could be decoded")
     if len(te_x) == 0:
@@ -382,7 +450,7 @@ def load_small_folder(
         test_labels=torch.from_numpy(te_y),
         mean=(0.0, 0.0, 0.0),
         std=(1.0, 1.0, 1.0),
-        skipped=sk1 + sk2,
+        skipped=len(bad_train) + len(bad_test),
         eval_split=index.eval_split,
     )
     data.mean, data.std = channel_stats(data.train_images)
@@ -404,6 +472,7 @@ def load_small_folder(
                 "mean": list(data.mean),
                 "std": list(data.std),
                 "skipped": data.skipped,
+                "skipped_members": bad_train + bad_test,  # tried again when the cache is read
                 "eval_split": data.eval_split,
             }, handle)
         data.cache_path = cache_path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -40,7 +40,51 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
         raise ValueError(
             f"checkpoint {path} has format version {version}; this nlsam reads version {FORMAT_VERSION}"
         )
+    problem = checkpoint_problem(state)
+    if problem:
+        raise ValueError(f"{path} is not an nlsam checkpoint: {problem}; it was not written by nlsam train, "
+                         "or was changed since")
     return state
+
+
+def checkpoint_problem(state: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with the parts of a checkpoint that every reader relies on (``None``:
+    nothing): ``model`` a mapping of tensors, ``config`` a mapping of settings that names the
+    model, ``meta`` (where present) a mapping."""
+    for key, holds in (("model", "tensor names to tensors"), ("config", "settings"), ("meta", "data facts")):
+        if key in state and not isinstance(state[key], Mapping):
+            return f"its {key} is {_kind(state[key])}, not a mapping of {holds}"
+    if not isinstance(state["config"].get("model"), str):
+        return "its config names no model (no 'model' setting)"
+    return None
+
+
+def _kind(value: Any) -> str:
+    """``a list``, ``an int``, ``None``: what a value is, for messages (never the value itself)."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
+def state_dict_mismatch(model: torch.nn.Module, weights: Mapping[str, Any], limit: int = 3) -> Optional[str]:
+    """How the ``weights`` of a checkpoint differ from ``model``'s own tensors, in one line:
+    those it lacks, those the model has no place for, and those of another shape (``None``: they
+    fit). What ``load_state_dict``'s error says over many lines, cut to the first ``limit`` of each."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} ({_shape(weights[k])} in the checkpoint, {_shape(own[k])} in the network)"
+              for k in own if k in weights and _shape(weights[k]) != _shape(own[k])]
+    parts = [f"{len(keys)} {what}: {', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''}"
+             for what, keys in (("tensor(s) of the network missing from the checkpoint", missing),
+                                ("tensor(s) the network has no place for", unexpected),
+                                ("tensor(s) of another shape", shapes)) if keys]
+    return "; ".join(parts) or None
+
+
+def _shape(value: Any) -> str:
+    return "x".join(map(str, value.shape)) if hasattr(value, "shape") else type(value).__name__
 
 
 def peek_checkpoint(path: Union[str, Path]) -> Optional[Dict[str, Any]]:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..models import create_model
 from ..plugins import import_modules
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, state_dict_mismatch
 from .config import TrainConfig
 
 #: What a checkpoint's ``meta`` stands for when it lacks a key (those of this nlsam hold them all).
@@ -87,13 +87,17 @@ def model_from_checkpoint(state: dict) -> nn.Module:
     std) so that images can be prepared the way the model was trained.
     """
     cfg, meta = state["config"], {**META_DEFAULTS, **state.get("meta", {})}
+    model = None
     try:
         model = build_network(cfg, meta)
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
+        # load_state_dict's own error starts with a line that says nothing, then one line per kind
+        detail = state_dict_mismatch(model, state["model"]) if model is not None else None
         raise ValueError(
             f"checkpoint does not match the network its config describes "
-            f"({cfg.get('model')} + {cfg.get('attention')}): {str(exc).splitlines()[0]}"
+            f"({cfg.get('model')} + {cfg.get('attention')}): {detail or str(exc).strip().splitlines()[0]}"
+            + ("; its weights are those of another network, or its config was changed since" if detail else "")
         ) from None
     model.eval()
     model.classes = list(meta["classes"])

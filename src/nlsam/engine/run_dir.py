@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from .._io import atomic_write_bytes, remove_stale_temporaries
 from .checkpoint import best_is_stale, peek_checkpoint, save_checkpoint
@@ -81,17 +81,33 @@ def lock_holder(run_dir: PathLike) -> Optional[int]:
 
 
 def _read_jsonl(path: Path) -> List[Dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
+    """The rows of ``metrics.jsonl`` up to the first line that is not a JSON object."""
+    return _read_rows(path)[0]
+
+
+def _read_rows(path: Path) -> Tuple[List[Dict[str, Any]], bool]:
+    """``(rows, damaged)``: the rows of ``metrics.jsonl`` up to the first line that is not a JSON
+    object (a line cut by a kill in an older nlsam's append, bytes that are not text, a file
+    overwritten with something else), and whether such a line or an unreadable file stopped the
+    reading. ``last.pt`` holds the same history, so nothing here is ever fatal."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], False
+    except OSError:  # unreadable, or not a file: the repair says what it finds when it rewrites it
+        return [], True
+    rows: List[Dict[str, Any]] = []
+    for line in data.splitlines():
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill in an older nlsam's append
-            break
-    return rows
+            row = json.loads(line)
+        except ValueError:  # not JSON, or not UTF-8 text
+            return rows, True
+        if not isinstance(row, dict):
+            return rows, True
+        rows.append(row)
+    return rows, False
 
 
 def history_of(state: Dict[str, Any], rows: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
@@ -157,11 +173,17 @@ def repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) ->
         state = peek_checkpoint(run_dir / "last.pt")
     if state is None:
         return done
-    rows = _read_jsonl(run_dir / "metrics.jsonl")
+    rows, damaged = _read_rows(run_dir / "metrics.jsonl")
     history = history_of(state, rows)
-    if rows != history:
+    if rows != history or damaged:
         write_metrics(run_dir, history)
-        done.append(f"rewrote metrics.jsonl from last.pt ({len(rows)} -> {len(history)} epochs)")
+        if damaged:
+            done.append(f"rewrote metrics.jsonl from last.pt (it was damaged after {len(rows)} readable "
+                        f"epoch(s); last.pt holds {len(history)})")
+        elif len(rows) != len(history):
+            done.append(f"rewrote metrics.jsonl from last.pt ({len(rows)} -> {len(history)} epochs)")
+        else:
+            done.append(f"rewrote metrics.jsonl from last.pt (its {len(rows)} epoch(s) differed from last.pt's)")
     if best_is_stale(run_dir, state):
         save_checkpoint(dict(state), run_dir / "best.pt")
         done.append(f"rewrote best.pt from last.pt (epoch {state['epoch'] + 1})")

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_write_bytes
-from .checkpoint import best_epoch, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig, save_yaml
+from .._io import WriteError, atomic_write_bytes
+from .checkpoint import (best_epoch, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+                         state_dict_mismatch)
+from .config import TrainConfig, load_yaml, save_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .evaluate import evaluate
 from .loading import build_network, share_plain_init
@@ -210,6 +211,41 @@ def resume_changes(saved: Dict[str, Any], cfg: TrainConfig) -> Dict[str, tuple]:
     return changes
 
 
+def check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
+    """Refuse a ``last.pt`` whose settings are not those the run directory's ``config.yaml``
+    records (outside :data:`RESUME_CHANGEABLE`): a checkpoint copied from another run, or a
+    config edited by hand. Without this the difference reads as a change asked for now."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        recorded = load_yaml(path)
+    except ValueError:  # an unreadable config.yaml is reported where it is read for the resume
+        return
+    defaults = TrainConfig().to_dict()
+    differ = [key for key in defaults if key not in RESUME_CHANGEABLE + _NOT_COMPARED
+              and _differs(key, state["config"].get(key, defaults[key]), recorded.get(key, defaults[key]))]
+    if differ:
+        detail = ", ".join(f"{k} ({_short(state['config'].get(k, defaults[k]))} in last.pt, "
+                           f"{_short(recorded.get(k, defaults[k]))} in config.yaml)" for k in differ[:4])
+        more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+        raise ValueError(
+            f"cannot resume {run_dir}: its last.pt and config.yaml describe different runs: {detail}{more}; "
+            "last.pt was copied from another run, or config.yaml was edited. Put back the run's own last.pt "
+            "(or config.yaml: a resumed run keeps its settings), or start a new run with another --out"
+        )
+
+
+def _differs(key: str, a: Any, b: Any) -> bool:
+    return a != b and not (key == "data" and _same_path(a, b))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a user's value can be long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _same_path(a: Any, b: Any) -> bool:
     """Whether ``a`` and ``b`` name one existing file or folder (``../data/x.zip`` and its
     absolute path, say): a resumed run may name its data either way."""
@@ -230,6 +266,7 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple:
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: no {last}; start the run without --resume")
         state = load_checkpoint(last)
+        check_same_run(run_dir, state)
         return cfg, run_dir, state
     if last.exists():
         raise ValueError(
@@ -401,6 +438,10 @@ class _Optimisation:
                     scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict())
 
     def load_state(self, state: Dict[str, Any]) -> None:
+        mismatch = state_dict_mismatch(self.model, state["model"])
+        if mismatch:
+            raise ValueError(f"cannot resume {self.cfg.out}: its last.pt holds the weights of another network than "
+                             f"its config describes ({mismatch}); start a new run with another --out")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -448,14 +489,20 @@ class _Optimisation:
 
 
 def _commit_epoch(run_dir: Path, state: Dict[str, Any], is_best: bool) -> None:
-    """Write an epoch's files in the order that makes ``last.pt`` the commit point (run_dir.py)."""
-    _checkpoint_hook("before last.pt")
-    save_checkpoint(state, run_dir / "last.pt")
-    _checkpoint_hook("before best.pt")
-    if is_best:
-        save_checkpoint(state, run_dir / "best.pt")
-    _checkpoint_hook("before metrics.jsonl")
-    write_metrics(run_dir, state["history"])
+    """Write an epoch's files in the order that makes ``last.pt`` the commit point (run_dir.py).
+    A failed write (a full disk) says what the run keeps and how to go on."""
+    try:
+        _checkpoint_hook("before last.pt")
+        save_checkpoint(state, run_dir / "last.pt")
+        _checkpoint_hook("before best.pt")
+        if is_best:
+            save_checkpoint(state, run_dir / "best.pt")
+        _checkpoint_hook("before metrics.jsonl")
+        write_metrics(run_dir, state["history"])
+    except WriteError as exc:
+        kept = (f"{run_dir} keeps the epochs its last.pt holds; when there is room again, "
+                f"continue with nlsam train --out {run_dir} --resume")
+        raise WriteError(exc.filename, exc, advice="; ".join(filter(None, [exc.advice, kept]))) from None
 
 
 def _epoch_line(cfg: TrainConfig, summary: Dict[str, Any]) -> str:

@@ -95,7 +95,26 @@ def _torchvision_state_dict(arch: str, tag: Optional[str]) -> Dict[str, torch.Te
         raise ValueError(
             f"load_pretrained: torchvision has no weights {tag!r} for {arch}; valid: {valid}"
         ) from None
-    return weights.get_state_dict(progress=True)
+    try:
+        return weights.get_state_dict(progress=True)
+    except OSError as exc:  # offline, a proxy, an HTTP error (URLError is an OSError)
+        raise _download_error(f"torchvision:{arch}.{weights.name}", weights.url, exc, _torch_hub_hint()) from None
+
+
+def _torch_hub_hint() -> str:
+    import torch.hub
+
+    return (f"torchvision keeps downloaded weights in {os.path.join(torch.hub.get_dir(), 'checkpoints')}; "
+            "copy the file there from a machine with a connection, or give --init-from a weights file")
+
+
+def _download_error(name: str, where: str, exc: OSError, hint: str) -> Exception:
+    """The one-line error of weights that could not be downloaded: what, from where, why, and
+    what to do (a :class:`nlsam.data.DownloadError`, as for datasets)."""
+    from ..data._download import DownloadError, _reason
+
+    return DownloadError(f"could not download the weights {name} from {where} ({_reason(exc)}); "
+                         f"check the network connection; {hint}")
 
 
 def _timm_state_dict(name: str) -> Dict[str, torch.Tensor]:
@@ -103,7 +122,12 @@ def _timm_state_dict(name: str) -> Dict[str, torch.Tensor]:
     and cache."""
     import timm
 
-    return timm.create_model(name, pretrained=True).state_dict()
+    try:
+        return timm.create_model(name, pretrained=True).state_dict()
+    except OSError as exc:  # offline: the Hugging Face hub's errors are OSErrors too
+        raise _download_error(f"timm:{name}", "the Hugging Face hub", exc,
+                              "timm keeps downloaded weights in the Hugging Face cache ($HF_HOME); fill it "
+                              "from a machine with a connection, or give --init-from a weights file") from None
 
 
 def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
