@@ -1,4 +1,5 @@
-"""Start nlsam's ResNets from torchvision or timm ImageNet weights: :func:`load_pretrained`.
+"""Start nlsam's ResNets from torchvision or timm ImageNet weights, or from public CIFAR ResNet
+weights (akamaster/pytorch_resnet_cifar10, chenyaofo/pytorch-cifar-models): :func:`load_pretrained`.
 
     >>> model = nlsam.create_model("resnet50", attention="nlsam", num_classes=10)
     >>> nlsam.attention.identity_init(model)          # the attention starts as the identity
@@ -9,57 +10,106 @@ Names are mapped by rule: torchvision's and timm's ``layer{i}.{j}.*`` are nlsam'
 the classifier (``fc``) keep their names. Attention parameters are left at their init, and a
 classifier of another shape is skipped (left at its init, as timm does for a new number of
 classes); the :class:`LoadReport` lists all of it.
+
+akamaster's CIFAR ResNets (``akamaster:resnet20``, or their files by path) are recognised by
+their keys and converted: renamed and their channels reordered, because their option-A shortcut
+pads the new channels on both sides where nlsam's pads at the end (:mod:`._cifar_weights`).
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from ..attention import attention_types
+from ._cifar_weights import (
+    akamaster_to_nlsam,
+    check_model_fits,
+    cifar_source,
+    cifar_state_dict,
+    is_akamaster_layout,
+    is_cifar_name,
+)
 
 __all__ = ["LoadReport", "load_pretrained"]
 
 Source = Union[str, "os.PathLike[str]", Mapping[str, torch.Tensor]]
 
 #: The prefixes of weight names ``load_pretrained`` downloads through the library's own mechanism.
-WEIGHT_PREFIXES = ("torchvision:", "timm:")
+WEIGHT_PREFIXES = ("torchvision:", "timm:", "akamaster:", "chenyaofo:")
+
+#: The name of the batch-norm step counters, which do not change a network's outputs.
+_COUNTER = "num_batches_tracked"
 
 _STAGE_KEY = re.compile(r"^layer\d+\.")
 
 
 @dataclass
 class LoadReport:
-    """What :func:`load_pretrained` loaded into the model, and what it did not."""
+    """What :func:`load_pretrained` loaded into the model, and what it did not.
+
+    ``str(report)`` is one line; it says plainly when the classifier or any backbone tensor was
+    NOT loaded (left at its init), with the reason (not in the source, or another shape).
+    """
 
     source: str
     loaded: List[str]  #: model keys filled from the source
-    missing: List[str]  #: backbone keys of the model the source lacks
+    missing: List[str]  #: backbone keys of the model the source lacks (batch-norm counters aside)
     missing_attention: List[str]  #: attention keys of the model (left at their init)
     unexpected: List[str]  #: source keys the model has no place for
     skipped: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]]  #: key -> (source, model) shape
+    classifier: List[str] = field(default_factory=list)  #: the model's classifier keys
+    missing_counters: List[str] = field(default_factory=list)  #: ``num_batches_tracked`` the source lacks
+    converted: str = ""  #: how the source was converted, e.g. from akamaster's layout
+
+    @property
+    def classifier_not_loaded(self) -> List[str]:
+        """The model's classifier keys that were not loaded (left at their init)."""
+        return [k for k in self.classifier if k not in self.loaded]
+
+    @property
+    def backbone_not_loaded(self) -> List[str]:
+        """Backbone keys (not attention, not the classifier) that were not loaded."""
+        head = set(self.classifier)
+        return [k for k in self.missing if k not in head] + [k for k in self.skipped if k not in head]
+
+    def _why(self, key: str) -> str:
+        if key in self.skipped:
+            src, dst = self.skipped[key]
+            return f"{key} {'x'.join(map(str, src)) or 'scalar'} -> {'x'.join(map(str, dst)) or 'scalar'}"
+        return f"{key} (not in the source)"
 
     def summary(self) -> str:
-        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        via = f" ({self.converted})" if self.converted else ""
+        parts = [f"loaded {len(self.loaded)} tensors from {self.source}{via}"]
+        head = self.classifier_not_loaded
+        if head:
+            parts.append(f"classifier {', '.join(head)} NOT loaded (left at its init): "
+                         + ", ".join(self._why(k) for k in head))
+        body = self.backbone_not_loaded
+        if body:
+            parts.append(f"{_count(len(body), 'backbone tensor')} NOT loaded (left at their init): "
+                         + _listing([self._why(k) for k in body], 3))
         if self.missing_attention:
             parts.append(f"{len(self.missing_attention)} attention tensors left at their init")
-        if self.skipped:
-            shapes = [
-                f"{key} {'x'.join(map(str, src))} -> {'x'.join(map(str, dst))}"
-                for key, (src, dst) in self.skipped.items()
-            ]
-            parts.append(f"skipped (shape differs, left at init): {_listing(shapes)}")
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
-            if keys:
-                parts.append(f"{label}: {_listing(keys)}")
+        if self.missing_counters:
+            parts.append(f"{len(self.missing_counters)} batch-norm counters ({_COUNTER}) not in the source "
+                         "(they do not change the outputs)")
+        if self.unexpected:
+            parts.append(f"{_count(len(self.unexpected), 'source tensor')} unused: {_listing(self.unexpected, 3)}")
         return "; ".join(parts)
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 backbone tensor"``, ``"3 backbone tensors"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _listing(items: List[str], limit: int = 5) -> str:
@@ -142,12 +192,15 @@ def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
         library, arch, tag = _parse_weight_name(source)
         if library == "torchvision":
             return _torchvision_state_dict(arch, tag), source
-        return _timm_state_dict(arch), source
+        if library == "timm":
+            return _timm_state_dict(arch), source
+        source, label = cifar_state_dict(cifar_source(source)), source  # a file as published
     else:
         raise ValueError(
             f"load_pretrained: {source!r} is no file, state dict or weights name; name weights "
-            f"as torchvision:<arch>[.<weights>] (e.g. torchvision:resnet50.IMAGENET1K_V2) or "
-            f"timm:<arch>[.<tag>] (e.g. timm:resnet50.a1_in1k)"
+            f"as torchvision:<arch>[.<weights>] (e.g. torchvision:resnet50.IMAGENET1K_V2), "
+            f"timm:<arch>[.<tag>] (e.g. timm:resnet50.a1_in1k), akamaster:resnet20|32|44|56|110|1202 "
+            f"or chenyaofo:cifar10_resnet20|32|44|56 (cifar100_ too)"
         )
     # an nlsam (or timm training) checkpoint keeps the network's weights under one key
     for key in ("model", "state_dict"):
@@ -198,14 +251,24 @@ def full_state_dict(model: nn.Module, state: Mapping[str, Any]) -> Dict[str, Any
     what timm's ``pretrained_filter_fn`` returns, so attention keeps its init under strict loading
     (timm then adapts ``conv1`` and drops a classifier of another size itself)."""
     own = model.state_dict()
+    state, _ = _from_known_layout(model, state, "the weights")
     renamed = {next((k for k in _model_keys(key) if k in own), key): value for key, value in state.items()}
     return {**{k: v for k, v in own.items() if k not in renamed}, **renamed}
+
+
+def _from_known_layout(model: nn.Module, state: Mapping[str, Any], label: str) -> Tuple[Mapping[str, Any], str]:
+    """``(state, how)``: akamaster's CIFAR ResNet weights converted to nlsam's names and channel
+    order (a one-line ``ValueError`` when they do not fit ``model``), any other ``state`` as it is."""
+    if not is_akamaster_layout(state):
+        return state, ""
+    return (akamaster_to_nlsam(state, model, label),
+            "akamaster/pytorch_resnet_cifar10 layout: linear -> fc, channels reordered for nlsam's zero-padding")
 
 
 def load_pretrained(
     model: nn.Module, source: Source, *, strict_backbone: bool = False
 ) -> LoadReport:
-    """Load torchvision or timm ResNet weights into one of nlsam's ResNets (in place).
+    """Load torchvision, timm or public CIFAR ResNet weights into one of nlsam's ResNets (in place).
 
     Args:
         model: an nlsam ResNet (with or without attention), e.g. ``create_model("resnet50",
@@ -214,11 +277,18 @@ def load_pretrained(
             read with ``torch.load(weights_only=True)``; or a weights name,
             ``"torchvision:<arch>[.<weights>]"`` (``torchvision:resnet50.IMAGENET1K_V2``;
             default ``DEFAULT``) or ``"timm:<arch>[.<tag>]"`` (``timm:resnet50.a1_in1k``),
-            downloaded through torchvision's or timm's own mechanism and cache.
+            downloaded through torchvision's or timm's own mechanism and cache; or a CIFAR-10
+            ResNet of akamaster/pytorch_resnet_cifar10, ``"akamaster:resnet20"`` (``resnet32``,
+            ``44``, ``56``, ``110``, ``1202``; into the nlsam network of the same depth), or of
+            chenyaofo/pytorch-cifar-models, ``"chenyaofo:cifar10_resnet20"`` (``cifar100_`` too;
+            into a network built with ``shortcut="B"``), downloaded into torch.hub's cache
+            (``torch.hub.get_dir()/checkpoints``). akamaster's files are recognised by their
+            keys however they are given (a name, a path, a state dict) and converted so that
+            the network computes what akamaster's code computes.
         strict_backbone: raise instead of loading when a backbone tensor of the model is
             missing from the source or of another shape, or the source has tensors the model
-            has no place for. Attention tensors and a classifier of another shape are always
-            allowed.
+            has no place for. Attention tensors, a classifier of another shape and batch-norm
+            step counters (``num_batches_tracked``) are always allowed.
 
     Returns:
         a :class:`LoadReport`. Attention parameters stay at their init (use
@@ -226,16 +296,22 @@ def load_pretrained(
         exactly what the pretrained one computes); a classifier of another shape is skipped.
 
     Raises:
-        ValueError: an unreadable source, an unknown weights name, ``strict_backbone``
-            violations, or a source of which not one backbone tensor fits the model.
+        ValueError: an unreadable source, an unknown weights name, CIFAR weights of another
+            depth or shortcut than the model's, ``strict_backbone`` violations, or a source of
+            which not one backbone tensor fits the model.
+        nlsam.data.DownloadError: named weights that could not be downloaded (one line: the
+            address, the file name and the folder to put it in).
     """
+    if is_cifar_name(source):
+        check_model_fits(model, cifar_source(str(source)))  # before any download
     state, label = _read_source(source)
+    state, converted = _from_known_layout(model, state, label)
     own = model.state_dict()
     attention, heads = _prefixes(model)
     attention_keys = {k for k in own if k.startswith(attention)}
     to_load, unexpected, skipped = _match(own, state)
-    absent = [k for k in own if k not in to_load and k not in skipped]
-    missing = [k for k in absent if k not in attention_keys]
+    absent = [k for k in own if k not in to_load and k not in skipped and k not in attention_keys]
+    missing = [k for k in absent if not k.endswith(_COUNTER)]
     backbone_skipped = [k for k in skipped if not k.startswith(heads)]
 
     if not set(to_load) - attention_keys:
@@ -262,7 +338,10 @@ def load_pretrained(
         source=label,
         loaded=list(to_load),
         missing=missing,
-        missing_attention=[k for k in absent if k in attention_keys],
+        missing_attention=[k for k in own if k in attention_keys and k not in to_load and k not in skipped],
         unexpected=unexpected,
         skipped=skipped,
+        classifier=[k for k in own if k.startswith(heads)] if heads else [],
+        missing_counters=[k for k in absent if k.endswith(_COUNTER)],
+        converted=converted,
     )
