@@ -192,7 +192,7 @@ def test_study_counts_a_run_done_from_its_checkpoint_and_repairs_it(tmp_path, mo
     assert ",done," in (study.out / "runs.csv").read_text()
     logged = []
     counts = execute_study(study, log=logged.append)
-    assert counts == dict(done=1, failed=0, ran=0)
+    assert counts == dict(done=1, failed=0, ran=0, waiting=0)
     assert any("repaired seed=0: rewrote metrics.jsonl" in line for line in logged)
     assert _metric_epochs(run.run_dir) == [1]
 

@@ -134,7 +134,7 @@ def test_parallel_workers(tmp_path):
     path = write_study(tmp_path, base=TINY_BASE, grid={"attention": [None, "nlsam"]}, seeds=[0])
     study = load_study(path, out=tmp_path / "out")
     counts = execute_study(study, workers=2, log=lambda *_: None)
-    assert counts == dict(done=2, failed=0, ran=2)
+    assert counts == dict(done=2, failed=0, ran=2, waiting=0)
 
 
 def test_submitit_local_executor(tmp_path):
@@ -265,7 +265,7 @@ def test_a_study_is_not_resumed_in_another_precision_than_it_started_in(tmp_path
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # resumed on a CPU without
     assert main(["study", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "started runs trained in bfloat16 (1 run)" in err and "rest in float32 (1 run)" in err
+    assert "seed block 0 trained in bfloat16 (1 run)" in err and "remaining runs in float32 (1 run)" in err
     assert "--set amp=off" in err and not study.runs[1].run_dir.exists()
     # a dry run lists the runs and warns
     assert main(["study", str(path), "--out", str(out), "--dry-run"]) == 0
@@ -283,6 +283,46 @@ def test_a_study_is_not_resumed_in_another_precision_than_it_started_in(tmp_path
     assert [runs[r.name]["precision"] for r in study.runs] == ["bfloat16", "float32"]
     report = (out / "report.md").read_text()
     assert "trained in different precisions:** bfloat16 (1 run), float32 (1 run)" in report
+
+
+def test_a_seed_block_trains_in_one_precision_and_the_others_go_on(tmp_path, capsys, monkeypatch):
+    """The seed-block rule: on a machine where --amp auto gives another precision, a started
+    block's remaining runs wait while a new block trains; paired differences stay in one block."""
+    import nlsam.engine.precision as precision
+
+    path = write_study(tmp_path, base=TINY_BASE, grid={"attention": [None, "nlsam"]}, seeds=[0, 1])
+    out = tmp_path / "out"
+    study = load_study(path, out=out)
+    plain0, nlsam0, plain1, nlsam1 = study.runs
+    assert [r.seed for r in study.runs] == [0, 0, 1, 1]
+    _finished_run(plain0, "bfloat16")  # block 0 started where --amp auto picked bf16
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # here it picks fp32
+    assert main(["study", str(path), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "seed block 0 trained in bfloat16 (1 run)" in captured.out and "the other runs train now" in captured.out
+    assert "1 waiting for a machine of their seed block's precision" in captured.out
+    assert not nlsam0.run_dir.exists()  # waits for a bf16 machine
+    # block 1 trained whole (its runs are subprocesses: they train in this machine's real precision)
+    metas = [json.loads((run.run_dir / "meta.json").read_text()) for run in (plain1, nlsam1)]
+    assert metas[0]["precision"] == metas[1]["precision"] and all(len(m["machines"]) == 1 for m in metas)
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "a paired Δ compares two runs of one block, never two precisions" in report
+    assert "| 0 | 1 of 2 | bfloat16 (1 run) | not recorded (1) |" in report
+    assert f"| 1 | 2 of 2 | {metas[0]['precision']} (2 runs) | {metas[0]['machines'][0]} (2) |" in report
+
+
+def test_a_paired_difference_leaves_out_seeds_of_two_precisions():
+    from nlsam.analysis.report import GroupResult
+
+    plain = GroupResult("plain", {}, accuracies=[80.0, 81.0, 82.0], seeds=[0, 1, 2],
+                        precisions=["bfloat16", "float32", "float32"])
+    variant = GroupResult("nlsam", {}, accuracies=[81.0, 81.5, 83.0], seeds=[0, 1, 2],
+                          precisions=["float32", "float32", "float32"], partner=plain)
+    _, paired = variant.against_partner()
+    assert paired[3] == 2 and abs(paired[0] - 0.75) < 1e-9  # seeds 1 and 2 only
+    variant.precisions[0] = None  # not recorded: pairs with any
+    assert variant.against_partner()[1][3] == 3
 
 
 def test_recorded_precision_falls_back_on_the_checkpoint(tmp_path):

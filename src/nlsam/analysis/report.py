@@ -39,7 +39,7 @@ from ..cost import profile, render_table
 from ..engine.checkpoint import load_checkpoint
 from ..engine.loading import META_DEFAULTS, build_network
 from ..engine.precision import listed_precisions
-from ..engine.run_dir import read_metrics, recorded_precision
+from ..engine.run_dir import read_metrics, recorded_machines, recorded_precision
 from ..engine.config import TrainConfig, config_keys
 from ..engine.study import RunStatus, Study, StudyRun, load_study, run_status
 
@@ -214,6 +214,7 @@ class GroupResult:
     group: Dict[str, Any]
     accuracies: List[float] = field(default_factory=list)
     seeds: List[int] = field(default_factory=list)  # the seed of each accuracy
+    precisions: List[Optional[str]] = field(default_factory=list)  # the precision of each (None: not recorded)
     curves: List[List[float]] = field(default_factory=list)
     params: Optional[int] = None
     flops: Optional[int] = None
@@ -235,12 +236,23 @@ class GroupResult:
     def by_seed(self) -> Dict[int, float]:
         return dict(zip(self.seeds, self.accuracies))
 
+    @property
+    def precision_by_seed(self) -> Dict[int, Optional[str]]:
+        return dict(zip(self.seeds, self.precisions))
+
     def against_partner(self) -> Tuple[Optional[Tuple[float, float, float]], Optional[Tuple[float, float, float, int]]]:
-        """(Welch difference of means, paired difference) against :attr:`partner`."""
+        """(Welch difference of means, paired difference) against :attr:`partner`.
+
+        The paired difference pairs two runs of one seed only where they trained in the same
+        precision (a precision not recorded, in folders of older versions, pairs with any):
+        the seed-block rule of :func:`nlsam.engine.study.waiting_seed_blocks`."""
         other = self.partner
         if other is None or not self.accuracies or not other.accuracies:
             return None, None
-        return welch_interval(self.accuracies, other.accuracies), paired_interval(self.by_seed, other.by_seed)
+        mine, theirs = self.precision_by_seed, other.precision_by_seed
+        comparable = {seed: acc for seed, acc in self.by_seed.items()
+                      if None in (mine.get(seed), theirs.get(seed)) or mine.get(seed) == theirs.get(seed)}
+        return welch_interval(self.accuracies, other.accuracies), paired_interval(comparable, other.by_seed)
 
 
 def group_label(group: Dict[str, Any]) -> str:
@@ -295,6 +307,7 @@ def collect(study: Study, statuses: Optional[Mapping[str, RunStatus]] = None) ->
         lines = read_metrics(run.run_dir)  # the epochs last.pt holds, even if a kill left metrics.jsonl behind
         result.accuracies.append(lines[-1]["test_top1"])
         result.seeds.append(run.seed)
+        result.precisions.append(recorded_precision(run.run_dir))
         result.curves.append([l["test_top1"] for l in lines])
         if result.params is None:
             result.params, result.flops = _cost(run.run_dir, _trained_config(run, statuses[run.name]))
@@ -463,23 +476,24 @@ def write_report(study_dir: Path) -> Path:
                              *loc])
     with open(study_dir / "runs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["run", "variant", "seed", "state", "final_top1", "precision",
+        writer.writerow(["run", "variant", "seed", "state", "final_top1", "precision", "machines",
                          *([name for _, name, _ in LOCALISATION_COLUMNS] if located else [])])
         precisions: Counter = Counter()
         for run in study.runs:
             state = statuses[run.name].state
-            top1, precision = "", ""
+            top1, precision, machines = "", "", ""
             loc = [""] * len(LOCALISATION_COLUMNS) if located else []
             if state == "done":
                 top1 = read_metrics(run.run_dir)[-1]["test_top1"]
                 precision = recorded_precision(run.run_dir) or ""
+                machines = "; ".join(recorded_machines(run.run_dir))
                 precisions[precision or "not recorded"] += 1
                 if located and _on_locate_data(run):
                     from .localisation import localisation_of_run
 
                     cached = localisation_of_run(run.run_dir)  # read back from the run's cache
                     loc = [_fmt_value(_figure(cached, where)) for _, _, where in LOCALISATION_COLUMNS]
-            writer.writerow([run.name, group_label(run.group), run.seed, state, top1, precision, *loc])
+            writer.writerow([run.name, group_label(run.group), run.seed, state, top1, precision, machines, *loc])
 
     figures = _figures(study, results, study_dir)
     lines = [
@@ -489,7 +503,8 @@ def write_report(study_dir: Path) -> Path:
         "Accuracy: final-epoch test top-1, mean ± sample std over seeds (n = seeds). Δ: difference of "
         "means to the variant in the 'vs' column (X+Y against X where the study has X, else the "
         "baseline) with a 95% Welch t interval; paired Δ: the mean of the per-seed differences over "
-        "the seeds both ran (same data order and shared-layer initialisation) with its 95% t interval. GFLOPs = 2 x MACs + attention's "
+        "the seeds both ran in one precision (same data order and shared-layer initialisation) with its 95% t "
+        "interval. GFLOPs = 2 x MACs + attention's "
         "elementwise work (docs/cost.md), at the data's input size.",
         "",
         _markdown(rows),
@@ -497,7 +512,7 @@ def write_report(study_dir: Path) -> Path:
     ]
     if located:
         lines += [_localisation_note(results), ""]
-    lines += [_precision_note(precisions), ""]
+    lines += [_precision_note(precisions), "", *_seed_block_lines(study, statuses)]
     missing = sum(r.missing for r in results)
     if missing:
         lines += [f"{missing} run(s) not finished yet are left out.", ""]
@@ -569,6 +584,27 @@ def _settings_lines(study: Study, statuses: Mapping[str, RunStatus]) -> List[str
     return lines
 
 
+def _seed_block_lines(study: Study, statuses: Mapping[str, RunStatus]) -> List[str]:
+    """The seed blocks (every run of one seed): each block's finished runs, precisions and
+    machines, under the rule the paired differences follow."""
+    rows = []
+    for seed in dict.fromkeys(run.seed for run in study.runs):
+        done = [run for run in study.runs if run.seed == seed and statuses[run.name].state == "done"]
+        block = [run for run in study.runs if run.seed == seed]
+        precisions = Counter(recorded_precision(run.run_dir) or "not recorded" for run in done)
+        machines = Counter(m for run in done for m in (recorded_machines(run.run_dir) or ["not recorded"]))
+        rows.append({"seed block": str(seed), "finished": f"{len(done)} of {len(block)}",
+                     "precision": listed_precisions(precisions) if done else "",
+                     "machines": ", ".join(f"{m} ({n})" for m, n in machines.items()) if done else ""})
+    if len(rows) < 2:
+        return []
+    return ["Seed blocks: the runs of one seed share the data order and the initialisation of the layers they "
+            "have in common, and train in one precision (`nlsam study` holds a block's remaining runs back "
+            "on a machine where `--amp auto` would give them another); a paired Δ compares two runs of one "
+            "block, never two precisions. Machines: the runs that trained on each (a resumed run counts each "
+            "machine it trained on).", "", _markdown(rows), ""]
+
+
 def _precision_note(precisions: Mapping[str, int]) -> str:
     """The precision the finished runs trained in (``--amp auto`` picks it per machine), and a
     warning where they differ."""
@@ -576,7 +612,8 @@ def _precision_note(precisions: Mapping[str, int]) -> str:
     known = [name for name in precisions if name != "not recorded"]
     if len(known) > 1:
         return (f"**The finished runs trained in different precisions:** {listed} (`runs.csv` says which); "
-                "a difference between variants may be partly one of precision.")
+                "the paired Δ pairs runs of one precision only, the Δ of means mixes them, so it may be partly "
+                "one of precision.")
     return f"Precision of the finished runs: {listed}."
 
 

@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"nlsam study: {counts['failed']} run(s) failed; run the same command again to retry them",
               file=sys.stderr)
         return 1
-    if not args.dry_run:
+    if not args.dry_run and counts.get("waiting"):
+        print(f"study part-done: {counts['done']} runs in {study.out}, {counts['waiting']} waiting for a machine "
+              f"of their seed block's precision (see the note above); `nlsam report {study.out}` writes the tables")
+    elif not args.dry_run:
         print(f"study done: {counts['done']} runs in {study.out}; `nlsam report {study.out}` writes the tables")
     return 0

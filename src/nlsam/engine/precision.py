@@ -21,7 +21,7 @@ import torch
 
 from .config import AMP_MODES
 
-__all__ = ["cpu_has_native_bf16", "precision_name", "resolve_amp", "trained_precision"]
+__all__ = ["cpu_has_native_bf16", "machine_name", "precision_name", "resolve_amp", "trained_precision"]
 
 #: /proc/cpuinfo flags of x86 processors that compute bf16 natively
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -50,6 +50,28 @@ def cpu_has_native_bf16(cpuinfo: Path = _PROC_CPUINFO) -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     return any(flag in _cpu_flags(cpuinfo) for flag in _NATIVE_BF16_FLAGS)
+
+
+def _cpu_model(cpuinfo: Path) -> str:
+    """The ``model name`` of the first processor in ``cpuinfo``, else the platform's name."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_name(device: torch.device, cpuinfo: Path = _PROC_CPUINFO) -> str:
+    """What a run trained on, as its ``meta.json`` records it: the GPU's name on CUDA, else the
+    CPU's model with its native-bf16 flags and torch's thread count, e.g.
+    ``AMD EPYC (avx512_bf16), 2 threads``. A study's report names each seed block's machines."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    flags = sorted(flag for flag in _cpu_flags(cpuinfo) if flag in _NATIVE_BF16_FLAGS)
+    threads = torch.get_num_threads()
+    return f"{_cpu_model(cpuinfo)} ({', '.join(flags) or 'no native bf16'}), {threads} thread{'s' * (threads != 1)}"
 
 
 def resolve_amp(mode: str, device: torch.device) -> Optional[torch.dtype]:

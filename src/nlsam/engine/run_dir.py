@@ -136,16 +136,28 @@ def read_metrics(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -> L
     return rows if state is None else history_of(state, rows)
 
 
+def _read_meta(run_dir: Path) -> Dict[str, Any]:
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def recorded_machines(run_dir: PathLike) -> List[str]:
+    """The machines a run trained on, in order (``meta.json``'s ``machines``: one entry per
+    machine a resume moved it to); empty for runs written before machines were recorded."""
+    machines = _read_meta(Path(run_dir)).get("machines")
+    return [m for m in machines if isinstance(m, str)] if isinstance(machines, list) else []
+
+
 def recorded_precision(run_dir: PathLike) -> Optional[str]:
     """The precision a run trained in (``float32``, ``bfloat16`` or ``float16``), as its
     ``meta.json`` or, for folders written before meta.json recorded it, its ``last.pt`` says;
     None where neither does (a folder copied without checkpoints from an older version)."""
     run_dir = Path(run_dir)
-    try:
-        meta = json.loads((run_dir / "meta.json").read_text())
-    except (OSError, ValueError):
-        meta = {}
-    if isinstance(meta, dict) and isinstance(meta.get("precision"), str):
+    meta = _read_meta(run_dir)
+    if isinstance(meta.get("precision"), str):
         return meta["precision"]
     state = peek_checkpoint(run_dir / "last.pt")
     precision = state.get("precision") if state else None

@@ -484,36 +484,48 @@ def check_broken_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
                      f"was trained: {listed}{more}")
 
 
-def check_study_precision(study: Study, states: Mapping[str, str]) -> Optional[str]:
-    """Why the runs still to train here would train in another precision than the study's
-    started ones, or None when they would not.
+def waiting_seed_blocks(study: Study, states: Mapping[str, str]) -> Dict[int, str]:
+    """The seed blocks that cannot go on on this machine: seed -> why.
 
-    ``--amp auto`` picks the precision per machine (bf16 on a CPU with native bf16, fp32 on
-    one without, bf16 or fp16 on a GPU): a study resumed on another machine would otherwise mix
-    precisions without a word. Only runs left at ``amp: auto`` are checked; a precision set
-    explicitly (``--set amp=off``) is the user's choice.
+    The rule that keeps precisions apart: **every run of one seed (a seed block) trains in one
+    precision**, so that a paired difference, which compares the runs of one seed, never compares
+    precisions. ``--amp auto`` picks the precision per machine (bf16 on a CPU with native bf16,
+    fp32 on one without, bf16 or fp16 on a GPU), so a block whose started runs trained in one
+    precision goes on only where ``--amp auto`` gives its remaining runs the same one; a block not
+    started yet starts in this machine's precision. A study therefore finishes on whatever
+    machines come, block by block. Runs given a precision explicitly (``--set amp=off``) are the
+    user's choice and never wait; the report leaves a pair of another precision out of the
+    paired difference.
     """
     from .train import resolve_device
 
-    started = Counter(recorded_precision(run.run_dir) for run in study.runs
-                      if states[run.name] in ("done", "partial"))
-    started.pop(None, None)  # folders of older versions, copied without checkpoints
-    if not started:
-        return None
-    planned: Counter = Counter()
-    for run in study.runs:
-        if states[run.name] != "done" and run.config.amp == "auto":
-            try:
-                planned[precision_name(resolve_amp("auto", resolve_device(run.config.device)))] += 1
-            except ValueError:
-                continue  # a missing device is reported when the run starts
-    new = {name: n for name, n in planned.items() if name not in started}
-    if not new:
-        return None
-    return (f"study {study.name}: its started runs trained in {listed_precisions(started)}, but here --amp auto "
-            f"would train the rest in {listed_precisions(new)}: the study would mix precisions. Resume it on a "
-            f"machine like the first one (for bf16 on a CPU: one with native bf16, AVX512-BF16 or AMX), or "
-            f"choose the precision of the remaining runs yourself: --set amp=bf16, --set amp=fp16 or --set amp=off")
+    waiting: Dict[int, str] = {}
+    for seed in dict.fromkeys(run.seed for run in study.runs):
+        block = [run for run in study.runs if run.seed == seed]
+        started = Counter(recorded_precision(run.run_dir) for run in block
+                          if states[run.name] in ("done", "partial"))
+        started.pop(None, None)  # folders of older versions, copied without checkpoints
+        if not started:
+            continue
+        planned: Counter = Counter()
+        for run in block:
+            if states[run.name] != "done" and run.config.amp == "auto":
+                try:
+                    planned[precision_name(resolve_amp("auto", resolve_device(run.config.device)))] += 1
+                except ValueError:
+                    continue  # a missing device is reported when the run starts
+        new = {name: n for name, n in planned.items() if name not in started}
+        if new:
+            waiting[seed] = (f"seed block {seed} trained in {listed_precisions(started)}, here --amp auto would "
+                             f"train its remaining runs in {listed_precisions(new)}")
+    return waiting
+
+
+def _waiting_note(study: Study, waiting: Mapping[int, str], held: int) -> str:
+    return (f"study {study.name}: {'; '.join(waiting.values())}: a seed block trains in one precision, so its "
+            f"{held} remaining run(s) wait for a machine like the one it started on (for bf16 on a CPU: one with "
+            f"native bf16, AVX512-BF16 or AMX), or for a precision you choose: --set amp=bf16, --set amp=fp16 or "
+            f"--set amp=off")
 
 
 def check_study_data(study: Study) -> None:
@@ -632,12 +644,14 @@ def _execute(study: Study, workers: int, executor: str, dry_run: bool, log) -> D
     if not dry_run or not spec_file.exists():
         save_yaml(dict(study.spec, name=study.name), spec_file)
     states = {name: status.state for name, status in statuses.items()}
-    mixed = check_study_precision(study, states) if executor == "local" else None
-    if mixed and not dry_run:
+    waiting = waiting_seed_blocks(study, states) if executor == "local" else {}
+    pending = [run for run in study.runs if states[run.name] not in ("done", "broken")]
+    held = [run for run in pending if run.seed in waiting and run.config.amp == "auto"]
+    mixed = _waiting_note(study, waiting, len(held)) if held else None
+    if mixed and not dry_run and len(held) == len(pending):
         raise ValueError(mixed)
     if not dry_run:
         _repair_finished(study, states, log)
-    pending = [run for run in study.runs if states[run.name] not in ("done", "broken")]
     broken = sum(state == "broken" for state in states.values())
     done = len(study.runs) - len(pending) - broken
     log(f"study {study.name}: {len(study.runs)} runs, {done} done, "
@@ -650,12 +664,16 @@ def _execute(study: Study, workers: int, executor: str, dry_run: bool, log) -> D
             log(f"  [{status.state:>7s}] {run.name}" + ("" if status.state == "done" else f": {status.why}"))
         if mixed and pending:
             log(f"warning: {mixed}")
-        return dict(done=done, failed=0, ran=0)
+        return dict(done=done, failed=0, ran=0, waiting=len(held))
+    if mixed:
+        log(f"note: {mixed}; the other runs train now")
+        pending = [run for run in pending if run not in held]
     if executor == "local":
         failed = _run_local(study, pending, states, workers, log)
     else:
         failed = _run_submitit(study, pending, executor, log)
-    return dict(done=len(study.runs) - len(failed), failed=len(failed), ran=len(pending))
+    return dict(done=len(study.runs) - len(failed) - len(held), failed=len(failed), ran=len(pending),
+                waiting=len(held))
 
 
 def _repair_finished(study: Study, states: Dict[str, str], log) -> None:

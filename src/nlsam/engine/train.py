@@ -29,8 +29,8 @@ from .config import TrainConfig, load_yaml, save_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .evaluate import evaluate
 from .loading import build_network, share_plain_init
-from .precision import precision_name, resolve_amp
-from .run_dir import lock_run_dir, read_metrics, repair_run_dir, write_metrics
+from .precision import machine_name, precision_name, resolve_amp
+from .run_dir import lock_run_dir, read_metrics, recorded_machines, repair_run_dir, write_metrics
 
 
 class NonFiniteLossError(RuntimeError):
@@ -554,7 +554,12 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         # what the data looked like (classes, input size, normalisation): enough to rebuild the
         # network and its cost without a checkpoint; and the precision, which --amp auto picks per
         # machine, so that a study can tell when its runs trained in different ones
-        atomic_write_bytes(run_dir / "meta.json", json.dumps(dict(meta, precision=precision), indent=1).encode())
+        # machine, which a resumed run adds to
+        machines = recorded_machines(run_dir) if resume_state is not None else []
+        here = machine_name(device)
+        machines += [] if machines[-1:] == [here] else [here]
+        atomic_write_bytes(run_dir / "meta.json",
+                           json.dumps(dict(meta, precision=precision, machines=machines), indent=1).encode())
         log(
             dist_info,
             f"{cfg.model} + {cfg.attention or 'no attention'} on {data.name}: {num_classes} classes, "
