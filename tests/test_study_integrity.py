@@ -288,3 +288,21 @@ def test_lock_holds_while_a_study_executes(tmp_path):
             seen.append(line)
 
     assert execute_study(study, log=log)["done"] == 1 and seen
+
+
+def test_a_run_with_epochs_but_no_checkpoint_is_never_trained_over(tmp_path, capsys):
+    """metrics.jsonl with some epochs and no last.pt: nothing to resume from, and training again
+    would overwrite those epochs; the study and nlsam train both refuse, naming the folder."""
+    path = write_study(tmp_path / "s.yaml", base=dict(TINY_BASE, epochs=3), seeds=[0])
+    out = tmp_path / "out"
+    study = load_study(path, out=out)
+    (run,) = study.runs
+    fake_run(run, epochs_done=2, checkpoint=False)
+    before = (run.run_dir / "metrics.jsonl").read_bytes()
+    status = run_status(run)
+    assert status.state == "broken" and "2 of 3 epochs but there is no last.pt" in status.why
+    assert main(["study", str(path), "--out", str(out)]) == 2
+    assert "move the run folder away" in one_line_error(capsys)
+    assert main(["train", "--data", "builtin:256:64:0", "--epochs", "3", "--out", str(run.run_dir)]) == 2
+    assert "holds metrics.jsonl with 2 epoch(s) but no last.pt" in one_line_error(capsys)
+    assert (run.run_dir / "metrics.jsonl").read_bytes() == before

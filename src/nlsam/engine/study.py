@@ -407,9 +407,9 @@ def run_status(run: StudyRun) -> RunStatus:
     if held >= target:
         return RunStatus("done", f"{held} of {target} epochs (no checkpoint kept: read from metrics.jsonl)",
                          held, False, config)
-    if held:
-        return RunStatus("todo", f"metrics.jsonl holds {held} of {target} epochs but there is no last.pt to resume "
-                                 "from: starts again", held, False, config)
+    if held:  # training it again would overwrite those epochs: the user decides
+        return RunStatus("broken", f"metrics.jsonl holds {held} of {target} epochs but there is no last.pt to "
+                                   "resume from; move the run folder away to train it again", held, False, config)
     return RunStatus("todo", "not started", 0, False, None)
 
 

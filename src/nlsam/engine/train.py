@@ -272,6 +272,12 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple:
         raise ValueError(
             f"run directory {run_dir} already holds a run; add --resume to continue it or choose another --out"
         )
+    trained = len(read_metrics(run_dir)) if (run_dir / "metrics.jsonl").is_file() else 0
+    if trained:  # a run whose checkpoints are gone: starting again would overwrite its epochs
+        raise ValueError(
+            f"run directory {run_dir} holds metrics.jsonl with {trained} epoch(s) but no last.pt to resume from; "
+            "starting again would overwrite them: move the folder away or choose another --out"
+        )
     return cfg, run_dir, None
 
 
