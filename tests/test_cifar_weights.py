@@ -244,3 +244,74 @@ def test_timm_loads_akamaster_files_through_the_same_conversion(tmp_path):
     model = timm.create_model("nlsam_resnet20", pretrained=True, attention_init="identity",
                               pretrained_cfg_overlay={"file": path})
     assert _max_diff(model, state) <= 1e-5
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "akamaster_weights.py"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _fake_their_code(tmp_path) -> Path:
+    """A stand-in for akamaster's resnet.py: ``resnet20()`` whose ``load_state_dict`` keeps the
+    weights and whose forward is this file's reference."""
+    import inspect
+    import textwrap
+
+    text = "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+    text += inspect.getsource(_bn) + "\n\n" + inspect.getsource(_reference_logits) + textwrap.dedent("""
+
+        class Reference(nn.Module):
+            def load_state_dict(self, state, strict=True):
+                self.state = dict(state)
+
+            def forward(self, x):  # in x's precision (the benchmark's float64 check)
+                return _reference_logits({k: v.to(x.dtype) for k, v in self.state.items()}, x)
+
+
+        def resnet20():
+            return Reference()
+        """)
+    path = tmp_path / "resnet.py"
+    path.write_text(text)
+    return path
+
+
+def _tiny_cifar_zip(tmp_path) -> Path:
+    """CIFAR-10's classes, two 32 x 32 images each in train/ and test/, as a .zip."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    path = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for split in ("train", "test"):
+            for name in CIFAR10_CLASSES:
+                for i in range(2):
+                    pixels = torch.randint(0, 256, (32, 32, 3), generator=g, dtype=torch.uint8).numpy()
+                    data = io.BytesIO()
+                    Image.fromarray(pixels).save(data, format="PNG")
+                    zf.writestr(f"{split}/{name}/{i}.png", data.getvalue())
+    return path
+
+
+def test_benchmark_compares_their_network_with_ours(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    monkeypatch.setenv("NLSAM_CACHE_DIR", str(tmp_path / "cache"))
+    weights = _save_akamaster(_random_state(3), tmp_path / "resnet20-test.th")
+    spec = importlib.util.spec_from_file_location("akamaster_weights_benchmark", BENCHMARK)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert benchmark.main(["--source-code", str(_fake_their_code(tmp_path)), "--weights", weights,
+                           "--data", str(_tiny_cifar_zip(tmp_path)), "--random-inputs", "4"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| resnet20-test.th |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[2].split()[0]) <= 1e-5 and float(cells[3]) <= 1e-5
+    assert cells[4] == "0 of 20" and cells[5] == cells[6] and cells[7] == "91.00"
+    rounding = next(line for line in out.splitlines() if line.startswith("| resnet20-test.th | 20 |"))
+    assert all(float(c) <= 1e-5 for c in rounding.strip("|").split("|")[2:])
+    assert str(tmp_path) not in out  # the page shows no machine paths
