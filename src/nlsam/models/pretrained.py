@@ -182,19 +182,20 @@ def _timm_state_dict(name: str) -> Dict[str, torch.Tensor]:
 
 def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
     """The state dict ``source`` holds or names, and a label for the report."""
+    content: Mapping[str, Any]
     if isinstance(source, Mapping):
-        label = "state dict"
+        content, label = source, "state dict"
     elif isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
         from .._io import read_torch_file  # weights_only=True, one-line errors
 
-        source, label = read_torch_file(source), os.fspath(source)
+        content, label = read_torch_file(source), os.fspath(source)
     elif isinstance(source, str) and source.startswith(WEIGHT_PREFIXES):
         library, arch, tag = _parse_weight_name(source)
         if library == "torchvision":
             return _torchvision_state_dict(arch, tag), source
         if library == "timm":
             return _timm_state_dict(arch), source
-        source, label = cifar_state_dict(cifar_source(source)), source  # a file as published
+        content, label = cifar_state_dict(cifar_source(source)), source  # a file as published
     else:
         raise ValueError(
             f"load_pretrained: {source!r} is no file, state dict or weights name; name weights "
@@ -204,9 +205,10 @@ def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
         )
     # an nlsam (or timm training) checkpoint keeps the network's weights under one key
     for key in ("model", "state_dict"):
-        if isinstance(source.get(key), Mapping):
-            return source[key], label
-    return source, label
+        inner = content.get(key)
+        if isinstance(inner, Mapping):
+            return inner, label
+    return content, label
 
 
 def _model_keys(key: str) -> Iterator[str]:
