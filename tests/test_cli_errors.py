@@ -60,7 +60,7 @@ BAD = [
     # (argv, a fragment of the message); {root} is the fixture folder
     (["train", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
     (["train", "--epochs", "2.5"], "argument --epochs: invalid int value"),
-    (["train", "--workers", "-1", "--out", "{root}/w"], "num_workers must be a non-negative integer (0: load in the main process)"),
+    (["train", "--workers", "-1", "--out", "{root}/w"], "num_workers must be an integer in 0..256 (0: load in the main process)"),
     (["train", "--attention", "sam", "--out", "{root}/x"], "unknown attention 'sam' (did you mean 'nlsam'?); valid: none, nlsam"),
     (["train", "--model", "resnet21", "--out", "{root}/x"], "unknown model 'resnet21'"),
     (["train", "--model-option", "foo=1", "--out", "{root}/x"], "unknown option 'foo' for model resnet20; valid: attention,"),

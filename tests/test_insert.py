@@ -130,7 +130,7 @@ def test_mobilenet_after_predicate_identity():
     before = _outputs(model, x)
     report = nlsam.insert(
         model, "se+nlsam", after=lambda name, m: name in ("features.3", "features.8"),
-        input_size=64, init="identity",
+        input_size=64, init="identity", nlsam_reduction=4,  # features.8: 4 x 4 pooled by 2, N = 4 positions
     )
     assert [(i.path, i.channels) for i in report] == [("features.3.1", 24), ("features.8.1", 48)]
     assert (_outputs(model, x) - before).abs().max() <= 1e-5
@@ -159,7 +159,8 @@ def test_error_pool_that_does_not_divide_leaves_the_model_unchanged():
     with pytest.raises(
         ValueError, match=r"does not fit layer4.0.bn2 \(stage 5\), a 512x2x2 feature map at input size 64x64.*valid nlsam_pool k here: 1, 2"
     ):
-        nlsam.insert(model, "nlsam", input_size=64, nlsam_pool=4)
+        # (r = 1: stage 4's 4 x 4 map pooled by 4 has one position, fewer than the default r)
+        nlsam.insert(model, "nlsam", input_size=64, nlsam_pool=4, nlsam_reduction=1)
     assert list(model.state_dict()) == keys
 
 

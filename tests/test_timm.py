@@ -209,8 +209,8 @@ def test_num_classes_in_chans_and_nlsam_overrides():
     assert model(_cifar_input(chans=1)).shape == (2, 5)
 
     model = timm.create_model(
-        "nlsam_resnet18", num_classes=3, nlsam_stages=(5,), nlsam_pool={5: 7}
-    )
+        "nlsam_resnet18", num_classes=3, nlsam_stages=(5,), nlsam_pool={5: 7}, nlsam_reduction=1
+    )  # k = 7 pools the 7 x 7 map to one position: r = 1 is the only reduction that leaves a unit
     assert [m.pool for m in _nlsam_modules(model)] == [7, 7]
 
 

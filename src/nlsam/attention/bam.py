@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._ranges import Range
 from .gate import Gate, check_init, zero_
 from .nlsam import check_feature_map
 from .registry import register_attention
@@ -25,8 +26,11 @@ class BAM(nn.Module):
     lies in (1, 2)).
     """
 
+    DILATION_RANGE = Range(1, 64, integer=True, why_high="BAM uses 4; a wider dilation reads mostly padding")
+
     def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, init: str = "paper") -> None:
         super().__init__()
+        self.DILATION_RANGE.check("dilation", dilation)
         hidden = reduced_channels(channels, reduction)
         self.channel_branch = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),

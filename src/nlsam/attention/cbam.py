@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._ranges import Range
 from .gate import Gate, check_init, zero_
 from .nlsam import check_feature_map
 from .registry import register_attention, register_composition
@@ -46,8 +47,15 @@ class CBAMSpatialGate(nn.Module):
     This is the local, convolutional spatial gate NL-SAM replaces in ``"cbam+nlsam"``.
     """
 
+    #: odd, so that the padding ``k // 2`` keeps the map's size
+    KERNEL_RANGE = Range(1, 63, integer=True, why="odd: the padding k // 2 keeps the map's size",
+                         why_high="CBAM uses 7; a wider kernel reads mostly padding")
+
     def __init__(self, kernel_size: int = 7, init: str = "paper") -> None:
         super().__init__()
+        self.KERNEL_RANGE.check("kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(self.KERNEL_RANGE.message("kernel_size", kernel_size))
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.norm = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
         self.gate = Gate()

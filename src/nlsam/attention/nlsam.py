@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._ranges import Range, short_repr
 from .gate import Gate, check_init, zero_
 from .registry import register_attention
 
@@ -27,13 +28,15 @@ SizeLike = Union[int, Sequence[int]]
 
 
 def to_2tuple(size: SizeLike, name: str = "feature_size") -> Tuple[int, int]:
-    """Return ``(h, w)`` from an int or a pair, rejecting anything else."""
+    """Return ``(h, w)`` from an int or a pair, rejecting anything else (bools, strings too)."""
     if isinstance(size, int):
-        pair = (size, size)
+        pair: tuple = (size, size)
+    elif isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+        pair = ()
     else:
         pair = tuple(size)
-    if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
-        raise ValueError(f"{name} must be a positive int or a pair (H, W) of positive ints, got {size!r}")
+    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair):
+        raise ValueError(f"{name} must be a positive int or a pair (H, W) of positive ints, got {short_repr(size)}")
     return int(pair[0]), int(pair[1])
 
 
@@ -66,12 +69,25 @@ def check_feature_map(x: torch.Tensor, module: str) -> None:
         )
 
 
-def bottleneck_width(num_positions: int, reduction: int) -> int:
-    """Hidden width of the NL-SAM bottleneck: ``N // r``, at least 1.
+#: NL-SAM's pooling kernel k: 0 or 1 is no pooling; it must also divide the feature map.
+POOL_RANGE = Range(0, None, integer=True, why="0 or 1 means no pooling")
 
-    The paper writes N/r; where r does not divide N we round down (and never below one unit).
+
+def reduction_range(num_positions: int, where: str = "") -> Range:
+    """The valid NL-SAM reductions r for ``num_positions`` = N pooled positions: ``1..N``, so that
+    the bottleneck ``N // r`` keeps at least one unit (a larger r would leave none)."""
+    return Range(1, num_positions, integer=True,
+                 why=f"NL-SAM's bottleneck has N // r units, at least one: here N = {num_positions} positions{where}")
+
+
+def bottleneck_width(num_positions: int, reduction: int) -> int:
+    """Hidden width of the NL-SAM bottleneck: ``N // r`` for r in ``1..N`` (:func:`reduction_range`).
+
+    The paper writes N/r; where r does not divide N we round down. An r above N is refused
+    (``ValueError``), never rounded up to one unit.
     """
-    return max(1, num_positions // reduction)
+    reduction_range(num_positions).check("reduction", reduction)
+    return num_positions // reduction
 
 
 class NLSAM(nn.Module):
@@ -83,7 +99,8 @@ class NLSAM(nn.Module):
         pool: pooling kernel and stride k of the context-collecting step (the paper's k);
             0 or 1 means no pooling. The paper uses k = 2 on CIFAR (its Table 2).
         reduction: bottleneck ratio r of the transformation step; the paper picks r = 8
-            (its Table 1). The hidden width is ``max(1, N // r)``.
+            (its Table 1). The hidden width is ``N // r``, so r may be 1..N (N the positions
+            after pooling); a larger r is refused, not rounded up to one unit.
         interpolation: how the (H/k) x (W/k) map is upsampled to H x W: ``"nearest"`` (the
             paper's choice, Table 3), ``"bilinear"``, ``"bicubic"`` or ``"area"``.
         init: ``"paper"`` (the paper's sigmoid gate) or ``"identity"`` (``2 * sigmoid`` after a
@@ -111,19 +128,16 @@ class NLSAM(nn.Module):
     ) -> None:
         super().__init__()
         height, width = to_2tuple(feature_size)
-        if not isinstance(pool, int) or pool < 0:
-            raise ValueError(f"pool must be an int >= 0 (0 or 1 means no pooling), got {pool!r}")
+        POOL_RANGE.check("pool", pool)
         pool = max(pool, 1)
         if height % pool or width % pool:
             raise ValueError(
                 f"feature size {height}x{width} is not divisible by the pooling kernel k={pool}; "
                 f"valid k for this size divide both {height} and {width}"
             )
-        if not isinstance(reduction, int) or reduction < 1:
-            raise ValueError(f"reduction must be an int >= 1, got {reduction!r}")
         if interpolation not in INTERPOLATION_MODES:
             raise ValueError(
-                f"unknown interpolation {interpolation!r}; valid: {', '.join(INTERPOLATION_MODES)}"
+                f"unknown interpolation {short_repr(interpolation)}; valid: {', '.join(INTERPOLATION_MODES)}"
             )
         self.feature_size = (height, width)
         self.pool = pool
@@ -131,6 +145,9 @@ class NLSAM(nn.Module):
         self.interpolation = interpolation
         self.grid_size = (height // pool, width // pool)
         num_positions = self.grid_size[0] * self.grid_size[1]
+        grid = f" (the {height}x{width} feature map" + (f" pooled by k={pool} to {self.grid_size[0]}x"
+                                                        f"{self.grid_size[1]})" if pool > 1 else ")")
+        reduction_range(num_positions, grid).check("reduction", reduction)
         hidden = bottleneck_width(num_positions, reduction)
         check_fc_size((height, width), pool, reduction, hidden)
         self.fc1 = nn.Linear(num_positions, hidden)

@@ -115,6 +115,12 @@ def _check_free_name(name: str, overwrite: bool) -> None:
         )
 
 
+def _short(value: Any) -> str:
+    from .._ranges import short_repr
+
+    return short_repr(value)
+
+
 def _parameters(builder: Callable[..., Any]) -> Dict[str, inspect.Parameter]:
     target = builder.__init__ if isinstance(builder, type) else builder
     return {k: p for k, p in inspect.signature(target).parameters.items() if k != "self"}
@@ -195,7 +201,7 @@ def check_attention_name(name: Optional[str]) -> Optional[str]:
     if not isinstance(name, str) or name.strip().lower() not in _COMPOSITIONS:
         close = difflib.get_close_matches(str(name), list(_COMPOSITIONS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown attention {name!r}{hint}; valid: none, {', '.join(_COMPOSITIONS)}")
+        raise ValueError(f"unknown attention {_short(name)}{hint}; valid: none, {', '.join(_COMPOSITIONS)}")
     return name.strip().lower()
 
 
@@ -256,7 +262,7 @@ def split_attention_options(options: Mapping[str, Any]) -> Dict[str, Dict[str, A
             close = difflib.get_close_matches(key, attention_option_keys(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UnknownOptionError(
-                f"unknown attention option {key!r}{hint}; valid: {', '.join(attention_option_keys())}"
+                f"unknown attention option {_short(key)}{hint}; valid: {', '.join(attention_option_keys())}"
             )
         specific = match in _PARTS and len(parts) == 1 and parts[0].name == match
         resolved.append((specific, option, value, parts))
@@ -268,26 +274,35 @@ def split_attention_options(options: Mapping[str, Any]) -> Dict[str, Dict[str, A
 
 def stage_value(value: Any, stage: Optional[int], option: str) -> Any:
     """An option's value for ``stage``: ``value`` itself, or ``value[stage]`` for a dict."""
+    from .._ranges import short_repr
+
     if not isinstance(value, dict):
         return value
     if stage not in value:
         raise ValueError(
             f"{option} has no value for stage {stage}; give one value or a dict with keys for every "
-            f"stage that gets the part, got {value!r}"
+            f"stage that gets the part, got {short_repr(value)}"
         )
     return value[stage]
 
 
 def part_stages(part: AttentionPart, options: Mapping[str, Any], stage_ids: Sequence[int]) -> List[int]:
     """The stages of a network (numbered ``stage_ids``) that get ``part``."""
+    from .._ranges import short_repr
+
     chosen = options.get("stages")
     if chosen is None:
         return list(stage_ids) if part.default_stages is None else list(stage_ids)[-part.default_stages:]
-    chosen = list(chosen)
-    bad = [s for s in chosen if s not in stage_ids]
+    name, valid = f"{part.name}_stages", list(stage_ids)
+    if not isinstance(chosen, (list, tuple)) or not chosen:
+        raise ValueError(f"{name} must be a non-empty list of this network's stages {valid}, e.g. "
+                         f"[{valid[-1]}], got {short_repr(chosen)} (for no {part.name}, choose another attention)")
+    bad = [s for s in chosen if isinstance(s, bool) or s not in stage_ids]
     if bad:
-        raise ValueError(f"{part.name}_stages {bad} out of range for this network; valid stages: {list(stage_ids)}")
-    return chosen
+        raise ValueError(f"{name} {short_repr(bad)} out of range for this network; valid stages: {valid}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"{name} names a stage more than once, got {short_repr(list(chosen))}; valid stages: {valid}")
+    return list(chosen)
 
 
 def create_attention(
@@ -318,10 +333,29 @@ def create_attention(
         if stage_ids is not None and stage not in part_stages(part, opts, stage_ids):
             continue
         kwargs = {k: stage_value(v, stage, f"{part.name}_{k}") for k, v in opts.items() if k != "stages"}
-        modules.append(part.build(channels, to_2tuple(feature_size), **kwargs))
+        try:
+            modules.append(part.build(channels, to_2tuple(feature_size), **kwargs))
+        except ValueError as error:
+            named = _name_option(error, part, stage)
+            if named is None:
+                raise
+            raise named from None
     if not modules:
         return nn.Identity()
     return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
+def _name_option(error: ValueError, part: AttentionPart, stage: Optional[int]) -> Optional[ValueError]:
+    """A builder's "reduction must be ..." as the network option a user gives,
+    "nlsam_reduction at stage 3 must be ..."; None where the message names no option."""
+    if type(error) is not ValueError or not error.args or not isinstance(error.args[0], str):
+        return None
+    message = error.args[0]
+    option = next((o for o in part.options if message.startswith(o + " ")), None)
+    if option is None:
+        return None
+    where = f" at stage {stage}" if stage is not None else ""
+    return ValueError(f"{part.name}_{option}{where}{message[len(option):]}")
 
 
 def identity_init(module: nn.Module) -> nn.Module:

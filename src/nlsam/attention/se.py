@@ -5,16 +5,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._ranges import Range
 from .gate import Gate, check_init, zero_
 from .nlsam import check_feature_map
 from .registry import register_attention
 
 
+def channel_reduction_range(channels: int) -> Range:
+    """The valid reductions r of a channel bottleneck C -> C // r (SE, GE, CBAM, BAM): ``1..C``,
+    so that it keeps at least one unit."""
+    return Range(1, channels, integer=True,
+                 why=f"the channel bottleneck has C // r units, at least one: here C = {channels} channels")
+
+
 def reduced_channels(channels: int, reduction: int) -> int:
-    """Hidden width of a channel bottleneck, ``channels // reduction``, at least 1."""
-    if not isinstance(reduction, int) or reduction < 1:
-        raise ValueError(f"reduction must be an int >= 1, got {reduction!r}")
-    return max(1, channels // reduction)
+    """Hidden width of a channel bottleneck, ``channels // reduction`` for a reduction in
+    ``1..channels``; a larger reduction is refused (``ValueError``), not rounded up to one unit."""
+    channel_reduction_range(channels).check("reduction", reduction)
+    return channels // reduction
 
 
 class _Excite(nn.Module):

@@ -93,7 +93,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         if names[0] != "--" + f.name.replace("_", "-"):
             names.append("--" + f.name.replace("_", "-"))
         kind = _flag_type(hints[f.name])
-        options: dict = dict(dest=f.name, help=f.metadata.get("help"))
+        options: dict = dict(dest=f.name, help=_flag_help(f, hints[f.name]))
         if f.name in CHOICES:
             options.update(choices=CHOICES[f.name])
         if f.name == "model_options":
@@ -106,6 +106,31 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             options.update(action=argparse.BooleanOptionalAction)
         elif typing.get_origin(kind) is list:
             options.update(type=typing.get_args(kind)[0], nargs="+")
+        elif kind in (int, float) and kind is not hints[f.name]:  # Optional[int], Optional[float]
+            options.update(type=_number_or_none(kind), metavar=f.name.upper())
         else:
             options.update(type=kind)
         p.add_argument(*names, **options)
+
+
+def _flag_help(f: Any, hint: Any) -> str:
+    """A config field's help, with its valid range where it has one (``training epochs; valid: 1..10000``)."""
+    import typing
+
+    text = f.metadata.get("help") or ""
+    valid = f.metadata.get("valid")
+    if valid is not None:
+        optional = type(None) in typing.get_args(hint)
+        text = f"{text}; valid: {valid.text()}{' or none' if optional else ''}"
+    return text.replace("%", "%%")
+
+
+def _number_or_none(kind: type) -> Any:
+    """The argparse type of an optional number: ``none`` (or ``null``) unsets it, so a flag can
+    take back what a config file set (``--grad-clip none``: no clipping)."""
+
+    def parse(value: str) -> Any:
+        return None if value.strip().lower() in ("none", "null") else kind(value)
+
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value: ..."
+    return parse

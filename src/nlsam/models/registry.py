@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List
 
 from torch import nn
 
+from .._ranges import short_repr
 from ..attention import UnknownOptionError, attention_option_keys
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
@@ -64,13 +65,13 @@ def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module
     if name not in _MODELS:
         close = difflib.get_close_matches(str(name), list(_MODELS), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint}; valid: {', '.join(list_models())}")
+        raise ValueError(f"unknown model {short_repr(name)}{hint}; valid: {', '.join(list_models())}")
     valid = model_options(name)
     for key in kwargs:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UnknownOptionError(f"unknown option {key!r} for model {name}{hint}; valid: {', '.join(valid)}")
+            raise UnknownOptionError(f"unknown option {short_repr(key)} for model {name}{hint}; valid: {', '.join(valid)}")
     model = _MODELS[name](**kwargs)
     if pretrained is not False and pretrained is not None:
         from .pretrained import load_pretrained

@@ -24,6 +24,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..attention import attention_parts, check_attention_name, create_attention, split_attention_options
+from .._ranges import Range, short_repr
+from .._sizes import MAX_INPUT_PIXELS
 from ..attention.nlsam import SizeLike, to_2tuple
 from ..attention.registry import is_builtin_part
 
@@ -223,6 +225,21 @@ def check_attention_shape(module: nn.Module, attention: Optional[str], shape: Se
                          f"{got}; an attention module must return a map of its input's shape (C x H x W)")
 
 
+#: The valid values of :class:`ResNet`'s numeric options (``--model-option KEY=VALUE``).
+OPTION_RANGES = dict(
+    in_chans=Range(1, 1024, integer=True, why="image channels: 3 for RGB",
+                   why_high="more bands than any imaging sensor gives"),
+    num_classes=Range(0, 100_000, integer=True, why="0: no classifier",
+                      why_high="ImageNet-21k has 21,841 classes"),
+    drop_rate=Range(0, 1, high_open=True, why="the dropout probability before the classifier"),
+    stem_width=Range(1, 4096, integer=True, why="channels of the first convolution",
+                     why_high="ResNets use 64 at most"),
+    input_size=Range(1, MAX_INPUT_PIXELS, integer=True, why="pixels a side",
+                     why_high="activations grow with H x W: at 4096 x 4096 a ResNet's first feature map "
+                     "alone is 1 GiB per image"),
+)
+
+
 class ResNet(nn.Module):
     """A ResNet with attention, for CIFAR (``stem="cifar"``) or ImageNet (``stem="imagenet"``).
 
@@ -267,13 +284,18 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"unknown stem {stem!r}; valid: cifar, imagenet")
+            raise ValueError(f"unknown stem {short_repr(stem)}; valid: cifar, imagenet")
         if shortcut not in ("A", "B"):
-            raise ValueError(f"unknown shortcut {shortcut!r}; valid: A (zero-pad), B (projection)")
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+            raise ValueError(f"unknown shortcut {short_repr(shortcut)}; valid: A (zero-pad), B (projection)")
+        for name, value in (("in_chans", in_chans), ("num_classes", num_classes), ("drop_rate", drop_rate),
+                            ("stem_width", stem_width)):
+            if value is not None or name != "stem_width":
+                OPTION_RANGES[name].check(name, value)
+        if not isinstance(zero_init_residual, bool):
+            raise ValueError(f"zero_init_residual must be true or false, got {short_repr(zero_init_residual)}")
+        input_size = to_2tuple(input_size, "input_size")
+        if max(input_size) > MAX_INPUT_PIXELS:
+            OPTION_RANGES["input_size"].check("input_size", max(input_size))
         attention = check_attention_name(attention)
         split_attention_options(attention_options)  # an unknown option fails here, naming the valid ones
         first_stage = 1 if stem == "cifar" else 2
