@@ -38,8 +38,6 @@ class Gate(nn.Module):
     which the forward pass reads.
     """
 
-    scale: torch.Tensor
-
     def __init__(self) -> None:
         super().__init__()
         self.identity = False
@@ -50,7 +48,7 @@ class Gate(nn.Module):
 
     def _set_identity(self, identity: bool) -> None:
         self.identity = identity
-        self.scale.fill_(2.0 if identity else 1.0)
+        self.get_buffer("scale").fill_(2.0 if identity else 1.0)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
@@ -58,13 +56,13 @@ class Gate(nn.Module):
         saved = state_dict.get(key)
         if saved is None:
             # saved before the gate travelled with the weights: keep this module's gate
-            state_dict = dict(state_dict, **{key: self.scale.detach().clone()})
+            state_dict = dict(state_dict, **{key: self.get_buffer("scale").detach().clone()})
         elif not (isinstance(saved, torch.Tensor) and saved.numel() == 1 and float(saved) in _SCALES):
             error_msgs.append(f"{key} must be 1.0 (sigmoid gate) or 2.0 (2 * sigmoid gate), got {saved!r}")
             return
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        self.identity = float(self.scale) == 2.0
+        self.identity = float(self.get_buffer("scale")) == 2.0
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(z)
