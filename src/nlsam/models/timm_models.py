@@ -365,12 +365,16 @@ def register_timm_models() -> bool:
         module.default_cfgs = generate_default_cfgs(
             {name: _cfg(arch, attention) for name, (arch, attention) in _VARIANTS.items()}
         )
+        public = list(__all__)
         for name, (arch, attention) in _VARIANTS.items():
             if not _nlsam_is_model(arch):  # pragma: no cover - the builders live in resnet.py
                 raise RuntimeError(f"nlsam has no builder {arch!r} for timm entry point {name!r}")
             fn = _make_entrypoint(name, arch, attention)
             setattr(module, name, fn)
             register_model(fn)
+        # timm's register_model appends each entry point to the module's __all__; they are timm's
+        # names (TIMM_MODEL_NAMES lists them), not this module's API
+        __all__[:] = public
         _registered = True
         _remove_hook()
         return True
