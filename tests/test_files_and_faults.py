@@ -2,7 +2,6 @@
 when the system fails it (a full disk, a file-size limit, Ctrl-C, an unreadable file) or a run
 directory holds something unexpected. Every failure is one line and a Unix exit status."""
 import errno
-import json
 import os
 import socket
 import stat

@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from .._io import atomic_write_bytes, remove_stale_temporaries
 from .checkpoint import best_is_stale, peek_checkpoint, save_checkpoint
@@ -42,27 +42,22 @@ class RunDirInUseError(ValueError):
 
 
 @contextlib.contextmanager
-def lock_run_dir(run_dir: PathLike) -> Iterator[None]:
-    """Hold the run directory's lock for the duration of the block, or fail at once.
-
-    The lock file records the holder's process id, which the error message names.
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def lock_folder(folder: PathLike, in_use: Callable[[Path, str], Exception]) -> Iterator[None]:
+    """Hold ``folder``'s lock (``FOLDER/.lock``, an exclusive ``flock`` holding the holder's process
+    id) for the block, or raise ``in_use(folder, holder_pid)`` at once. The kernel releases the
+    lock however its holder ends, so a lock file left by a process that died never blocks."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:  # pragma: no cover
         yield
         return
-    handle = open(run_dir / LOCK_NAME, "a+")
+    handle = open(folder / LOCK_NAME, "a+")
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise RunDirInUseError(
-                f"run directory {run_dir} is in use by another training process (pid {holder}); "
-                "wait for it to finish, stop it, or choose another --out"
-            ) from None
+            raise in_use(folder, handle.read().strip()[:20] or "unknown") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -70,6 +65,14 @@ def lock_run_dir(run_dir: PathLike) -> Iterator[None]:
         yield
     finally:
         handle.close()  # releases the lock
+
+
+def lock_run_dir(run_dir: PathLike) -> contextlib.AbstractContextManager:
+    """Hold the run directory's lock for the duration of the block, or fail at once naming the
+    process that trains into it (:func:`lock_folder`)."""
+    return lock_folder(run_dir, lambda folder, holder: RunDirInUseError(
+        f"run directory {folder} is in use by another training process (pid {holder}); "
+        "wait for it to finish, stop it, or choose another --out"))
 
 
 def lock_holder(run_dir: PathLike) -> Optional[int]:

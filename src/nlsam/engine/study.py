@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import yaml
@@ -46,7 +46,7 @@ from .._io import read_torch_file
 from .checkpoint import FORMAT_VERSION
 from .config import TrainConfig, check_keys, load_yaml, save_yaml
 from .precision import listed_precisions, precision_name, resolve_amp
-from .run_dir import RunDirInUseError, lock_run_dir, read_metrics, recorded_precision, repair_run_dir
+from .run_dir import RunDirInUseError, lock_folder, lock_run_dir, read_metrics, recorded_precision, repair_run_dir
 
 STUDY_KEYS = ("name", "base", "grid", "variants", "seeds", "baseline", "paper", "slurm")
 EXECUTORS = ("local", "submitit", "slurm")
@@ -55,13 +55,6 @@ PER_RUN_KEYS = ("out", "resume", "seed")
 #: The study keys that must be mappings, and what each maps.
 MAPPING_KEYS = dict(base="`nlsam train` options to values", baseline="option names to values",
                     paper="variant labels to published figures", slurm="submitit parameters to values")
-LOCK_NAME = ".lock"
-
-try:  # POSIX; elsewhere study directories are not locked
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 
 @dataclass
 class StudyRun:
@@ -226,7 +219,7 @@ def load_study(
     for key, value in overrides.items():
         try:
             _check_option_key(key, "--set")
-        except ValueError as exc:
+        except ValueError:
             if key not in PER_RUN_KEYS:
                 raise
             raise ValueError(f"{_set_text(key, value)}: a study sets each run's {key} itself"
@@ -570,8 +563,7 @@ class StudyDirInUseError(ValueError):
     """Another ``nlsam study`` works in the study directory."""
 
 
-@contextlib.contextmanager
-def lock_study_dir(study_dir: Union[str, Path]) -> Iterator[None]:
+def lock_study_dir(study_dir: Union[str, Path]) -> contextlib.AbstractContextManager:
     """Hold the study directory's lock (``STUDY_DIR/.lock``, an exclusive ``flock``) for the
     block, or fail at once naming the holder's process id.
 
@@ -579,28 +571,9 @@ def lock_study_dir(study_dir: Union[str, Path]) -> Iterator[None]:
     failed; the second is refused instead. The kernel releases the lock however its holder ends,
     so a lock file left by a study that died (a stale pid in it) never blocks.
     """
-    study_dir = Path(study_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    handle = open(study_dir / LOCK_NAME, "a+")
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip()[:20] or "unknown"
-            raise StudyDirInUseError(
-                f"study directory {study_dir} is in use by another nlsam study (pid {holder}); wait for it to "
-                "finish or stop it, or choose another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # releases the lock
+    return lock_folder(study_dir, lambda folder, holder: StudyDirInUseError(
+        f"study directory {folder} is in use by another nlsam study (pid {holder}); wait for it to finish or "
+        "stop it, or choose another --out"))
 
 
 def execute_study(
