@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
+from .._ranges import short_repr
+
 PLACEMENTS = ("block", "stage")
 #: Gate initialisations every part takes as its ``init`` option.
 INITS = ("paper", "identity")
@@ -115,12 +117,6 @@ def _check_free_name(name: str, overwrite: bool) -> None:
         )
 
 
-def _short(value: Any) -> str:
-    from .._ranges import short_repr
-
-    return short_repr(value)
-
-
 def _parameters(builder: Callable[..., Any]) -> Dict[str, inspect.Parameter]:
     target = builder.__init__ if isinstance(builder, type) else builder
     return {k: p for k, p in inspect.signature(target).parameters.items() if k != "self"}
@@ -201,7 +197,7 @@ def check_attention_name(name: Optional[str]) -> Optional[str]:
     if not isinstance(name, str) or name.strip().lower() not in _COMPOSITIONS:
         close = difflib.get_close_matches(str(name), list(_COMPOSITIONS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown attention {_short(name)}{hint}; valid: none, {', '.join(_COMPOSITIONS)}")
+        raise ValueError(f"unknown attention {short_repr(name)}{hint}; valid: none, {', '.join(_COMPOSITIONS)}")
     return name.strip().lower()
 
 
@@ -262,7 +258,7 @@ def split_attention_options(options: Mapping[str, Any]) -> Dict[str, Dict[str, A
             close = difflib.get_close_matches(key, attention_option_keys(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UnknownOptionError(
-                f"unknown attention option {_short(key)}{hint}; valid: {', '.join(attention_option_keys())}"
+                f"unknown attention option {short_repr(key)}{hint}; valid: {', '.join(attention_option_keys())}"
             )
         specific = match in _PARTS and len(parts) == 1 and parts[0].name == match
         resolved.append((specific, option, value, parts))

@@ -27,16 +27,22 @@ __all__ = ["cpu_has_native_bf16", "machine_name", "precision_name", "resolve_amp
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def _cpu_flags(cpuinfo: Path) -> set:
-    """The ``flags`` of the first processor in ``cpuinfo`` (empty where unreadable)."""
+def _cpuinfo_field(cpuinfo: Path, name: str) -> Optional[str]:
+    """The value of field ``name`` (``flags``, ``model name``) of the first processor in
+    ``cpuinfo``; None where it is unreadable or has no such field."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+        if line.startswith(name):
+            return line.partition(":")[2].strip()
+    return None
+
+
+def _cpu_flags(cpuinfo: Path) -> set:
+    """The ``flags`` of the first processor in ``cpuinfo`` (empty where unreadable)."""
+    return set((_cpuinfo_field(cpuinfo, "flags") or "").split())
 
 
 _PROC_CPUINFO = Path("/proc/cpuinfo")
@@ -54,13 +60,8 @@ def cpu_has_native_bf16(cpuinfo: Path = _PROC_CPUINFO) -> bool:
 
 def _cpu_model(cpuinfo: Path) -> str:
     """The ``model name`` of the first processor in ``cpuinfo``, else the platform's name."""
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return (_cpuinfo_field(cpuinfo, "model name") or platform.processor() or platform.machine()
+            or "unknown CPU")
 
 
 def machine_name(device: torch.device, cpuinfo: Path = _PROC_CPUINFO) -> str:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .._io import WriteError, atomic_write_bytes
+from .._ranges import short_repr
 from .checkpoint import (best_epoch, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          state_dict_mismatch)
 from .config import TrainConfig, load_yaml, save_yaml
@@ -226,8 +227,8 @@ def check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
     differ = [key for key in defaults if key not in RESUME_CHANGEABLE + _NOT_COMPARED
               and _differs(key, state["config"].get(key, defaults[key]), recorded.get(key, defaults[key]))]
     if differ:
-        detail = ", ".join(f"{k} ({_short(state['config'].get(k, defaults[k]))} in last.pt, "
-                           f"{_short(recorded.get(k, defaults[k]))} in config.yaml)" for k in differ[:4])
+        detail = ", ".join(f"{k} ({short_repr(state['config'].get(k, defaults[k]))} in last.pt, "
+                           f"{short_repr(recorded.get(k, defaults[k]))} in config.yaml)" for k in differ[:4])
         more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
         raise ValueError(
             f"cannot resume {run_dir}: its last.pt and config.yaml describe different runs: {detail}{more}; "
@@ -238,12 +239,6 @@ def check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
 
 def _differs(key: str, a: Any, b: Any) -> bool:
     return a != b and not (key == "data" and _same_path(a, b))
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a user's value can be long)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _same_path(a: Any, b: Any) -> bool:
