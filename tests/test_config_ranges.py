@@ -1,5 +1,6 @@
 """Every numeric option has its valid range, declared once and checked before any work; YAML
 values and files are read without aliases, within bounds, and quoted short in messages."""
+import collections
 import dataclasses
 import math
 import typing
@@ -296,6 +297,14 @@ def test_short_repr():
     assert len(text) < 100 and text.endswith("... (list of 1,000,000 items)")
     assert len(short_repr(10**5000)) < 100
     assert len(short_repr({i: [i] * 1000 for i in range(1000)})) < 100
+
+
+def test_short_repr_quotes_sets_and_container_subclasses_as_repr_does():
+    point = collections.namedtuple("Point", "x y")
+    for value in (set(), frozenset(), frozenset({1}), {1}, point(1, 2), collections.OrderedDict(a=1), (1,), {}):
+        assert short_repr(value) == repr(value)
+    text = short_repr(frozenset(range(10**6)))
+    assert text.startswith("frozenset({0, 1, ") and text.endswith("... (frozenset of 1,000,000 items)")
 
 
 # ---------------------------------------------------------------------------------- item 3

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 #: How many characters of a user's value a message quotes.
 SHORT_REPR = 60
@@ -42,7 +42,10 @@ def _bounded_repr(value: Any, budget: int, _depth: int = 0) -> str:
     the full repr when it is shorter)."""
     if _depth > 20:
         return "..."
-    if isinstance(value, (list, tuple, dict, set, frozenset)):
+    # the built-in containers only, and not an empty set (``set()``): a subclass (a named tuple,
+    # an OrderedDict) writes its own repr, which a walk would not match
+    if type(value) in (list, tuple, dict, set, frozenset) and (value or type(value) not in (set, frozenset)):
+        items: Iterable[Any]
         if isinstance(value, dict):
             items = value.items()
             opening, closing = "{", "}"
@@ -50,10 +53,12 @@ def _bounded_repr(value: Any, budget: int, _depth: int = 0) -> str:
             items, opening, closing = value, "[", "]"
         elif isinstance(value, tuple):
             items, opening, closing = value, "(", ",)" if len(value) == 1 else ")"
+        elif isinstance(value, frozenset):
+            items, opening, closing = value, "frozenset({", "})"
         else:
             items, opening, closing = value, "{", "}"
         parts = [opening]
-        length = 1
+        length = len(opening)
         for index, item in enumerate(items):
             if length > budget:
                 break
