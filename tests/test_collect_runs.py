@@ -1,5 +1,6 @@
-"""The 30-epoch study's collect_runs.py: finished runs go to the page without checkpoints,
-unfinished ones with a checkpoint whose paths name no machine, so the next machine resumes them."""
+"""The 30-epoch study's collect_runs.py: finished runs go to the page with their final weights
+(safetensors) but no checkpoint, unfinished ones with a checkpoint whose paths name no machine, so
+the next machine resumes them."""
 from __future__ import annotations
 
 import importlib.util
@@ -35,7 +36,7 @@ def _make_run(run, data: str, epochs_done: int, checkpoint: bool) -> None:
         save_checkpoint(state, run.run_dir / "last.pt")
 
 
-def test_finished_runs_lose_their_checkpoints_and_unfinished_ones_keep_them(tmp_path):
+def test_finished_runs_keep_their_weights_and_unfinished_ones_their_checkpoints(tmp_path):
     machine_data = str(tmp_path / "machine" / "data" / "cifar10-jpg.zip")
     study_dir = tmp_path / "machine" / "studies" / "s"
     study_dir.mkdir(parents=True)
@@ -54,7 +55,12 @@ def test_finished_runs_lose_their_checkpoints_and_unfinished_ones_keep_them(tmp_
     page = tmp_path / "page"
     _script().main(study_dir, here=page)
 
-    assert sorted(p.name for p in (page / "runs" / done.name).iterdir()) == ["config.yaml", "meta.json", "metrics.jsonl"]
+    assert sorted(p.name for p in (page / "runs" / done.name).iterdir()) == [
+        "config.yaml", "meta.json", "metrics.jsonl", "model.safetensors"]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(page / "runs" / done.name / "model.safetensors"))
+    assert list(weights) == ["w"] and torch.equal(weights["w"], torch.zeros(2))
     kept = page / "unfinished" / "runs" / partial.name
     assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "last.pt", "meta.json", "metrics.jsonl"]
     assert not (page / "runs" / partial.name).exists() and not (page / "runs" / not_started.name).exists()
@@ -72,4 +78,5 @@ def test_finished_runs_lose_their_checkpoints_and_unfinished_ones_keep_them(tmp_
     (partial.run_dir / "last.pt").unlink()
     _script().main(study_dir, here=page)
     assert (page / "runs" / partial.name / "metrics.jsonl").is_file()
+    assert not (page / "runs" / partial.name / "model.safetensors").exists()  # it kept no checkpoint
     assert not (page / "unfinished").exists()

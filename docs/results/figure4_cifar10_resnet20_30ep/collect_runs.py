@@ -7,8 +7,10 @@ data to ``../shared/data/NAME``, the study directory the run trained in to
 ``studies/figure4_cifar10_resnet20_30ep``, the home folder to ``~``):
 
 - a finished run (``nlsam study`` counts it as done): ``config.yaml``, ``metrics.jsonl`` and
-  ``meta.json`` go to ``runs/NAME/``, its config to ``configs/`` and its log to ``logs/``; no
-  checkpoint. Its folder under ``unfinished/`` is removed.
+  ``meta.json`` go to ``runs/NAME/``, its config to ``configs/`` and its log to ``logs/``; its
+  final weights (the state dict of ``last.pt``, about 1.1 MB for a ResNet-20) go to
+  ``runs/NAME/model.safetensors``, the rest of the checkpoint (optimiser, random states) does
+  not. Its folder under ``unfinished/`` is removed.
 - an unfinished run with a checkpoint (``partial``): the same files and ``last.pt`` go to
   ``unfinished/runs/NAME/``, its config and log to ``unfinished/configs/`` and ``unfinished/logs/``. The checkpoint's recorded data
   path is shortened too, so resume the study with ``--set data=../shared/data/NAME`` from a
@@ -69,6 +71,20 @@ def keep_checkpoint(run, dest: Path) -> None:
     save_checkpoint(state, dest / "runs" / run.name / "last.pt")
 
 
+def keep_weights(run, dest: Path) -> bool:
+    """The final weights of a finished run, ``runs/NAME/model.safetensors`` (written atomically);
+    False when the run kept no checkpoint (the runs copied here before weights were kept)."""
+    if not (run.run_dir / "last.pt").is_file():
+        return False
+    from safetensors.torch import save
+
+    from nlsam._io import atomic_write_bytes
+
+    weights = {k: v.detach().contiguous() for k, v in load_checkpoint(run.run_dir / "last.pt")["model"].items()}
+    atomic_write_bytes(dest / "runs" / run.name / "model.safetensors", save(weights))
+    return True
+
+
 def main(study_dir: Path, here: Path = HERE) -> None:
     study = load_study(study_dir / "study.yaml", out=study_dir)
     unfinished = here / "unfinished"
@@ -76,13 +92,14 @@ def main(study_dir: Path, here: Path = HERE) -> None:
         state = run_state(run)
         if state == "done":
             copy_run(study_dir, run, here)
+            weights = keep_weights(run, here)
             for stale in (unfinished / "runs" / run.name, unfinished / "configs" / f"{run.name}.yaml",
                           unfinished / "logs" / f"{run.name}.log"):
                 if stale.is_dir():
                     shutil.rmtree(stale)
                 elif stale.is_file():
                     stale.unlink()
-            print(f"added {run.name}")
+            print(f"added {run.name}" + (" with its final weights" if weights else ""))
         elif state == "partial":
             copy_run(study_dir, run, unfinished)
             keep_checkpoint(run, unfinished)
