@@ -199,7 +199,7 @@ def test_a_model_option_out_of_range_is_one_line(tmp_path, capsys, monkeypatch, 
 
 
 def test_reduction_is_refused_where_it_would_clamp_and_accepted_to_its_edge():
-    from nlsam.attention.se import reduced_channels
+    from nlsam.attention.se import _reduced_channels
 
     module = nlsam.NLSAM((8, 8), pool=2, reduction=16)  # N = 16 positions, one unit
     assert module.fc1.out_features == 1
@@ -207,7 +207,7 @@ def test_reduction_is_refused_where_it_would_clamp_and_accepted_to_its_edge():
         nlsam.NLSAM((8, 8), pool=2, reduction=17)
     with pytest.raises(ValueError, match=r"1\.\.16"):
         nlsam.SqueezeExcite(16, reduction=32)
-    assert reduced_channels(16, 16) == 1
+    assert _reduced_channels(16, 16) == 1
     model = nlsam.create_model("resnet20", attention="se+nlsam", nlsam_reduction={2: 64, 3: 16}, channel_reduction=16)
     widths = sorted({m.fc1.out_features for m in model.modules() if isinstance(m, nlsam.NLSAM)})
     assert widths == [1]

@@ -374,7 +374,7 @@ def test_download_network_error(tmp_path, monkeypatch):
 
 
 def test_tar_extraction_refuses_path_traversal(tmp_path):
-    from nlsam.data._download import safe_extract_tar
+    from nlsam._download import safe_extract_tar
 
     archive = tmp_path / "evil.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

@@ -161,3 +161,20 @@ def _number(value: Optional[float]) -> str:
     if float(value).is_integer() and abs(value) >= 100_000:
         return f"{int(value):_}".replace("_", ",")
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_model_argument(model: Any, caller: str) -> None:
+    """Raise a ``TypeError`` unless ``model`` is an ``nn.Module``; for a model's name, say how to
+    build it (``insert`` and ``profile`` work on a network, as timm's functions do)."""
+    from torch import nn
+
+    if isinstance(model, nn.Module):
+        return
+    if isinstance(model, str):
+        name = model if len(model) <= 60 else model[:57] + "..."
+        raise TypeError(
+            f"{caller}: model must be a torch.nn.Module, got the name {name!r}; build the network "
+            f"first and pass it: model = nlsam.create_model({name!r}) (or a torchvision / timm "
+            f"model), then {caller}(model, ...)"
+        )
+    raise TypeError(f"{caller}: model must be a torch.nn.Module (a network), got {type(model).__name__}")

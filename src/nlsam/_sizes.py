@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union
 
+from ._ranges import short_repr
+
 SizeLike = Union[int, Sequence[int]]
 
 #: The largest input side the commands that run a network (predict, cam, attention, profile)
@@ -22,6 +24,20 @@ def check_max_side(height: int, width: int, what: str) -> None:
             f"memory grows with H x W (at {MAX_INPUT_PIXELS} x {MAX_INPUT_PIXELS} a ResNet's first "
             "feature map alone is 1 GiB per image)"
         )
+
+
+def to_2tuple(size: SizeLike, name: str = "feature_size") -> Tuple[int, int]:
+    """``(H, W)`` from an int or a pair of positive ints; anything else (bools, strings, a
+    triple, zero) is a one-line ``ValueError`` naming ``name``."""
+    if isinstance(size, int):
+        pair: tuple = (size, size)
+    elif isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+        pair = ()
+    else:
+        pair = tuple(size)
+    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair):
+        raise ValueError(f"{name} must be a positive int or a pair (H, W) of positive ints, got {short_repr(size)}")
+    return int(pair[0]), int(pair[1])
 
 
 def size_pair(size: SizeLike) -> Tuple[int, int]:

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attention import attention_parts, list_attention, spatial_attention_types
-from ..attention.nlsam import NLSAM
+from ..attention import NLSAM, attention_parts, list_attention, spatial_attention_types
 from .predict import (
     Inspected,
     forward_checked,

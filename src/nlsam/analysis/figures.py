@@ -9,13 +9,11 @@ bounding box, so no title or label is clipped.
 
 Sample images: :func:`save_test_images` writes the first test image of every class of a dataset
 (``builtin``, ``cifar10``, ``cifar100``, or an ImageFolder directory or ``.zip`` such as a JPEG
-copy of CIFAR-10); ``python -m nlsam.analysis.figures DATA OUT_DIR`` runs it
-(:mod:`nlsam.cli.sample_images`).
+copy of CIFAR-10); ``python -m nlsam.cli.sample_images DATA OUT_DIR`` runs it.
 """
 from __future__ import annotations
 
 import io
-import sys
 import textwrap
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -202,54 +200,10 @@ def save_test_images(data: str, out: Path, per_class: int = 1, data_dir: Optiona
 
     ``data``: ``builtin``, ``cifar10`` / ``cifar100`` (the official python files under
     ``data_dir``) or the path of an ImageFolder directory or ``.zip`` (its ``test/`` or ``val/``
-    images are copied byte for byte).
+    images are copied byte for byte), as :func:`nlsam.data.sample_images` gives them.
     """
-    from PIL import Image
+    from ..data import sample_images
 
-    from ..data import BUILTIN_CLASSES, default_data_dir, generate_builtin
-    from ..data._cifar import CIFAR_SPECS, _load_pickle, _read_batch, find_cifar
-    from ..data._download import DatasetNotFoundError
-    from ..data._folder import index_folder
-
-    if per_class < 1:
-        raise ValueError(f"--per-class must be at least 1, got {per_class}")
-    files: Dict[Path, bytes] = {}
-
-    def name(label: int, cls: str, n: int, suffix: str) -> Path:
-        return Path(out) / (f"{label:02d}_{cls}{'' if per_class == 1 else f'_{n + 1}'}{suffix}")
-
-    if data not in ("builtin", *CIFAR_SPECS) and (Path(data).is_dir() or Path(data).is_file()):
-        index = index_folder(Path(data))
-        with index.reader() as reader:
-            for label, cls in enumerate(index.classes):
-                members = [m for m, y in index.test if y == label][:per_class]
-                for n, member in enumerate(members):
-                    files[name(label, cls, n, Path(member).suffix.lower())] = reader.read(member)
-        write_files(files)
-        return list(files)
-    if data == "builtin":
-        split = generate_builtin(64 * per_class, split="test")
-        images, labels, classes = split.images.numpy(), split.labels.numpy(), list(BUILTIN_CLASSES)
-    elif data in CIFAR_SPECS:
-        spec = CIFAR_SPECS[data]
-        root = find_cifar(data, Path(data_dir) if data_dir else default_data_dir())
-        if root is None:
-            raise DatasetNotFoundError(f"{data} not found under {data_dir or default_data_dir()}")
-        images, labels = _read_batch(root / spec.test_files[0], spec.label_key)
-        classes = [str(c) for c in _load_pickle(root / spec.meta_file)[spec.names_key]]
-    else:
-        raise ValueError(f"unknown data {data!r}; valid: builtin, cifar10, cifar100 or an ImageFolder "
-                         f"directory or .zip")
-    for label, cls in enumerate(classes):
-        for n, index in enumerate(np.flatnonzero(labels == label)[:per_class]):
-            buffer = io.BytesIO()
-            Image.fromarray(np.ascontiguousarray(images[index].transpose(1, 2, 0))).save(buffer, format="PNG")
-            files[name(label, cls, n, ".png")] = buffer.getvalue()
+    files = {Path(out) / name: content for name, content in sample_images(data, per_class, data_dir).items()}
     write_files(files)
     return list(files)
-
-
-if __name__ == "__main__":  # `python -m nlsam.analysis.figures`, the older name of the script
-    from ..cli.sample_images import main
-
-    sys.exit(main())

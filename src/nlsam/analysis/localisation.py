@@ -280,8 +280,7 @@ def locate_data(spec: str, image_size: Optional[int] = None, n: Optional[int] = 
     """The test split (its first ``n`` images; default all) of the locate dataset ``spec``
     (``locate[:N_TRAIN[:N_TEST[:DATA_SEED]]]``), generated at the size the data of a run with
     ``image_size`` was generated at; ValueError for another dataset."""
-    from ..data._build import parse_procedural, procedural_name, procedural_size
-    from ..data._localisation import generate_locate
+    from ..data import generate_locate, parse_procedural, procedural_name, procedural_size
 
     if procedural_name(str(spec)) != "locate":
         raise ValueError(f"data {spec!r} is not the locate data: localisation needs its masks "
@@ -320,7 +319,7 @@ def evaluate_localisation(
     differ a little from a bf16 evaluation); the scores are computed at the masks' size.
     ``grad_cam.zero_maps`` counts the all-zero Grad-CAM maps (scored as the area share).
     """
-    from ..data._augment import Normalizer
+    from ..data import Normalizer
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -390,8 +389,7 @@ def run_localisation(checkpoint: Union[str, Path], *, n: Optional[int] = None, b
     """:func:`evaluate_localisation` of a checkpoint or run directory (its best.pt, else
     last.pt) on the test split of the locate data it was trained on, with what was evaluated
     (checkpoint, epoch, data, model, attention, input size)."""
-    from ..data._build import procedural_name
-    from ..data._localisation import LOCATE_CLASSES
+    from ..data import LOCATE_CLASSES, procedural_name
     from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
     from ..engine.loading import model_from_checkpoint
 

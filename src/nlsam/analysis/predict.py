@@ -43,7 +43,7 @@ def load_images(paths: Sequence[PathLike]) -> List[Tuple[Path, "Image.Image"]]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from ..data._images import to_rgb
+    from ..data import to_rgb
 
     if not paths:
         raise ValueError("no images given")

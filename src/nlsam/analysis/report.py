@@ -321,7 +321,7 @@ def collect(study: Study, statuses: Optional[Mapping[str, RunStatus]] = None) ->
 
 
 def _on_locate_data(run) -> bool:
-    from ..data._build import procedural_name
+    from ..data import procedural_name
 
     return procedural_name(str(run.config.data)) == "locate"
 

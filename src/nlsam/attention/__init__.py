@@ -9,12 +9,12 @@ A new module is one file and one :func:`register_attention` line, from outside t
 from __future__ import annotations
 
 # isort: off -- the import order is the order of the attention names (the paper's)
-from .nlsam import INTERPOLATION_MODES, NLSAM, SizeLike, set_compiled_forward
+from .nlsam import INTERPOLATION_MODES, NLSAM, set_compiled_forward
 from .se import SqueezeExcite
 from .ge import GatherExcite
 from .cbam import CBAMChannelGate, CBAMSpatialGate
 from .bam import BAM
-from .gate import Gate
+from .gate import Gate, check_init, zero_
 from .registry import (
     INITS,
     AttentionPart,
@@ -26,6 +26,7 @@ from .registry import (
     check_attention_name,
     create_attention,
     identity_init,
+    is_builtin_part,
     list_attention,
     register_attention,
     register_composition,
@@ -55,14 +56,17 @@ __all__ = [
     "attention_placement",
     "attention_types",
     "check_attention_name",
+    "check_init",
     "create_attention",
     "identity_init",
+    "is_builtin_part",
     "list_attention",
     "register_attention",
     "register_composition",
     "set_compiled_forward",
     "spatial_attention_types",
     "split_attention_options",
+    "zero_",
 ]
 
 # the paper's combinations: a channel module, then NL-SAM; "cbam+nlsam" is CBAM's channel gate

@@ -13,9 +13,11 @@ from torch import nn
 
 from .._ranges import Range
 from .gate import Gate, check_init, zero_
-from .nlsam import check_feature_map
+from .nlsam import _check_feature_map
 from .registry import register_attention
-from .se import reduced_channels
+from .se import _reduced_channels
+
+__all__ = ["BAM"]
 
 
 class BAM(nn.Module):
@@ -31,7 +33,7 @@ class BAM(nn.Module):
     def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, init: str = "paper") -> None:
         super().__init__()
         self.DILATION_RANGE.check("dilation", dilation)
-        hidden = reduced_channels(channels, reduction)
+        hidden = _reduced_channels(channels, reduction)
         self.channel_branch = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
             nn.Conv2d(channels, hidden, 1),
@@ -61,7 +63,7 @@ class BAM(nn.Module):
         self.gate.make_identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, "BAM")
+        _check_feature_map(x, "BAM")
         attention = self.gate(self.channel_branch(x) + self.spatial_branch(x))
         return x * attention if self.gate.identity else x * (1.0 + attention)
 

@@ -8,9 +8,11 @@ from torch import nn
 
 from .._ranges import Range
 from .gate import Gate, check_init, zero_
-from .nlsam import check_feature_map
+from .nlsam import _check_feature_map
 from .registry import register_attention, register_composition
-from .se import reduced_channels
+from .se import _reduced_channels
+
+__all__ = ["CBAMChannelGate", "CBAMSpatialGate"]
 
 
 class CBAMChannelGate(nn.Module):
@@ -18,7 +20,7 @@ class CBAMChannelGate(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16, init: str = "paper") -> None:
         super().__init__()
-        hidden = reduced_channels(channels, reduction)
+        hidden = _reduced_channels(channels, reduction)
         self.mlp = nn.Sequential(
             nn.Conv2d(channels, hidden, 1),
             nn.ReLU(inplace=True),
@@ -35,7 +37,7 @@ class CBAMChannelGate(nn.Module):
         self.gate.make_identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, "CBAMChannelGate")
+        _check_feature_map(x, "CBAMChannelGate")
         avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
         mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))
         return x * self.gate(avg + mx)
@@ -70,7 +72,7 @@ class CBAMSpatialGate(nn.Module):
         self.gate.make_identity()
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, "CBAMSpatialGate")
+        _check_feature_map(x, "CBAMSpatialGate")
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
         return self.gate(self.norm(self.conv(pooled)))
 

@@ -17,8 +17,12 @@ from torch import nn
 
 from .registry import INITS
 
+__all__ = ["Gate", "check_init", "zero_"]
+
 
 def check_init(init: str) -> str:
+    """Return ``init`` when it is a gate initialisation (:data:`nlsam.attention.INITS`:
+    ``"paper"`` or ``"identity"``), else raise a one-line ``ValueError`` naming the valid ones."""
     if init not in INITS:
         from .._ranges import short_repr
 

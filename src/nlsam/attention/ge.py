@@ -8,9 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nlsam import SizeLike, check_feature_map, to_2tuple
+from .._sizes import SizeLike, to_2tuple
+from .nlsam import _check_feature_map
 from .registry import register_attention
 from .se import _Excite
+
+__all__ = ["GatherExcite"]
 
 
 class GatherExcite(_Excite):
@@ -36,7 +39,7 @@ class GatherExcite(_Excite):
         self._build_excite(channels, reduction, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, "GatherExcite")
+        _check_feature_map(x, "GatherExcite")
         context = x
         if x.shape[-2] != self.feature_size[0] or x.shape[-1] != self.feature_size[1]:
             context = F.adaptive_avg_pool2d(x, self.feature_size)

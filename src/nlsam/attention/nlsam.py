@@ -12,56 +12,43 @@ computed from *all* positions at once, in the paper's three steps:
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._ranges import Range, short_repr
+from .._sizes import SizeLike, to_2tuple
 from .gate import Gate, check_init, zero_
 from .registry import register_attention
 
+__all__ = ["INTERPOLATION_MODES", "NLSAM", "set_compiled_forward"]
+
 INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "area")
-
-SizeLike = Union[int, Sequence[int]]
-
-
-def to_2tuple(size: SizeLike, name: str = "feature_size") -> Tuple[int, int]:
-    """Return ``(h, w)`` from an int or a pair, rejecting anything else (bools, strings too)."""
-    if isinstance(size, int):
-        pair: tuple = (size, size)
-    elif isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
-        pair = ()
-    else:
-        pair = tuple(size)
-    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair):
-        raise ValueError(f"{name} must be a positive int or a pair (H, W) of positive ints, got {short_repr(size)}")
-    return int(pair[0]), int(pair[1])
-
 
 #: The most weights one of NL-SAM's fully-connected layers may hold (N x N/r): 2**26, 256 MiB in
 #: float32. The paper's grids are 8 x 8 (CIFAR) and 7 x 7 (ImageNet): a few thousand weights.
-MAX_FC_WEIGHTS = 2**26
+_MAX_FC_WEIGHTS = 2**26
 
 
-def check_fc_size(feature_size: Tuple[int, int], pool: int, reduction: int, hidden: int) -> None:
+def _check_fc_size(feature_size: Tuple[int, int], pool: int, reduction: int, hidden: int) -> None:
     """Raise a ``ValueError`` before allocating anything when NL-SAM's fc layers (N x N/r weights
-    each, N the positions of the pooled grid) would hold more than :data:`MAX_FC_WEIGHTS`."""
+    each, N the positions of the pooled grid) would hold more than :data:`_MAX_FC_WEIGHTS`."""
     height, width = feature_size
     num_positions = (height // pool) * (width // pool)
     weights = num_positions * hidden
-    if weights > MAX_FC_WEIGHTS:
+    if weights > _MAX_FC_WEIGHTS:
         raise ValueError(
             f"NL-SAM's fully-connected layers would hold {num_positions:,} x {hidden:,} = {weights:,} "
             f"weights each (the {height}x{width} feature map pooled by k={pool} to "
-            f"{height // pool}x{width // pool} positions, r={reduction}); at most {MAX_FC_WEIGHTS:,} "
+            f"{height // pool}x{width // pool} positions, r={reduction}); at most {_MAX_FC_WEIGHTS:,} "
             "(256 MiB in float32) are allowed: pool more (a larger k), raise r, or train at a "
             "smaller input size"
         )
 
 
-def check_feature_map(x: torch.Tensor, module: str) -> None:
+def _check_feature_map(x: torch.Tensor, module: str) -> None:
     """Raise a ``ValueError`` naming the shape unless ``x`` is a B x C x H x W feature map."""
     if x.dim() != 4:
         raise ValueError(
@@ -70,23 +57,23 @@ def check_feature_map(x: torch.Tensor, module: str) -> None:
 
 
 #: NL-SAM's pooling kernel k: 0 or 1 is no pooling; it must also divide the feature map.
-POOL_RANGE = Range(0, None, integer=True, why="0 or 1 means no pooling")
+_POOL_RANGE = Range(0, None, integer=True, why="0 or 1 means no pooling")
 
 
-def reduction_range(num_positions: int, where: str = "") -> Range:
+def _reduction_range(num_positions: int, where: str = "") -> Range:
     """The valid NL-SAM reductions r for ``num_positions`` = N pooled positions: ``1..N``, so that
     the bottleneck ``N // r`` keeps at least one unit (a larger r would leave none)."""
     return Range(1, num_positions, integer=True,
                  why=f"NL-SAM's bottleneck has N // r units, at least one: here N = {num_positions} positions{where}")
 
 
-def bottleneck_width(num_positions: int, reduction: int) -> int:
-    """Hidden width of the NL-SAM bottleneck: ``N // r`` for r in ``1..N`` (:func:`reduction_range`).
+def _bottleneck_width(num_positions: int, reduction: int) -> int:
+    """Hidden width of the NL-SAM bottleneck: ``N // r`` for r in ``1..N`` (:func:`_reduction_range`).
 
     The paper writes N/r; where r does not divide N we round down. An r above N is refused
     (``ValueError``), never rounded up to one unit.
     """
-    reduction_range(num_positions).check("reduction", reduction)
+    _reduction_range(num_positions).check("reduction", reduction)
     return num_positions // reduction
 
 
@@ -128,7 +115,7 @@ class NLSAM(nn.Module):
     ) -> None:
         super().__init__()
         height, width = to_2tuple(feature_size)
-        POOL_RANGE.check("pool", pool)
+        _POOL_RANGE.check("pool", pool)
         pool = max(pool, 1)
         if height % pool or width % pool:
             raise ValueError(
@@ -147,9 +134,9 @@ class NLSAM(nn.Module):
         num_positions = self.grid_size[0] * self.grid_size[1]
         grid = f" (the {height}x{width} feature map" + (f" pooled by k={pool} to {self.grid_size[0]}x"
                                                         f"{self.grid_size[1]})" if pool > 1 else ")")
-        reduction_range(num_positions, grid).check("reduction", reduction)
-        hidden = bottleneck_width(num_positions, reduction)
-        check_fc_size((height, width), pool, reduction, hidden)
+        _reduction_range(num_positions, grid).check("reduction", reduction)
+        hidden = _bottleneck_width(num_positions, reduction)
+        _check_fc_size((height, width), pool, reduction, hidden)
         self.fc1 = nn.Linear(num_positions, hidden)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, num_positions)
@@ -180,7 +167,7 @@ class NLSAM(nn.Module):
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """Return the B x 1 x H x W attention map for ``x``: the gate values, in (0, 1) (in (0, 2)
         with the identity gate). An empty batch gives an empty map."""
-        check_feature_map(x, "NLSAM")
+        _check_feature_map(x, "NLSAM")
         batch = x.shape[0]
         height, width = x.shape[-2], x.shape[-1]
         if batch == 0:
@@ -209,7 +196,7 @@ class NLSAM(nn.Module):
         return weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, "NLSAM")  # here too: the compiled path would take it for a compiler failure
+        _check_feature_map(x, "NLSAM")  # here too: the compiled path would take it for a compiler failure
         if self.compiled_forward and not torch.jit.is_scripting():
             return self._forward_compiled(x)
         return self._attend(x)

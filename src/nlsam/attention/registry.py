@@ -24,14 +24,34 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from torch import nn
 
 from .._ranges import short_repr
+from .._sizes import to_2tuple
 
-PLACEMENTS = ("block", "stage")
+__all__ = [
+    "AttentionPart",
+    "INITS",
+    "UnknownOptionError",
+    "attention_option_keys",
+    "attention_parts",
+    "attention_placement",
+    "attention_types",
+    "check_attention_name",
+    "create_attention",
+    "identity_init",
+    "is_builtin_part",
+    "list_attention",
+    "register_attention",
+    "register_composition",
+    "spatial_attention_types",
+    "split_attention_options",
+]
+
+_PLACEMENTS = ("block", "stage")
 #: Gate initialisations every part takes as its ``init`` option.
 INITS = ("paper", "identity")
 #: The group every part belongs to, for its ``init`` option only: ``attention_init="identity"``.
-ALL_PARTS = "attention"
+_ALL_PARTS = "attention"
 #: Names that mean "no attention" (:func:`check_attention_name`): never a registered name.
-NO_ATTENTION_NAMES = ("none", "null")
+_NO_ATTENTION_NAMES = ("none", "null")
 
 
 class UnknownOptionError(ValueError, TypeError):
@@ -98,10 +118,10 @@ def _check_free_name(name: str, overwrite: bool) -> None:
     """Refuse a name that means no attention or names an option group (always), and the name of
     a built-in part or composition unless ``overwrite``."""
     groups = sorted({g for p in _PARTS.values() for g in p.groups if g not in _PARTS})
-    if name in NO_ATTENTION_NAMES:
+    if name in _NO_ATTENTION_NAMES:
         why = "it means no attention"
-    elif name == ALL_PARTS:
-        why = f"the option group of every part ({ALL_PARTS}_init)"
+    elif name == _ALL_PARTS:
+        why = f"the option group of every part ({_ALL_PARTS}_init)"
     elif name in groups:
         members = ", ".join(p.name for p in _PARTS.values() if name in p.groups)
         why = f"the option group of {members} ({name}_reduction, ...)"
@@ -148,8 +168,8 @@ def register_attention(
     if not isinstance(name, str) or not name or "+" in name or name.lower() != name:
         raise ValueError(f"attention part name must be a lower-case name without '+', got {name!r}")
     _check_free_name(name, overwrite)
-    if placement not in PLACEMENTS:
-        raise ValueError(f"unknown placement {placement!r}; valid: {', '.join(PLACEMENTS)}")
+    if placement not in _PLACEMENTS:
+        raise ValueError(f"unknown placement {placement!r}; valid: {', '.join(_PLACEMENTS)}")
     params = _parameters(builder)
     if "init" not in params:
         raise ValueError(f"attention part {name!r}: its builder must take an `init` option ({', '.join(INITS)})")
@@ -223,7 +243,7 @@ def _targets() -> Dict[str, List[AttentionPart]]:
     targets: Dict[str, List[AttentionPart]] = {}
     for part in _PARTS.values():
         targets.setdefault(part.name, []).append(part)
-        for group in (*part.groups, ALL_PARTS):
+        for group in (*part.groups, _ALL_PARTS):
             targets.setdefault(group, []).append(part)
     return targets
 
@@ -238,7 +258,7 @@ def attention_option_keys() -> List[str]:
 
 
 def _target_options(target: str, part: AttentionPart) -> Tuple[str, ...]:
-    return ("init",) if target == ALL_PARTS else (*part.options, "stages")
+    return ("init",) if target == _ALL_PARTS else (*part.options, "stages")
 
 
 def split_attention_options(options: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -268,10 +288,8 @@ def split_attention_options(options: Mapping[str, Any]) -> Dict[str, Dict[str, A
     return per_part
 
 
-def stage_value(value: Any, stage: Optional[int], option: str) -> Any:
+def _stage_value(value: Any, stage: Optional[int], option: str) -> Any:
     """An option's value for ``stage``: ``value`` itself, or ``value[stage]`` for a dict."""
-    from .._ranges import short_repr
-
     if not isinstance(value, dict):
         return value
     if stage not in value:
@@ -282,10 +300,8 @@ def stage_value(value: Any, stage: Optional[int], option: str) -> Any:
     return value[stage]
 
 
-def part_stages(part: AttentionPart, options: Mapping[str, Any], stage_ids: Sequence[int]) -> List[int]:
+def _part_stages(part: AttentionPart, options: Mapping[str, Any], stage_ids: Sequence[int]) -> List[int]:
     """The stages of a network (numbered ``stage_ids``) that get ``part``."""
-    from .._ranges import short_repr
-
     chosen = options.get("stages")
     if chosen is None:
         return list(stage_ids) if part.default_stages is None else list(stage_ids)[-part.default_stages:]
@@ -318,17 +334,15 @@ def create_attention(
     go to this stage, resolve per-stage values, and ``placement`` only the parts placed there.
     ``None``, or no part left, gives ``nn.Identity``.
     """
-    from .nlsam import to_2tuple
-
     per_part = split_attention_options(options)
     modules = []
     for part in attention_parts(name):
         if part.placement != placement:
             continue
         opts = per_part[part.name]
-        if stage_ids is not None and stage not in part_stages(part, opts, stage_ids):
+        if stage_ids is not None and stage not in _part_stages(part, opts, stage_ids):
             continue
-        kwargs = {k: stage_value(v, stage, f"{part.name}_{k}") for k, v in opts.items() if k != "stages"}
+        kwargs = {k: _stage_value(v, stage, f"{part.name}_{k}") for k, v in opts.items() if k != "stages"}
         try:
             modules.append(part.build(channels, to_2tuple(feature_size), **kwargs))
         except ValueError as error:

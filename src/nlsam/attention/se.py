@@ -7,21 +7,23 @@ from torch import nn
 
 from .._ranges import Range
 from .gate import Gate, check_init, zero_
-from .nlsam import check_feature_map
+from .nlsam import _check_feature_map
 from .registry import register_attention
 
+__all__ = ["SqueezeExcite"]
 
-def channel_reduction_range(channels: int) -> Range:
+
+def _channel_reduction_range(channels: int) -> Range:
     """The valid reductions r of a channel bottleneck C -> C // r (SE, GE, CBAM, BAM): ``1..C``,
     so that it keeps at least one unit."""
     return Range(1, channels, integer=True,
                  why=f"the channel bottleneck has C // r units, at least one: here C = {channels} channels")
 
 
-def reduced_channels(channels: int, reduction: int) -> int:
+def _reduced_channels(channels: int, reduction: int) -> int:
     """Hidden width of a channel bottleneck, ``channels // reduction`` for a reduction in
     ``1..channels``; a larger reduction is refused (``ValueError``), not rounded up to one unit."""
-    channel_reduction_range(channels).check("reduction", reduction)
+    _channel_reduction_range(channels).check("reduction", reduction)
     return channels // reduction
 
 
@@ -29,7 +31,7 @@ class _Excite(nn.Module):
     """The excite MLP that SE and GE share: ``fc1`` (C -> C/r), ReLU, ``fc2`` (C/r -> C), gate."""
 
     def _build_excite(self, channels: int, reduction: int, init: str) -> None:
-        hidden = reduced_channels(channels, reduction)
+        hidden = _reduced_channels(channels, reduction)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
@@ -57,7 +59,7 @@ class SqueezeExcite(_Excite):
         self._build_excite(channels, reduction, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_feature_map(x, "SqueezeExcite")
+        _check_feature_map(x, "SqueezeExcite")
         return x * self.excite(self.pool(x))
 
 

@@ -1,4 +1,4 @@
-"""``python -m nlsam.cli.sample_images DATA OUT_DIR`` (also ``python -m nlsam.analysis.figures``):
+"""``python -m nlsam.cli.sample_images DATA OUT_DIR``:
 the first test image of every class of a dataset, as files to try ``nlsam cam``, ``attention``
 and ``predict`` on (:func:`nlsam.analysis.figures.save_test_images`)."""
 from __future__ import annotations
@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import List, Optional
 
 
-def main(argv: Optional[List[str]] = None, prog: str = "python -m nlsam.analysis.figures") -> int:
+def main(argv: Optional[List[str]] = None) -> int:
+    """Parse ``argv`` (default: the command line), write the images; return the exit status."""
     from ..analysis.figures import save_test_images
 
     parser = argparse.ArgumentParser(
-        prog=prog,
+        prog="python -m nlsam.cli.sample_images",
         description="Write test images of a dataset as PNG files, to try nlsam cam/attention/predict on.")
     parser.add_argument("data", help="builtin, cifar10, cifar100, or an ImageFolder directory or .zip")
     parser.add_argument("out", help="output directory")
@@ -29,4 +30,4 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m nlsam.analysis
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m nlsam.cli.sample_images"))
+    sys.exit(main())

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .._ranges import check_model_argument
 from .._sizes import check_max_side
 from .report import CostReport, ModuleCost, TypeCost
 from .rules import _op_name, count_op
@@ -64,21 +65,6 @@ def _attention_types() -> Tuple[Type[nn.Module], ...]:
     from ..attention import attention_types
 
     return attention_types()
-
-
-def check_model_argument(model: Any, caller: str) -> None:
-    """Raise a ``TypeError`` unless ``model`` is an ``nn.Module``; for a model's name, say how to
-    build it (``insert`` and ``profile`` work on a network, as timm's functions do)."""
-    if isinstance(model, nn.Module):
-        return
-    if isinstance(model, str):
-        name = model if len(model) <= 60 else model[:57] + "..."
-        raise TypeError(
-            f"{caller}: model must be a torch.nn.Module, got the name {name!r}; build the network "
-            f"first and pass it: model = nlsam.create_model({name!r}) (or a torchvision / timm "
-            f"model), then {caller}(model, ...)"
-        )
-    raise TypeError(f"{caller}: model must be a torch.nn.Module (a network), got {type(model).__name__}")
 
 
 def _input_shape(model: nn.Module, input_size: Optional[InputSize]) -> Tuple[int, int, int]:

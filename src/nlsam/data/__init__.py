@@ -22,15 +22,25 @@ deterministic shuffle; test loaders shard without duplicates (reduce metrics ove
 """
 from __future__ import annotations
 
-from ._augment import random_crop_flip
-from ._build import DATASET_NAMES, DataBundle, build_data, check_data_source, default_data_dir
+from .._download import ChecksumError, DatasetNotFoundError, DownloadError
+from ._augment import Normalizer, random_crop_flip
+from ._build import (
+    DATASET_NAMES,
+    DataBundle,
+    build_data,
+    check_data_source,
+    default_data_dir,
+    parse_procedural,
+    procedural_name,
+    procedural_size,
+)
 from ._builtin import BUILTIN_CLASSES, BuiltinSplit, generate_builtin
 from ._cache import cache_dir
 from ._cifar import download_cifar
-from ._localisation import LOCATE_CLASSES, LocateSplit, generate_locate
-from ._download import ChecksumError, DatasetNotFoundError, DownloadError
-from ._images import preprocess_image
+from ._images import preprocess_image, to_rgb
 from ._loaders import shard_indices
+from ._localisation import LOCATE_CLASSES, LocateSplit, generate_locate
+from ._samples import sample_images
 
 __all__ = [
     "BUILTIN_CLASSES",
@@ -42,14 +52,20 @@ __all__ = [
     "DownloadError",
     "LOCATE_CLASSES",
     "LocateSplit",
-    "check_data_source",
+    "Normalizer",
     "build_data",
     "cache_dir",
+    "check_data_source",
     "default_data_dir",
     "download_cifar",
     "generate_builtin",
     "generate_locate",
+    "parse_procedural",
     "preprocess_image",
+    "procedural_name",
+    "procedural_size",
     "random_crop_flip",
+    "sample_images",
     "shard_indices",
+    "to_rgb",
 ]

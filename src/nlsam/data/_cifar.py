@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from ._download import DatasetNotFoundError, download_url, file_md5, safe_extract_tar
+from .._download import DatasetNotFoundError, download_url, file_md5, safe_extract_tar
 
 __all__ = ["CIFAR_SPECS", "CifarSpec", "download_cifar", "find_cifar", "load_cifar"]
 

@@ -74,7 +74,7 @@ def share_plain_init(model: nn.Module, config: Union[TrainConfig, Mapping[str, A
 
 def _plain_options(config: Mapping[str, Any]) -> Dict[str, Any]:
     """``model_options`` without those of the attention modules (a plain network refuses them)."""
-    from ..attention.registry import attention_option_keys
+    from ..attention import attention_option_keys
 
     attention_keys = set(attention_option_keys())
     return {k: v for k, v in (config.get("model_options") or {}).items() if k not in attention_keys}

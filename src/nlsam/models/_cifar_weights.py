@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from .._download import weights_download_error
 from .resnet import BasicBlock, ResNet, ZeroPadShortcut
 
 __all__ = [
@@ -134,17 +135,15 @@ def _download(source: CifarSource, path: str) -> None:
     """Download ``source`` to ``path`` with torch.hub (hash prefix checked); one-line errors."""
     import torch.hub
 
-    from .pretrained import _download_error
-
     hint = (f"fetch that file on a machine with a connection and put it in {os.path.dirname(path)} as "
             f"{source.file_name} (torch.hub's cache), or pass its path as the weights")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         torch.hub.download_url_to_file(source.url, path, hash_prefix=source.hash_prefix, progress=True)
     except OSError as exc:  # offline, a proxy, an HTTP error (URLError is an OSError)
-        raise _download_error(source.name, source.url, exc, hint) from None
+        raise weights_download_error(source.name, source.url, exc, hint) from None
     except RuntimeError as exc:  # torch.hub: 'invalid hash value (expected ..., got ...)'
-        raise _download_error(source.name, source.url, OSError(str(exc)), hint) from None
+        raise weights_download_error(source.name, source.url, OSError(str(exc)), hint) from None
 
 
 def cifar_state_dict(source: CifarSource) -> Mapping[str, Any]:

@@ -48,9 +48,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
-from .._sizes import check_max_side
+from .._ranges import check_model_argument
+from .._sizes import SizeLike, check_max_side, to_2tuple
 from ..cost import profile, render_table
-from ..cost.counter import check_model_argument
 from ..attention import (
     attention_option_keys,
     attention_parts,
@@ -62,7 +62,6 @@ from ..attention import (
     list_attention,
     split_attention_options,
 )
-from ..attention.nlsam import SizeLike, to_2tuple
 from .resnet import (
     CIFAR_DEFAULTS,
     IMAGENET_DEFAULTS,

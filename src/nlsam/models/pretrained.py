@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from .._download import weights_download_error
 from ..attention import attention_types
 from ._cifar_weights import (
     akamaster_to_nlsam,
@@ -148,7 +149,7 @@ def _torchvision_state_dict(arch: str, tag: Optional[str]) -> Dict[str, torch.Te
     try:
         return weights.get_state_dict(progress=True)
     except OSError as exc:  # offline, a proxy, an HTTP error (URLError is an OSError)
-        raise _download_error(f"torchvision:{arch}.{weights.name}", weights.url, exc, _torch_hub_hint()) from None
+        raise weights_download_error(f"torchvision:{arch}.{weights.name}", weights.url, exc, _torch_hub_hint()) from None
 
 
 def _torch_hub_hint() -> str:
@@ -156,15 +157,6 @@ def _torch_hub_hint() -> str:
 
     return (f"torchvision keeps downloaded weights in {os.path.join(torch.hub.get_dir(), 'checkpoints')}; "
             "copy the file there from a machine with a connection, or give --init-from a weights file")
-
-
-def _download_error(name: str, where: str, exc: OSError, hint: str) -> Exception:
-    """The one-line error of weights that could not be downloaded: what, from where, why, and
-    what to do (a :class:`nlsam.data.DownloadError`, as for datasets)."""
-    from ..data._download import DownloadError, _reason
-
-    return DownloadError(f"could not download the weights {name} from {where} ({_reason(exc)}); "
-                         f"check the network connection; {hint}")
 
 
 def _timm_state_dict(name: str) -> Dict[str, torch.Tensor]:
@@ -175,7 +167,7 @@ def _timm_state_dict(name: str) -> Dict[str, torch.Tensor]:
     try:
         return timm.create_model(name, pretrained=True).state_dict()
     except OSError as exc:  # offline: the Hugging Face hub's errors are OSErrors too
-        raise _download_error(f"timm:{name}", "the Hugging Face hub", exc,
+        raise weights_download_error(f"timm:{name}", "the Hugging Face hub", exc,
                               "timm keeps downloaded weights in the Hugging Face cache ($HF_HOME); fill it "
                               "from a machine with a connection, or give --init-from a weights file") from None
 

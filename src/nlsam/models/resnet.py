@@ -23,11 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..attention import attention_parts, check_attention_name, create_attention, split_attention_options
+from ..attention import (
+    attention_parts,
+    check_attention_name,
+    create_attention,
+    is_builtin_part,
+    split_attention_options,
+)
 from .._ranges import Range, short_repr
-from .._sizes import MAX_INPUT_PIXELS
-from ..attention.nlsam import SizeLike, to_2tuple
-from ..attention.registry import is_builtin_part
+from .._sizes import MAX_INPUT_PIXELS, SizeLike, to_2tuple
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

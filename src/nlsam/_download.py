@@ -1,4 +1,6 @@
-"""Downloading with checksum verification, atomic writes and safe archive extraction."""
+"""Downloading with checksum verification, atomic writes and safe archive extraction, and the
+errors of a failed download, for datasets (:mod:`nlsam.data`) and weights (:mod:`nlsam.models`)
+alike. The errors are public as :class:`nlsam.data.DownloadError` and its kin."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +13,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from .._io import atomic_file
+from ._io import atomic_file
 
 __all__ = [
     "ChecksumError",
@@ -20,6 +22,7 @@ __all__ = [
     "download_url",
     "file_md5",
     "safe_extract_tar",
+    "weights_download_error",
 ]
 
 _log = logging.getLogger("nlsam.data")
@@ -60,6 +63,13 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     return str(e) or type(e).__name__
+
+
+def weights_download_error(name: str, where: str, exc: BaseException, hint: str) -> DownloadError:
+    """The one-line error of weights that could not be downloaded: what, from where, why, and
+    what to do (``hint``)."""
+    return DownloadError(f"could not download the weights {name} from {where} ({_reason(exc)}); "
+                         f"check the network connection; {hint}")
 
 
 def download_url(
