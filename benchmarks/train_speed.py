@@ -19,7 +19,7 @@ train``'s real training loop, with and without NL-SAM.
 * Ours: the data from :func:`nlsam.data.build_data` (channels_last, as ``nlsam train``), the
   network from :func:`nlsam.create_model` (channels_last), and ``nlsam train``'s
   ``_Optimisation.train_epoch`` (autocast, loss, backward, optimizer, scheduler, progress check)
-  with the config ``configs/cifar10_resnet20_fast.yaml`` read by the project's config loader.
+  with the shipped config ``cifar10_resnet20_fast`` read by the project's config loader.
 
 Both sides take a bounded number of batches per timing from one long-lived loader iterator
 (re-created only when an epoch is exhausted), so loader start-up is not paid every round. A
@@ -53,13 +53,14 @@ from torch import nn
 
 import nlsam
 from nlsam.attention import set_compiled_forward
+from nlsam.configs import config_path
 from nlsam.data import build_data
 from nlsam.engine import resolve_config
 from nlsam.engine.config import AMP_MODES, TrainConfig
 from nlsam.engine.distributed import DistInfo
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "configs" / "cifar10_resnet20_fast.yaml"
+DEFAULT_CONFIG = config_path("cifar10_resnet20_fast")
 DEFAULT_ZIP = REPO.parent / "shared" / "data" / "cifar10-jpg.zip"
 REFERENCE_FILES = ("trainer.py", "resnet.py")
 SCRIPT = "benchmarks/train_speed.py"
@@ -464,7 +465,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="batches per timing")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up batches per variant")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="our training recipe")
+    parser.add_argument("--config", type=config_path, default=DEFAULT_CONFIG,
+                        help="our training recipe: a YAML file or a shipped config's name")
     parser.add_argument("--reference-workers", type=int, default=None,
                         help="the reference's -j (default: its own default, 4)")
     parser.add_argument("--pipeline-batches", type=int, default=100,

@@ -14,7 +14,7 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 def _markdown_files():
     files = [ROOT / "README.md"]
-    for folder in ("docs", "benchmarks", "configs"):
+    for folder in ("docs", "benchmarks"):
         files += sorted((ROOT / folder).rglob("*.md"))
     return [f for f in files if f.is_file()]
 

@@ -26,6 +26,7 @@ API_MODULES = {
     "nlsam.data": "data",
     "nlsam.cost": "cost",
     "nlsam.analysis.localisation": "analysis",
+    "nlsam.configs": "nlsam",
 }
 DOCS_PACKAGES = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
 

@@ -1,7 +1,6 @@
 import csv
 import json
 import math
-from pathlib import Path
 
 import pytest
 import yaml
@@ -188,10 +187,11 @@ def test_t_quantiles_and_welch():
 
 
 def test_shipped_study_files_are_valid(tmp_path):
-    files = sorted((Path(__file__).resolve().parents[1] / "configs" / "studies").glob("*.yaml"))
-    assert len(files) >= 12
-    for path in files:
-        study = load_study(path, out=tmp_path / path.stem)
+    from nlsam.configs import list_studies, study_path
+
+    assert len(list_studies()) >= 12
+    for name in list_studies():
+        study = load_study(study_path(name), out=tmp_path / name)
         assert study.runs
 
 

@@ -219,10 +219,11 @@ def test_bad_config_inputs(tmp_path, capsys):
 
 
 def test_shipped_configs_are_valid():
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-    assert configs, "no configs shipped"
-    for path in configs:
-        cfg = resolve_config(path)
+    from nlsam.configs import config_path, list_configs
+
+    assert list_configs(), "no configs shipped"
+    for name in list_configs():
+        cfg = resolve_config(config_path(name))
         nlsam.create_model(cfg.model, attention=cfg.attention, **cfg.model_options)
 
 

@@ -1,17 +1,19 @@
-"""``nlsam list``: the network, attention and dataset names the other commands accept."""
+"""``nlsam list``: the network, attention, dataset and config names the other commands accept."""
 from __future__ import annotations
 
 import argparse
+from typing import List, Tuple
 
-LISTS = ("models", "attention", "datasets")
+LISTS = ("models", "attention", "datasets", "configs")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "list",
-        help="list the network, attention and dataset names",
+        help="list the network, attention, dataset and config names",
         description="Print the names the other commands accept: networks (--model), attention "
-        "compositions (--attention) and built-in datasets (--data).",
+        "compositions (--attention), built-in datasets (--data), and the shipped training configs "
+        "(train -c NAME) and study files (study NAME), each with what it is for.",
     )
     p.add_argument("what", nargs="?", choices=LISTS, default=None, help="only this list")
     p.set_defaults(handler=run)
@@ -28,8 +30,26 @@ def run(args: argparse.Namespace) -> int:
         datasets=[*DATASET_NAMES, "PATH (an ImageFolder directory or .zip)"],
     )
     for what in [args.what] if args.what else LISTS:
+        if what == "configs":
+            _print_configs()
+            continue
         if not args.what:
             print(f"{what}:")
         for name in lists[what]:
             print(f"  {name}" if not args.what else name)
     return 0
+
+
+def _print_configs() -> None:
+    """The shipped training configs and study files, two headed lists of ``NAME  description``."""
+    from ..configs import config_path, description, list_configs, list_studies, study_path
+
+    groups: List[Tuple[str, List[Tuple[str, str]]]] = [
+        ("configs (nlsam train -c NAME)", [(n, description(config_path(n))) for n in list_configs()]),
+        ("studies (nlsam study NAME)", [(n, description(study_path(n))) for n in list_studies()]),
+    ]
+    width = max(len(name) for _, rows in groups for name, _ in rows)
+    for title, rows in groups:
+        print(f"{title}:")
+        for name, text in rows:
+            print(f"  {name:<{width}}  {text}".rstrip())

@@ -14,7 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run every run of a study (models x attention x options x seeds). Finished "
         "runs are skipped and killed ones resumed, so the same command continues a study.",
     )
-    p.add_argument("study_file", help="study YAML (base, grid, seeds, ...)")
+    p.add_argument("study_file", metavar="STUDY",
+                   help="study YAML file (base, grid, seeds, ...), or the name of a shipped study "
+                   "(`nlsam list configs`: table5_depth, ...)")
     p.add_argument("--out", default=None, help="study directory (default studies/NAME)")
     p.add_argument("--workers", type=int, default=1, help="runs at a time (local executor)")
     p.add_argument("--executor", default="local", help="local, submitit (its local executor) or slurm")
@@ -25,9 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..configs import study_path
     from ..engine.study import execute_study, load_study
 
-    study = load_study(args.study_file, out=args.out, overrides=dict(args.overrides))
+    study = load_study(study_path(args.study_file), out=args.out, overrides=dict(args.overrides))
     counts = execute_study(study, workers=args.workers, executor=args.executor, dry_run=args.dry_run)
     if counts["failed"]:
         print(f"nlsam study: {counts['failed']} run(s) failed; run the same command again to retry them",

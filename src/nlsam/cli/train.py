@@ -15,18 +15,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a network (default: NL-SAM ResNet-20 on the built-in dataset)",
         description="Train an attention network. Options come from the defaults, then the YAML "
-        "config (-c), then the flags given here; every YAML key is also a flag. Writes "
+        "config (-c: a YAML file, or the name of a shipped one, see `nlsam list configs`), then the "
+        "flags given here; every YAML key is also a flag. Writes "
         "RUN_DIR/config.yaml, metrics.jsonl, last.pt and best.pt. --resume continues a run with "
         "its saved settings; of these it lets you change only the ones that do not alter what was "
         "trained (epochs, device, amp, compile, workers, logging).",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("-c", "--config", dest="config_file", help="YAML config; flags override it")
+    p.add_argument("-c", "--config", dest="config_file", metavar="CONFIG",
+                   help="YAML config file, or the name of a shipped config (`nlsam list configs`: "
+                   "cifar10_resnet110_nlsam, ...); flags override it")
     _add_config_flags(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..configs import config_path
     from ..engine.config import TrainConfig, resolve_config
     from ..engine.train import NonFiniteLossError, default_run_dir, train
 
@@ -34,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if "model_options" in overrides:
         overrides["model_options"] = dict(overrides["model_options"])
     config_file = getattr(args, "config_file", None)
+    if config_file is not None:
+        config_file = config_path(config_file)  # a file, or a shipped config's name
     base = None
     if overrides.get("resume"):
         # a resumed run starts from its own saved config; a file and flags given now may change
