@@ -148,6 +148,36 @@ def test_error_stage_that_does_not_exist():
         nlsam.insert(nlsam.create_model("resnet20"), "nlsam", stages=[4])
 
 
+class _Blocks(nn.Module):
+    """A stage that holds its one block by name, not as a sequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("0", torchvision.models.resnet.BasicBlock(8, 8))
+
+    def forward(self, x):
+        return self._modules["0"](x)
+
+
+class _TwoStages(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.layer1, self.layer2 = _Blocks(), _Blocks()
+
+    def forward(self, x):
+        return self.layer2(self.layer1(self.conv(x)))
+
+
+def test_error_stage_attention_in_a_stage_that_is_not_a_sequence():
+    model = _TwoStages()
+    keys = list(model.state_dict())
+    with pytest.raises(ValueError, match=r"'layer1' holds its blocks in a _Blocks, not an nn.Sequential.*after="):
+        nlsam.insert(model, "bam", input_size=32)
+    assert list(model.state_dict()) == keys
+    assert len(nlsam.insert(model, "se", input_size=32, channel_reduction=4)) == 2  # in the blocks: fine
+
+
 def test_error_after_name_that_is_not_a_module():
     with pytest.raises(ValueError, match=r"'features.88' \(in after=\) is not a module of VGG; did you mean features.8"):
         nlsam.insert(torchvision.models.vgg11(), "nlsam", after=["features.88"], input_size=64)

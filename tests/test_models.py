@@ -127,6 +127,18 @@ def test_timm_style_interface():
     assert imagenet.num_features == 2048
 
 
+def test_grad_checkpointing_after_pruning_stages():
+    """A stage that prune_intermediate_layers replaced (an nn.Identity, not a sequence of blocks)
+    still runs when training with gradient checkpointing."""
+    model = create_model("resnet20", attention="nlsam")
+    assert model.prune_intermediate_layers([0]) == [0]
+    x = torch.randn(2, 3, 32, 32)
+    expected = model.forward_features(x)
+    model.set_grad_checkpointing(True)
+    torch.testing.assert_close(model.forward_features(x), expected)
+    assert expected.shape == (2, 16, 32, 32)
+
+
 SMALL_BLOCKS = {
     "basic": BasicBlock, "bottleneck": Bottleneck, "preact_basic": PreActBasicBlock, "preact_bottleneck": PreActBottleneck
 }

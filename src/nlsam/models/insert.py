@@ -205,9 +205,7 @@ def _append(stage: nn.Sequential) -> Callable[[nn.Module], None]:
 
 def _block_families() -> List[Tuple[str, Tuple[type, ...]]]:
     """(family, block classes) for every ResNet implementation that is installed."""
-    families: List[Tuple[str, Tuple[type, ...]]] = [
-        ("nlsam", (BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck))
-    ]
+    families: List[Tuple[str, Tuple[type, ...]]] = [("nlsam", _NLSAM_BLOCKS)]
     try:
         from torchvision.models import resnet as tv
 
@@ -229,7 +227,7 @@ class _Block:
     stage: int
     family: str
     module: nn.Module
-    stage_module: nn.Module  #: the Sequential holding the block
+    stage_module: nn.Module  #: the module holding the block (an nn.Sequential in the known ResNets)
 
 
 _LAYER = re.compile(r"(?:^|\.)layer(\d+)\.\d+$")
@@ -264,6 +262,7 @@ def _block_target(block: _Block) -> _Target:
     """The end of a block's residual branch, just before the addition (the paper's Fig. 2/3)."""
     module = block.module
     if block.family == "nlsam":  # the block's own attention slot
+        assert isinstance(module, _NLSAM_BLOCKS)
         name, probe, install = f"{block.path}.attention", module.attention, _fill_slot(module, "attention")
     else:
         last_bn = "bn3" if hasattr(module, "bn3") else "bn2"
@@ -292,11 +291,17 @@ def _residual_targets(
         return [_block_target(b) for b in blocks], stage_ids, defaults
     # BAM sits between stages (its paper): at the end of every stage but the last
     last_blocks = {b.stage: b for b in blocks}
-    targets = [
-        _Target(b.path.rsplit(".", 1)[0], b.stage_module, _append(b.stage_module), stage, "stage")
-        for stage, b in last_blocks.items()
-        if stage != stage_ids[-1]
-    ]
+    targets = []
+    for stage, b in last_blocks.items():
+        if stage == stage_ids[-1]:
+            continue
+        name, holder = b.path.rsplit(".", 1)[0], b.stage_module
+        if not isinstance(holder, (nn.Sequential, nn.ModuleList)):
+            raise ValueError(
+                f"insert: {name!r} holds its blocks in a {type(holder).__name__}, not an nn.Sequential, "
+                f"so {attention} cannot go at its end; name the places with after=[...]"
+            )
+        targets.append(_Target(name, holder, _append(holder), stage, "stage"))
     return targets, stage_ids, defaults
 
 

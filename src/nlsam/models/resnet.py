@@ -16,7 +16,7 @@ when the shape changes. ``shortcut="A"`` or ``"B"`` overrides either.
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -429,8 +429,11 @@ class ResNet(nn.Module):
     @torch.jit.unused
     def _forward_stages_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:
-            for block in stage:
-                x = checkpoint(block, x, use_reentrant=False)
+            if isinstance(stage, nn.Sequential):
+                for block in stage:
+                    x = checkpoint(block, x, use_reentrant=False)
+            else:  # a stage that prune_intermediate_layers replaced with nn.Identity
+                x = stage(x)
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -527,7 +530,7 @@ class ResNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 from .registry import register_model  # noqa: E402
 
-CIFAR_DEFAULTS = dict(
+CIFAR_DEFAULTS: Dict[str, Any] = dict(
     stem="cifar",
     num_classes=10,
     input_size=32,
@@ -536,7 +539,7 @@ CIFAR_DEFAULTS = dict(
     nlsam_reduction=8,
     channel_reduction=4,
 )
-IMAGENET_DEFAULTS = dict(
+IMAGENET_DEFAULTS: Dict[str, Any] = dict(
     stem="imagenet",
     num_classes=1000,
     input_size=224,

@@ -352,7 +352,7 @@ def register_timm_models() -> bool:
 
     Idempotent. Returns False (and does nothing) when timm is not installed.
     """
-    global _registered
+    global _registered, default_cfgs
     with _lock:
         if _registered:
             return True
@@ -362,7 +362,7 @@ def register_timm_models() -> bool:
             return False
 
         module = sys.modules[__name__]
-        module.default_cfgs = generate_default_cfgs(
+        default_cfgs = generate_default_cfgs(
             {name: _cfg(arch, attention) for name, (arch, attention) in _VARIANTS.items()}
         )
         public = list(__all__)
