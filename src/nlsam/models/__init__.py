@@ -1,7 +1,8 @@
 """Networks that carry attention modules, and the registry behind :func:`create_model`."""
 from .insert import InsertReport, Insertion, insert
 from .pretrained import LoadReport, load_pretrained
-from .registry import create_model, is_model, list_models, register_model
+from .factory import create_model
+from .registry import is_model, list_models, register_model
 from .resnet import (
     BasicBlock,
     Bottleneck,

@@ -64,7 +64,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from .._sizes import to_2tuple
 from ..attention import check_attention_name, list_attention
-from .registry import create_model as _nlsam_create_model
+from .factory import create_model as _nlsam_create_model
 from .registry import is_model as _nlsam_is_model
 from .resnet import CIFAR_DEFAULTS, IMAGENET_DEFAULTS, ResNet
 

@@ -1,0 +1,55 @@
+"""``create_model``: the one factory of the registered networks (:mod:`.registry`), with their
+pretrained weights (:mod:`.pretrained`)."""
+from __future__ import annotations
+
+import difflib
+import logging
+from typing import Any
+
+from torch import nn
+
+from .._ranges import short_repr
+from ..attention import UnknownOptionError
+from .pretrained import load_pretrained
+from .registry import _MODELS, _model_options, list_models
+
+__all__ = ["create_model"]
+
+_log = logging.getLogger("nlsam.models")
+
+
+def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module:
+    """Build a registered network, e.g. ``create_model("resnet110", num_classes=100,
+    attention="nlsam")``. Keyword arguments override the builder's defaults (see
+    :class:`nlsam.models.ResNet` for the options); an unknown one is a ``ValueError`` naming
+    the valid ones.
+
+    ``pretrained``: backbone weights to start from (:func:`nlsam.load_pretrained`): a
+    ``"torchvision:ARCH[.WEIGHTS]"`` or ``"timm:ARCH[.TAG]"`` name, a local file (a state dict or
+    an nlsam checkpoint) or a state dict; ``True`` means torchvision's default weights of the
+    same ImageNet ResNet. The attention stays at its init (``attention_init="identity"`` makes
+    the network start as the pretrained one); a classifier of another size is re-initialised.
+    What was loaded is in ``model.pretrained_report``.
+    """
+    if name not in _MODELS:
+        close = difflib.get_close_matches(str(name), list(_MODELS), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown model {short_repr(name)}{hint}; valid: {', '.join(list_models())}")
+    valid = _model_options(name)
+    for key in kwargs:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownOptionError(f"unknown option {short_repr(key)} for model {name}{hint}; valid: {', '.join(valid)}")
+    model = _MODELS[name](**kwargs)
+    if pretrained is not False and pretrained is not None:
+        if pretrained is True:
+            if getattr(model, "stage_ids", [None])[0] != 2:
+                raise ValueError(f"no published weights for {name}; pass pretrained=FILE (a state dict "
+                                 "or an nlsam checkpoint) instead")
+            pretrained = f"torchvision:{name}"
+        report = load_pretrained(model, pretrained)
+        # nn.Module.__setattr__ is annotated for tensors and modules only; any value is kept
+        model.pretrained_report = report  # type: ignore[assignment]
+        _log.info("%s: %s", name, report)
+    return model
