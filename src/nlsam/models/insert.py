@@ -185,13 +185,15 @@ def _fill_slot(parent: nn.Module, attr: str) -> Callable[[nn.Module], None]:
 
     def install(attention: nn.Module) -> None:
         old = getattr(parent, attr, None)
-        empty = old is None or isinstance(old, nn.Identity)
-        setattr(parent, attr, attention if empty else nn.Sequential(old, attention))
+        if old is None or isinstance(old, nn.Identity):
+            setattr(parent, attr, attention)
+        else:
+            setattr(parent, attr, nn.Sequential(old, attention))
 
     return install
 
 
-def _append(stage: nn.Sequential) -> Callable[[nn.Module], None]:
+def _append(stage: Union[nn.Sequential, nn.ModuleList]) -> Callable[[nn.Module], None]:
     """Install at the end of a stage (BAM's place, between stages)."""
 
     def install(attention: nn.Module) -> None:
@@ -201,6 +203,8 @@ def _append(stage: nn.Sequential) -> Callable[[nn.Module], None]:
 
 
 # --- residual networks ------------------------------------------------------------------------
+
+_NLSAM_BLOCKS = (BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck)
 
 
 def _block_families() -> List[Tuple[str, Tuple[type, ...]]]:

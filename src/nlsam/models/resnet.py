@@ -363,14 +363,15 @@ class ResNet(nn.Module):
         self.head_hidden_size = in_planes
         self.final_norm = nn.BatchNorm2d(in_planes) if self.preact else nn.Identity()
         self.final_act = nn.ReLU(inplace=True) if self.preact else nn.Identity()
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
+        self.global_pool: nn.Module = nn.AdaptiveAvgPool2d(1)  # nn.Identity without pooling
+        self.flatten: nn.Module = nn.Flatten(1)
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_planes, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(zero_init_residual)
         for m in self.modules():  # the convolution init above must not undo an identity start
-            if getattr(m, "init", None) == "identity" and hasattr(m, "reset_identity"):
-                m.reset_identity()
+            reset_identity = getattr(m, "reset_identity", None)
+            if getattr(m, "init", None) == "identity" and reset_identity is not None:
+                reset_identity()
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():

@@ -274,7 +274,7 @@ def _create(
 
     accepted = _resnet_kwargs()
     unknown = [] if accepted is None else sorted(set(kwargs) - accepted - _TIMM_KWARGS)
-    if unknown:
+    if accepted is not None and unknown:
         valid = ", ".join(sorted(accepted - {"attention"}))
         raise TypeError(
             f"{variant}: unexpected keyword argument(s) {', '.join(unknown)}; the nlsam ResNet "
