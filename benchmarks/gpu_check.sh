@@ -30,13 +30,13 @@ run() {
   OMP_NUM_THREADS=1 ${TIME_LIMIT:+timeout $TIME_LIMIT} python3 -m nlsam train --device cuda --amp off \
     --data "$DATA" --out "$OUT/runs/$name" "$@" > "$OUT/runs/$name.log" 2>&1 &
 }
-run r1_plain_s0 -c configs/cifar10_resnet20_fast.yaml --attention none
-run r1_plain_s1 -c configs/cifar10_resnet20_fast.yaml --attention none --seed 1
-run r1_nlsam_s0 -c configs/cifar10_resnet20_fast.yaml
-run r1_nlsam_s1 -c configs/cifar10_resnet20_fast.yaml --seed 1
-run linear_plain_s0 -c configs/cifar10_resnet20_linear.yaml
-run r1_plain_b256 -c configs/cifar10_resnet20_fast.yaml --attention none --batch-size 256 --lr 0.4
-run r1_plain_60ep -c configs/cifar10_resnet20_fast.yaml --attention none --epochs 60
-run r1_plain_90ep -c configs/cifar10_resnet20_fast.yaml --attention none --epochs 90
+run r1_plain_s0 -c cifar10_resnet20_fast --attention none
+run r1_plain_s1 -c cifar10_resnet20_fast --attention none --seed 1
+run r1_nlsam_s0 -c cifar10_resnet20_fast
+run r1_nlsam_s1 -c cifar10_resnet20_fast --seed 1
+run linear_plain_s0 -c cifar10_resnet20_linear
+run r1_plain_b256 -c cifar10_resnet20_fast --attention none --batch-size 256 --lr 0.4
+run r1_plain_60ep -c cifar10_resnet20_fast --attention none --epochs 60
+run r1_plain_90ep -c cifar10_resnet20_fast --attention none --epochs 90
 wait
 echo "done: $LOG and $OUT/runs/*/metrics.jsonl"
