@@ -6,14 +6,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
 
 from ._augment import Normalizer
-from ._builtin import BUILTIN_CLASSES, generate_builtin
-from ._localisation import LOCATE_CLASSES, generate_locate
+from ._builtin import BUILTIN_CLASSES, BuiltinSplit, generate_builtin
+from ._localisation import LOCATE_CLASSES, LocateSplit, generate_locate
 from ._cifar import CIFAR_SPECS, cifar_not_found, find_cifar, load_cifar
 from ._folder import (
     LazyImageDataset,
@@ -44,7 +44,7 @@ LOCATE_DEFAULT_TRAIN = 10_000
 LOCATE_DEFAULT_TEST = 2_000
 
 #: The procedural datasets: name -> (generator, class names, default train / test sizes).
-_PROCEDURAL = {
+_PROCEDURAL: Dict[str, Tuple[Callable[..., Union[BuiltinSplit, LocateSplit]], Tuple[str, ...], int, int]] = {
     "builtin": (generate_builtin, BUILTIN_CLASSES, BUILTIN_DEFAULT_TRAIN, BUILTIN_DEFAULT_TEST),
     "locate": (generate_locate, LOCATE_CLASSES, LOCATE_DEFAULT_TRAIN, LOCATE_DEFAULT_TEST),
 }
@@ -180,13 +180,19 @@ def _place(x: torch.Tensor, y: torch.Tensor, device: torch.device, total_bytes: 
     return x.to(device), y.to(device)
 
 
+def _floats(values: Tuple[float, float, float]) -> Tuple[float, float, float]:
+    """Plain floats (a cache may hold other numbers)."""
+    a, b, c = values
+    return float(a), float(b), float(c)
+
+
 def _in_memory_bundle(
     name: str,
     classes: Sequence[str],
     train: Tuple[torch.Tensor, torch.Tensor],
     test: Tuple[torch.Tensor, torch.Tensor],
-    mean: Sequence[float],
-    std: Sequence[float],
+    mean: Tuple[float, float, float],
+    std: Tuple[float, float, float],
     opts: LoaderOptions,
     *,
     skipped: int,
@@ -205,14 +211,16 @@ def _in_memory_bundle(
     norm = Normalizer(mean, std, opts.device, out_size=size if size != (H, W) else None,
                       channels_last=opts.channels_last)
     pad = max(1, round(min(H, W) / 8))  # 4 for 32 x 32 (He et al.)
-    common = dict(device=opts.device, normalizer=norm, seed=opts.seed, rank=opts.rank, world_size=opts.world_size)
+    common: Dict[str, Any] = dict(
+        device=opts.device, normalizer=norm, seed=opts.seed, rank=opts.rank, world_size=opts.world_size
+    )
     return DataBundle(
         name=name,
         classes=list(classes),
         input_size=(int(size[0]), int(size[1])),
         in_chans=int(tr_x.shape[1]),
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
+        mean=_floats(mean),
+        std=_floats(std),
         num_train=len(tr_x),
         num_test=len(te_x),
         train_loader=InMemoryLoader(tr_x, tr_y, batch_size=opts.batch_size, train=True, augment=opts.augment, pad=pad,
@@ -343,6 +351,7 @@ def build_data(
     low = key.lower()
     start = time.monotonic()
 
+    classes: Sequence[str]
     if procedural_name(key) is not None:
         name, n_train, n_test, data_seed = parse_procedural(key)
         generate, classes, _, _ = _PROCEDURAL[name]

@@ -9,7 +9,7 @@ a seed, so the same arguments always give the same pixels.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Tuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -166,7 +166,11 @@ def generate_builtin(n: int, *, image_size: int = 32, seed: int = 0, split: str 
     return generate_in_chunks(n, _CHUNK, lambda count, start: _generate_chunk(count, image_size, g, start), empty)
 
 
-def generate_in_chunks(n: int, chunk: int, make_chunk: Callable[[int, int], tuple], empty: tuple) -> tuple:
+#: A split: a NamedTuple of tensors, one row per image.
+SplitT = TypeVar("SplitT", bound=Tuple[torch.Tensor, ...])
+
+
+def generate_in_chunks(n: int, chunk: int, make_chunk: Callable[[int, int], SplitT], empty: SplitT) -> SplitT:
     """``n`` images made ``chunk`` at a time by ``make_chunk(count, start)`` (one intra-op
     thread), concatenated field by field into a split of ``empty``'s type (``empty`` when n = 0)."""
     with one_thread():

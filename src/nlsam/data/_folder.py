@@ -376,7 +376,9 @@ def _cache_is_current(cached: dict, index: FolderIndex, size: Tuple[int, int]) -
     return True
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+def channel_stats(
+    images: torch.Tensor, chunk: int = 4096
+) -> Tuple[Tuple[float, float, float], Tuple[float, float, float]]:
     """Per-channel mean and std (in [0, 1] units) of uint8 N x 3 x H x W images."""
     s = torch.zeros(3, dtype=torch.float64)
     ss = torch.zeros(3, dtype=torch.float64)
@@ -391,7 +393,8 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> Tuple[Tuple[float,
         return (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     mean = s / n
     std = (ss / n - mean * mean).clamp_min(1e-12).sqrt().clamp_min(1e-3)
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+    m, d = [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+    return (m[0], m[1], m[2]), (d[0], d[1], d[2])
 
 
 def choose_size(index: FolderIndex, reader: _Reader, image_size: Optional[int]) -> Tuple[int, int]:

@@ -13,6 +13,10 @@ from .._sizes import SizeLike, size_pair
 
 __all__ = ["SMALL_IMAGE_MAX", "decode_image", "fit_image", "preprocess_image", "resize_shorter", "to_rgb"]
 
+#: The bilinear filter: Image.Resampling.BILINEAR since Pillow 9.1, Image.BILINEAR before (a name
+#: that newer Pillow still has but leaves out of its type hints).
+_BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+
 #: Images whose (target) side is at most this many pixels are decoded once into memory;
 #: larger ones are read lazily with torchvision transforms.
 SMALL_IMAGE_MAX = 64
@@ -62,7 +66,7 @@ def fit_image(img: Image.Image, size: SizeLike) -> Image.Image:
         return img
     scale = max(h / ih, w / iw)
     nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
-    img = img.resize((nw, nh), Image.BILINEAR)
+    img = img.resize((nw, nh), _BILINEAR)
     left, top = (nw - w) // 2, (nh - h) // 2
     return img.crop((left, top, left + w, top + h))
 
@@ -76,7 +80,7 @@ def resize_shorter(img: Image.Image, size: int) -> Image.Image:
         nw, nh = int(size * iw / ih), size
     if (nw, nh) == (iw, ih):
         return img
-    return img.resize((nw, nh), Image.BILINEAR)
+    return img.resize((nw, nh), _BILINEAR)
 
 
 def _center_crop(img: Image.Image, h: int, w: int) -> Image.Image:
