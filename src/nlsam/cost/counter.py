@@ -19,6 +19,7 @@ from .rules import _op_name, count_op
 
 __all__ = ["InputSize", "profile"]
 
+#: The input :func:`profile` runs: ``H`` (square), ``(H, W)`` or ``(C, H, W)``.
 InputSize = Union[int, Sequence[int]]
 
 

@@ -50,7 +50,6 @@ from torch import nn
 
 from .._ranges import check_model_argument
 from .._sizes import SizeLike, check_max_side, to_2tuple
-from ..cost import profile, render_table
 from ..attention import (
     attention_option_keys,
     attention_parts,
@@ -62,23 +61,26 @@ from ..attention import (
     list_attention,
     split_attention_options,
 )
+from ..cost import profile, render_table
 from .resnet import (
-    CIFAR_DEFAULTS,
-    IMAGENET_DEFAULTS,
+    _CIFAR_DEFAULTS,
+    _IMAGENET_DEFAULTS,
     BasicBlock,
     Bottleneck,
     PreActBasicBlock,
     PreActBottleneck,
     ResNet,
-    check_attention_shape,
+    _check_attention_shape,
 )
 
-__all__ = ["INIT_MODES", "InsertReport", "Insertion", "insert"]
+__all__ = ["After", "INIT_MODES", "InsertReport", "Insertion", "insert"]
 
 #: ``"paper"``: the modules as the paper defines them; ``"identity"``: each module starts as the
 #: identity (:func:`nlsam.attention.identity_init`).
 INIT_MODES = ("paper", "identity")
 
+#: Where :func:`insert` puts the modules in a network that is not a ResNet: the names of the
+#: modules to follow, or a function of a module's name and the module that says whether to.
 After = Union[Sequence[str], Callable[[str, nn.Module], bool]]
 
 # Options for a network that is not a ResNet (``after=``): the paper's CIFAR choices, k = 2
@@ -259,7 +261,7 @@ def _find_blocks(model: nn.Module) -> Tuple[List[_Block], Dict[str, Any]]:
             )
         stage = first_stage + int(match.group(1)) - 1
         blocks.append(_Block(path, stage, family, module, modules[path.rsplit(".", 1)[0]]))
-    return blocks, dict(CIFAR_DEFAULTS if cifar else IMAGENET_DEFAULTS)
+    return blocks, dict(_CIFAR_DEFAULTS if cifar else _IMAGENET_DEFAULTS)
 
 
 def _block_target(block: _Block) -> _Target:
@@ -566,7 +568,7 @@ def _build(
             f"insert: {attention!r} does not fit {target.name}{where}, a {channels}x{height}x"
             f"{width} feature map at input size {input_hw[0]}x{input_hw[1]}: {error}{pools}"
         ) from None
-    check_attention_shape(module, attention, (channels, height, width), f"at {target.name}")
+    _check_attention_shape(module, attention, (channels, height, width), f"at {target.name}")
     return module
 
 

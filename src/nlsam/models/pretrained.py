@@ -36,12 +36,14 @@ from ._cifar_weights import (
     is_cifar_name,
 )
 
-__all__ = ["LoadReport", "load_pretrained"]
+__all__ = ["LoadReport", "Source", "load_pretrained"]
 
+#: What :func:`load_pretrained` reads weights from: a weights name (``"torchvision:resnet50"``),
+#: a file (a state dict or an nlsam checkpoint) or a state dict.
 Source = Union[str, "os.PathLike[str]", Mapping[str, torch.Tensor]]
 
 #: The prefixes of weight names ``load_pretrained`` downloads through the library's own mechanism.
-WEIGHT_PREFIXES = ("torchvision:", "timm:", "akamaster:", "chenyaofo:")
+_WEIGHT_PREFIXES = ("torchvision:", "timm:", "akamaster:", "chenyaofo:")
 
 #: The name of the batch-norm step counters, which do not change a network's outputs.
 _COUNTER = "num_batches_tracked"
@@ -181,7 +183,7 @@ def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
         from .._io import read_torch_file  # weights_only=True, one-line errors
 
         content, label = read_torch_file(source), os.fspath(source)
-    elif isinstance(source, str) and source.startswith(WEIGHT_PREFIXES):
+    elif isinstance(source, str) and source.startswith(_WEIGHT_PREFIXES):
         library, arch, tag = _parse_weight_name(source)
         if library == "torchvision":
             return _torchvision_state_dict(arch, tag), source
@@ -239,7 +241,7 @@ def _match(own: Mapping[str, torch.Tensor], state: Mapping[str, Any]):
     return to_load, unexpected, skipped
 
 
-def full_state_dict(model: nn.Module, state: Mapping[str, Any]) -> Dict[str, Any]:
+def _full_state_dict(model: nn.Module, state: Mapping[str, Any]) -> Dict[str, Any]:
     """``state`` under ``model``'s names (torchvision / timm ``layer1.0.conv1`` becomes
     ``stages.layer1.0.conv1``), completed with the model's own tensors for the keys it lacks:
     what timm's ``pretrained_filter_fn`` returns, so attention keeps its init under strict loading

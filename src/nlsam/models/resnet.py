@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .._ranges import Range, short_repr
+from .._sizes import MAX_INPUT_PIXELS, SizeLike, to_2tuple
 from ..attention import (
     attention_parts,
     check_attention_name,
@@ -30,8 +32,16 @@ from ..attention import (
     is_builtin_part,
     split_attention_options,
 )
-from .._ranges import Range, short_repr
-from .._sizes import MAX_INPUT_PIXELS, SizeLike, to_2tuple
+
+__all__ = [
+    "BasicBlock",
+    "Block",
+    "Bottleneck",
+    "PreActBasicBlock",
+    "PreActBottleneck",
+    "ResNet",
+    "ZeroPadShortcut",
+]
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -188,10 +198,11 @@ class PreActBottleneck(nn.Module):
         return self.attention(out) + identity
 
 
+#: The residual block classes a :class:`ResNet` is built from.
 Block = Type[Union[BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck]]
 
 
-def check_attention_shape(module: nn.Module, attention: Optional[str], shape: Sequence[int], where: str) -> None:
+def _check_attention_shape(module: nn.Module, attention: Optional[str], shape: Sequence[int], where: str) -> None:
     """Raise a ``ValueError`` naming the module unless ``module`` (built for the composition
     ``attention``) maps a ``shape`` = (C, H, W) feature map to one of the same shape.
 
@@ -230,7 +241,7 @@ def check_attention_shape(module: nn.Module, attention: Optional[str], shape: Se
 
 
 #: The valid values of :class:`ResNet`'s numeric options (``--model-option KEY=VALUE``).
-OPTION_RANGES = dict(
+_OPTION_RANGES = dict(
     in_chans=Range(1, 1024, integer=True, why="image channels: 3 for RGB",
                    why_high="more bands than any imaging sensor gives"),
     num_classes=Range(0, 100_000, integer=True, why="0: no classifier",
@@ -294,12 +305,12 @@ class ResNet(nn.Module):
         for name, value in (("in_chans", in_chans), ("num_classes", num_classes), ("drop_rate", drop_rate),
                             ("stem_width", stem_width)):
             if value is not None or name != "stem_width":
-                OPTION_RANGES[name].check(name, value)
+                _OPTION_RANGES[name].check(name, value)
         if not isinstance(zero_init_residual, bool):
             raise ValueError(f"zero_init_residual must be true or false, got {short_repr(zero_init_residual)}")
         input_size = to_2tuple(input_size, "input_size")
         if max(input_size) > MAX_INPUT_PIXELS:
-            OPTION_RANGES["input_size"].check("input_size", max(input_size))
+            _OPTION_RANGES["input_size"].check("input_size", max(input_size))
         attention = check_attention_name(attention)
         split_attention_options(attention_options)  # an unknown option fails here, naming the valid ones
         first_stage = 1 if stem == "cifar" else 2
@@ -342,7 +353,7 @@ class ResNet(nn.Module):
             def attention_at(placement: str) -> nn.Module:
                 module = create_attention(attention, out_planes, (height, width), stage=stage,
                                           stage_ids=stage_ids, placement=placement, **attention_options)
-                check_attention_shape(module, attention, (out_planes, height, width), f"of stage {stage}")
+                _check_attention_shape(module, attention, (out_planes, height, width), f"of stage {stage}")
                 return module
 
             blocks: List[nn.Module] = [
@@ -531,7 +542,7 @@ class ResNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 from .registry import register_model  # noqa: E402
 
-CIFAR_DEFAULTS: Dict[str, Any] = dict(
+_CIFAR_DEFAULTS: Dict[str, Any] = dict(
     stem="cifar",
     num_classes=10,
     input_size=32,
@@ -540,7 +551,7 @@ CIFAR_DEFAULTS: Dict[str, Any] = dict(
     nlsam_reduction=8,
     channel_reduction=4,
 )
-IMAGENET_DEFAULTS: Dict[str, Any] = dict(
+_IMAGENET_DEFAULTS: Dict[str, Any] = dict(
     stem="imagenet",
     num_classes=1000,
     input_size=224,
@@ -552,13 +563,13 @@ IMAGENET_DEFAULTS: Dict[str, Any] = dict(
 
 
 def _cifar_resnet(block: Block, blocks_per_stage: int, **kwargs) -> ResNet:
-    options = dict(CIFAR_DEFAULTS, shortcut="A" if block.expansion == 1 else "B")
+    options = dict(_CIFAR_DEFAULTS, shortcut="A" if block.expansion == 1 else "B")
     options.update(kwargs)
     return ResNet(block, [blocks_per_stage] * 3, [16, 32, 64], **options)
 
 
 def _imagenet_resnet(block: Block, layers: Sequence[int], **kwargs) -> ResNet:
-    options = dict(IMAGENET_DEFAULTS, shortcut="B")
+    options = dict(_IMAGENET_DEFAULTS, shortcut="B")
     options.update(kwargs)
     return ResNet(block, layers, [64, 128, 256, 512], **options)
 

@@ -66,7 +66,7 @@ from .._sizes import to_2tuple
 from ..attention import check_attention_name, list_attention
 from .factory import create_model as _nlsam_create_model
 from .registry import is_model as _nlsam_is_model
-from .resnet import CIFAR_DEFAULTS, IMAGENET_DEFAULTS, ResNet
+from .resnet import _CIFAR_DEFAULTS, _IMAGENET_DEFAULTS, ResNet
 
 __all__ = [
     "ATTENTION_TAGS",
@@ -158,7 +158,7 @@ def _family(arch: str) -> str:
 
 
 def _builder_defaults(arch: str) -> dict:
-    return IMAGENET_DEFAULTS if _family(arch) == "imagenet" else CIFAR_DEFAULTS
+    return _IMAGENET_DEFAULTS if _family(arch) == "imagenet" else _CIFAR_DEFAULTS
 
 
 def _num_stages(arch: str) -> int:
@@ -328,9 +328,9 @@ def _create(
 def _pretrained_filter(state_dict: Dict[str, Any], model: Any) -> Dict[str, Any]:
     """timm's hook between reading weights and loading them: torchvision / timm ResNet names
     (``layer1.0.conv1``) become nlsam's (``stages.layer1.0.conv1``); attention keeps its init."""
-    from .pretrained import full_state_dict
+    from .pretrained import _full_state_dict
 
-    return full_state_dict(model, state_dict)
+    return _full_state_dict(model, state_dict)
 
 
 def _make_entrypoint(name: str, arch: str, attention: Optional[str]) -> Callable[..., Any]:
