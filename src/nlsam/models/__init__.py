@@ -5,12 +5,15 @@
   :func:`create_model`, the one way to build a network by name;
 * :mod:`.insert`: :func:`insert`, attention modules in a network you already have;
 * :mod:`.pretrained`: :func:`load_pretrained`, torchvision, timm or nlsam weights into a network;
-* :mod:`.timm_models`: the networks under timm's names, registered with timm once it is imported.
+* :mod:`.released`: :func:`list_pretrained`, nlsam's released weights, loaded by name;
+* :mod:`.timm_models`: the networks under timm's names, registered with timm once it is imported;
+* :mod:`.torch_hub`: the entry points of the repository's ``hubconf.py``.
 """
 from .factory import create_model
 from .insert import INIT_MODES, After, Insertion, InsertReport, insert
 from .pretrained import LoadReport, Source, load_pretrained
 from .registry import is_model, list_models, register_model
+from .released import PretrainedWeight, list_pretrained
 from .resnet import (
     BasicBlock,
     Block,
@@ -48,6 +51,7 @@ __all__ = [
     "LoadReport",
     "PreActBasicBlock",
     "PreActBottleneck",
+    "PretrainedWeight",
     "ResNet",
     "Source",
     "ZeroPadShortcut",
@@ -55,6 +59,7 @@ __all__ = [
     "insert",
     "is_model",
     "list_models",
+    "list_pretrained",
     "load_pretrained",
     "register_model",
     "register_timm_models",

@@ -9,9 +9,10 @@ from typing import Any
 from torch import nn
 
 from .._ranges import short_repr
-from ..attention import UnknownOptionError
+from ..attention import UnknownOptionError, check_attention_name
 from .pretrained import load_pretrained
 from .registry import _MODELS, _model_options, list_models
+from .released import PREFIX, get_pretrained
 
 __all__ = ["create_model"]
 
@@ -30,6 +31,10 @@ def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module
     same ImageNet ResNet. The attention stays at its init (``attention_init="identity"`` makes
     the network start as the pretrained one); a classifier of another size is re-initialised.
     What was loaded is in ``model.pretrained_report``.
+
+    ``pretrained="nlsam:NAME"`` loads one of nlsam's released weights
+    (:func:`nlsam.list_pretrained`), attention included; ``name`` and ``attention`` must be
+    the weight's (checked before the network is built).
     """
     if name not in _MODELS:
         close = difflib.get_close_matches(str(name), list(_MODELS), n=3)
@@ -41,6 +46,8 @@ def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UnknownOptionError(f"unknown option {short_repr(key)} for model {name}{hint}; valid: {', '.join(valid)}")
+    if isinstance(pretrained, str) and pretrained.startswith(PREFIX):
+        _check_released(pretrained, name, kwargs.get("attention"))
     model = _MODELS[name](**kwargs)
     if pretrained is not False and pretrained is not None:
         if pretrained is True:
@@ -53,3 +60,13 @@ def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module
         model.pretrained_report = report  # type: ignore[assignment]
         _log.info("%s: %s", name, report)
     return model
+
+
+def _check_released(source: str, name: str, attention: Any) -> None:
+    """A released weight fits only its own network: the same architecture and attention."""
+    weight = get_pretrained(source)
+    if name != weight.arch or check_attention_name(attention) != weight.attention:
+        raise ValueError(
+            f"{weight.name} is {weight.arch} with attention {weight.attention!r}, not {name} with "
+            f"{check_attention_name(attention)!r}; load it with nlsam.create_model({weight.arch!r}, "
+            f"attention={weight.attention!r}, pretrained={source!r})")

@@ -27,6 +27,7 @@ from torch import nn
 
 from .._download import weights_download_error
 from ..attention import attention_types
+from .released import PREFIX, pretrained_state_dict
 from ._cifar_weights import (
     akamaster_to_nlsam,
     check_model_fits,
@@ -183,6 +184,8 @@ def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
         from .._io import read_torch_file  # weights_only=True, one-line errors
 
         content, label = read_torch_file(source), os.fspath(source)
+    elif isinstance(source, str) and source.startswith(PREFIX):  # one of nlsam's released weights
+        return pretrained_state_dict(source), source
     elif isinstance(source, str) and source.startswith(_WEIGHT_PREFIXES):
         library, arch, tag = _parse_weight_name(source)
         if library == "torchvision":
@@ -193,7 +196,7 @@ def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
     else:
         raise ValueError(
             f"load_pretrained: {source!r} is no file, state dict or weights name; name weights "
-            f"as torchvision:<arch>[.<weights>] (e.g. torchvision:resnet50.IMAGENET1K_V2), "
+            f"as nlsam:<released weight> (nlsam.list_pretrained()), torchvision:<arch>[.<weights>] (e.g. torchvision:resnet50.IMAGENET1K_V2), "
             f"timm:<arch>[.<tag>] (e.g. timm:resnet50.a1_in1k), akamaster:resnet20|32|44|56|110|1202 "
             f"or chenyaofo:cifar10_resnet20|32|44|56 (cifar100_ too)"
         )
@@ -270,8 +273,9 @@ def load_pretrained(
         model: an nlsam ResNet (with or without attention), e.g. ``create_model("resnet50",
             attention="nlsam")``.
         source: a state dict; a file holding one or an nlsam checkpoint (its ``"model"``),
-            read with ``torch.load(weights_only=True)``; or a weights name,
-            ``"torchvision:<arch>[.<weights>]"`` (``torchvision:resnet50.IMAGENET1K_V2``;
+            read with ``torch.load(weights_only=True)``; or a weights name: one of nlsam's
+            released weights, ``"nlsam:<name>"`` (:func:`nlsam.list_pretrained`; attention
+            included), ``"torchvision:<arch>[.<weights>]"`` (``torchvision:resnet50.IMAGENET1K_V2``;
             default ``DEFAULT``) or ``"timm:<arch>[.<tag>]"`` (``timm:resnet50.a1_in1k``),
             downloaded through torchvision's or timm's own mechanism and cache; or a CIFAR-10
             ResNet of akamaster/pytorch_resnet_cifar10, ``"akamaster:resnet20"`` (``resnet32``,

@@ -40,8 +40,12 @@ builder's defaults: ``num_classes``, ``in_chans``, ``drop_rate``, ``input_size``
 ``features_only=True`` (with ``out_indices``) returns the output of every stage, as listed in
 ``model.feature_info``.
 
-No pretrained weights are published: ``pretrained=True`` raises unless a weight source is given,
-e.g. ``pretrained_cfg_overlay=dict(file="resnet50_a1_in1k.pth")`` (timm then drops or adapts the
+nlsam's released weights (:func:`nlsam.list_pretrained`) are timm pretrained tags,
+``MODEL.TAG``: ``timm.list_pretrained("*nlsam*")`` lists them, ``timm.create_model(
+"ge_nlsam_resnet20.c10jpg_30ep", pretrained=True)`` loads one, and a network with a released
+weight loads it as its default tag (``timm.create_model("ge_nlsam_resnet20", pretrained=True)``).
+Every other network raises on ``pretrained=True`` unless a weight source is given, e.g.
+``pretrained_cfg_overlay=dict(file="resnet50_a1_in1k.pth")`` (timm then drops or adapts the
 classifier ``fc`` and first convolution ``conv1`` as usual), or use ``checkpoint_path=``. A timm
 or torchvision ResNet's state dict works as such a file: its names are mapped onto nlsam's and
 the attention modules keep their init (``attention_init="identity"`` to start as the identity).
@@ -66,6 +70,7 @@ from .._sizes import to_2tuple
 from ..attention import check_attention_name, list_attention
 from .factory import create_model as _nlsam_create_model
 from .registry import is_model as _nlsam_is_model
+from .released import PretrainedWeight, list_pretrained, shipped_file
 from .resnet import _CIFAR_DEFAULTS, _IMAGENET_DEFAULTS, ResNet
 
 __all__ = [
@@ -75,6 +80,7 @@ __all__ = [
     "CIFAR10_STD",
     "IMAGENET_ARCHS",
     "TIMM_MODEL_NAMES",
+    "model_of_timm_name",
     "register_timm_models",
     "timm_model_name",
 ]
@@ -153,6 +159,15 @@ def timm_model_name(arch: str, attention: Optional[str] = "nlsam") -> str:
     raise ValueError(f"no timm entry point for arch {arch!r}; valid: {valid}")
 
 
+def model_of_timm_name(name: str) -> Tuple[str, Optional[str]]:
+    """``(arch, attention)`` of a timm name: ``model_of_timm_name("se_nlsam_resnet50") ==
+    ("resnet50", "se+nlsam")``; a ``ValueError`` for a name that is none of nlsam's."""
+    if name not in _VARIANTS:
+        raise ValueError(f"{name!r} is not one of nlsam's timm names ({{attention}}_{{arch}}, e.g. "
+                         f"nlsam_resnet20, se_nlsam_resnet50; TIMM_MODEL_NAMES lists them)")
+    return _VARIANTS[name]
+
+
 def _family(arch: str) -> str:
     return "imagenet" if arch in IMAGENET_ARCHS else "cifar"
 
@@ -220,6 +235,36 @@ def _cfg(arch: str, attention: Optional[str]) -> Dict[str, Any]:
         std=CIFAR10_STD,
         description=f"CIFAR {arch} with {what} (nlsam); no pretrained weights",
     )
+
+
+def _released_cfg(weight: PretrainedWeight, path: str) -> Dict[str, Any]:
+    """The pretrained cfg of a released weight shipped at ``path``."""
+    base = _cfg(weight.arch, weight.attention)
+    return dict(
+        base,
+        file=path,
+        num_classes=weight.num_classes,
+        input_size=weight.input_size,
+        pool_size=_pool_size(weight.arch, (weight.input_size[1], weight.input_size[2])),
+        mean=weight.mean,
+        std=weight.std,
+        label_names=weight.classes,
+        license=weight.license.lower(),
+        description=f"{base['description'].split(';')[0]}; trained {weight.epochs} epochs on {weight.data}, "
+        f"top-1 {weight.top1:.2f}% (nlsam.list_pretrained())",
+        paper_ids="doi:10.1177/1729881420938927",
+    )
+
+
+def _pretrained_cfgs() -> Dict[str, Any]:
+    """Every network's cfg (no weights) and, after it, one per shipped released weight: timm
+    then makes the release its network's default tag."""
+    cfgs: Dict[str, Any] = {name: _cfg(arch, attention) for name, (arch, attention) in _VARIANTS.items()}
+    for weight in list_pretrained():
+        path = shipped_file(weight)
+        if weight.model in _VARIANTS and path is not None:
+            cfgs[weight.name] = _released_cfg(weight, str(path))
+    return cfgs
 
 
 def _has_weight_source(cfg: Any) -> bool:
@@ -298,8 +343,9 @@ def _create(
             pretrained_cfg_overlay=overlay,
         )
         if not _has_weight_source(cfg):
+            released = ", ".join(w.name for w in list_pretrained()) or "none"
             raise RuntimeError(
-                f"nlsam publishes no pretrained weights for {variant!r}; create it with "
+                f"nlsam publishes no pretrained weights for {variant!r} (released: {released}); create it with "
                 f"pretrained=False (the default) and train it, or load your own weights with "
                 f"timm.create_model({variant!r}, pretrained=True, "
                 f"pretrained_cfg_overlay=dict(file='checkpoint.pth')) or checkpoint_path=..."
@@ -362,9 +408,7 @@ def register_timm_models() -> bool:
             return False
 
         module = sys.modules[__name__]
-        default_cfgs = generate_default_cfgs(
-            {name: _cfg(arch, attention) for name, (arch, attention) in _VARIANTS.items()}
-        )
+        default_cfgs = generate_default_cfgs(_pretrained_cfgs())
         public = list(__all__)
         for name, (arch, attention) in _VARIANTS.items():
             if not _nlsam_is_model(arch):  # pragma: no cover - the builders live in resnet.py
