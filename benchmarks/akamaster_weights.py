@@ -45,9 +45,7 @@ import torch
 from torch import nn
 
 import nlsam
-from nlsam._io import read_torch_file
-from nlsam.data import build_data
-from nlsam.data._augment import Normalizer
+from nlsam.data import Normalizer, build_data
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpg.zip"
@@ -226,7 +224,7 @@ def main(argv: List[str]) -> int:
     print("|---|---|---|---|---|---|---|---|")
     rounding = []
     for path in args.weights:
-        content = read_torch_file(path)
+        content = torch.load(path, map_location="cpu", weights_only=True)
         state = content["state_dict"]
         depth = _depth(state)
         theirs, ours = _their_network(code, state, depth), _our_network(path, depth)

@@ -5,7 +5,7 @@ train``'s real training loop, eager against ``torch.compile``, and what they add
         --out docs/benchmarks/compile_payoff.md
 
 For each network (plain and NL-SAM) and precision, two copies of the same training set-up run
-through ``_Optimisation.train_epoch`` (the loop of ``nlsam train``) on the same batches: one eager,
+through ``nlsam.engine.Optimisation.train_epoch`` (the loop of ``nlsam train``) on the same batches: one eager,
 one with ``compile: true``. The compiled copy's first timing includes compilation; its compile
 time is that timing minus what the same batches take once compiled. Steady speeds are medians
 of paired rounds (eager and compiled back to back). A run of ``--epochs`` epochs of the data then
@@ -25,8 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from nlsam.engine import resolve_config
-from nlsam.engine.config import AMP_MODES
+from nlsam.engine import AMP_MODES, resolve_amp, resolve_config
 
 SCRIPT = "benchmarks/compile_payoff.py"
 HERE = Path(__file__).resolve().parent
@@ -67,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         for model in args.models:
             for attention in args.attention:
                 for mode in args.amp:
-                    dtype = ts._engine.resolve_amp(mode, torch.device("cpu"))
+                    dtype = resolve_amp(mode, torch.device("cpu"))
                     timers = {}
                     for compiled in (False, True):
                         cfg = resolve_config(ts.DEFAULT_CONFIG, dict(

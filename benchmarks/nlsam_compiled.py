@@ -6,7 +6,7 @@ formulation: the module alone, and inside ``nlsam train``'s real training loop.
 
 Module: forward + backward of one NL-SAM at the shape of each stage it sits in (batch
 ``--batch-size``), eager and compiled, median of paired rounds. Network: three copies of the same
-training set-up run ``_Optimisation.train_epoch`` (the loop of ``nlsam train``) on the same
+training set-up run ``nlsam.engine.Optimisation.train_epoch`` (the loop of ``nlsam train``) on the same
 batches, the plain network, NL-SAM eager and NL-SAM compiled, one after another in each round
 (order alternating); NL-SAM's overhead over the plain network is the median of the per-round
 ratios, with their range. The compile time is the first timing of the compiled copy, from an
@@ -31,8 +31,7 @@ import torch._inductor.config as inductor_config
 
 import nlsam
 from nlsam.attention import NLSAM, set_compiled_forward
-from nlsam.engine import resolve_config
-from nlsam.engine.config import AMP_MODES
+from nlsam.engine import AMP_MODES, resolve_amp, resolve_config
 
 SCRIPT = "benchmarks/nlsam_compiled.py"
 HERE = Path(__file__).resolve().parent
@@ -141,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                     module_rows.append(dict(row, precision=label))
                     print(f"module {model} {row['shape']} {label}: eager {row['eager']:.3f} ms, compiled "
                           f"{row['compiled']:.3f} ms", file=sys.stderr, flush=True)
-                mode = next(m for m in args.amp if ts._engine.resolve_amp(m, torch.device("cpu")) == dtype)
+                mode = next(m for m in args.amp if resolve_amp(m, torch.device("cpu")) == dtype)
                 timers = {}
                 for variant in VARIANTS:
                     cfg = resolve_config(ts.DEFAULT_CONFIG, dict(

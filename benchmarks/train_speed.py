@@ -18,7 +18,7 @@ train``'s real training loop, with and without NL-SAM.
   (the benchmark runs on the CPU) and its prints are silenced.
 * Ours: the data from :func:`nlsam.data.build_data` (channels_last, as ``nlsam train``), the
   network from :func:`nlsam.create_model` (channels_last), and ``nlsam train``'s
-  ``_Optimisation.train_epoch`` (autocast, loss, backward, optimizer, scheduler, progress check)
+  ``nlsam.engine.Optimisation.train_epoch`` (autocast, loss, backward, optimizer, scheduler, progress check)
   with the shipped config ``cifar10_resnet20_fast`` read by the project's config loader.
 
 Both sides take a bounded number of batches per timing from one long-lived loader iterator
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import importlib
 import importlib.util
 import io
 import os
@@ -55,9 +54,7 @@ import nlsam
 from nlsam.attention import set_compiled_forward
 from nlsam.configs import config_path
 from nlsam.data import build_data
-from nlsam.engine import resolve_config
-from nlsam.engine.config import AMP_MODES, TrainConfig
-from nlsam.engine.distributed import DistInfo
+from nlsam.engine import AMP_MODES, DistInfo, Optimisation, Progress, TrainConfig, resolve_amp, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = config_path("cifar10_resnet20_fast")
@@ -65,7 +62,6 @@ DEFAULT_ZIP = REPO.parent / "shared" / "data" / "cifar10-jpg.zip"
 REFERENCE_FILES = ("trainer.py", "resnet.py")
 SCRIPT = "benchmarks/train_speed.py"
 
-_engine = importlib.import_module("nlsam.engine.train")  # nlsam.engine.train is the function
 
 
 # ----------------------------------------------------------------------------- batches
@@ -293,8 +289,8 @@ def our_timer(cfg: TrainConfig, data: Any, stream: BatchStream, amp_dtype: Optio
     model.to(device)
     if cfg.channels_last is not False:
         model.to(memory_format=torch.channels_last)
-    opt = _engine._Optimisation(cfg, model, len(data.train_loader), device, amp_dtype, DistInfo())
-    progress = _engine.Progress(False, cfg.log_every)  # silent; the loss is still checked every log_every steps
+    opt = Optimisation(cfg, model, len(data.train_loader), device, amp_dtype, DistInfo())
+    progress = Progress(False, cfg.log_every)  # silent; the loss is still checked every log_every steps
 
     def run(epoch: int, steps: int) -> Tuple[int, float]:
         start = time.perf_counter()
@@ -313,7 +309,7 @@ def precisions(modes: Sequence[str]) -> List[Tuple[Optional[torch.dtype], str]]:
     modes that resolve alike are timed once, labelled e.g. ``fp32 (off, auto)``."""
     found: Dict[Optional[torch.dtype], List[str]] = {}
     for mode in modes:
-        found.setdefault(_engine.resolve_amp(mode, torch.device("cpu")), []).append(mode)
+        found.setdefault(resolve_amp(mode, torch.device("cpu")), []).append(mode)
     return [(dtype, f"{dtype_name(dtype)} ({', '.join(names)})") for dtype, names in found.items()]
 
 
@@ -413,7 +409,7 @@ def render(argv: Sequence[str], args: argparse.Namespace, data: Any, data_spec: 
         f"(RandomHorizontalFlip, RandomCrop(32, 4), ToTensor, Normalize; DataLoader shuffle, "
         f"{workers} workers, pin_memory) over the same images served as PIL images. Its `.cuda()` calls "
         "return their object. A timing lasts until its workers have finished their prefetched batches.",
-        f"- **ours**: `nlsam train`'s loop (`_Optimisation.train_epoch`: autocast, loss, backward, "
+        f"- **ours**: `nlsam train`'s loop (`nlsam.engine.Optimisation.train_epoch`: autocast, loss, backward, "
         f"optimizer, scheduler, progress check) with `{config}` ({'nesterov ' if cfg.nesterov else ''}"
         f"{cfg.optimizer.upper()}, lr {cfg.lr:g}, wd {cfg.weight_decay:g}, label smoothing {cfg.label_smoothing:g}, "
         f"{cfg.scheduler} schedule), "

@@ -1,6 +1,135 @@
-"""Training, evaluation, checkpoints and distributed set-up."""
-from .config import TrainConfig, resolve_config
-from .evaluate import evaluate
-from .train import train
+"""Training, evaluation, checkpoints and run directories, studies, precision and distributed
+set-up: the code behind ``nlsam train``, ``nlsam eval`` and ``nlsam study``.
 
-__all__ = ["TrainConfig", "evaluate", "resolve_config", "train"]
+* :mod:`.config`: :class:`TrainConfig`, every option of a training, and the YAML files it is read
+  from and saved to;
+* :mod:`.train`: :func:`train`, one run into its run directory, resumable;
+* :mod:`.evaluate`: :func:`evaluate`, top-1 / top-5 and loss of a network on a loader;
+* :mod:`.loading`: :func:`build_network` and :func:`load_model`, a network from a config or a run;
+* :mod:`.checkpoint` and :mod:`.run_dir`: what a run directory holds, and its lock;
+* :mod:`.study`: grids of runs (:func:`load_study`, :func:`execute_study`);
+* :mod:`.precision`: ``--amp`` and the precision a run trained in;
+* :mod:`.distributed`: the process group of a ``torchrun`` training.
+"""
+from .checkpoint import (
+    best_checkpoint,
+    best_epoch,
+    load_checkpoint,
+    peek_checkpoint,
+    resolve_checkpoint_path,
+    save_checkpoint,
+)
+from .config import (
+    AMP_MODES,
+    CHOICES,
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_YAML_BYTES,
+    MAX_YAML_DEPTH,
+    TrainConfig,
+    config_keys,
+    load_yaml,
+    parse_yaml,
+    resolve_config,
+    save_yaml,
+)
+from .distributed import DistInfo
+from .evaluate import TTA_MODES, check_finite_outputs, evaluate
+from .loading import META_DEFAULTS, build_network, load_model, model_from_checkpoint
+from .precision import (
+    cpu_has_native_bf16,
+    listed_precisions,
+    machine_name,
+    precision_name,
+    resolve_amp,
+    trained_precision,
+)
+from .run_dir import (
+    RunDirInUseError,
+    lock_holder,
+    lock_run_dir,
+    read_metrics,
+    recorded_machines,
+    recorded_precision,
+)
+from .study import (
+    RunStatus,
+    Study,
+    StudyDirInUseError,
+    StudyRun,
+    execute_study,
+    load_study,
+    lock_study_dir,
+    run_state,
+    run_status,
+    waiting_seed_blocks,
+)
+from .train import (
+    NonFiniteLossError,
+    Optimisation,
+    Progress,
+    default_run_dir,
+    lr_factor,
+    resolve_device,
+    resume_changes,
+    train,
+)
+
+__all__ = [
+    "AMP_MODES",
+    "CHOICES",
+    "DistInfo",
+    "MAX_BATCH",
+    "MAX_EPOCHS",
+    "MAX_YAML_BYTES",
+    "MAX_YAML_DEPTH",
+    "META_DEFAULTS",
+    "NonFiniteLossError",
+    "Optimisation",
+    "Progress",
+    "RunDirInUseError",
+    "RunStatus",
+    "Study",
+    "StudyDirInUseError",
+    "StudyRun",
+    "TTA_MODES",
+    "TrainConfig",
+    "best_checkpoint",
+    "best_epoch",
+    "build_network",
+    "check_finite_outputs",
+    "config_keys",
+    "cpu_has_native_bf16",
+    "default_run_dir",
+    "evaluate",
+    "execute_study",
+    "load_checkpoint",
+    "load_model",
+    "load_study",
+    "listed_precisions",
+    "load_yaml",
+    "lock_holder",
+    "lock_run_dir",
+    "lock_study_dir",
+    "lr_factor",
+    "machine_name",
+    "model_from_checkpoint",
+    "parse_yaml",
+    "peek_checkpoint",
+    "precision_name",
+    "read_metrics",
+    "recorded_machines",
+    "recorded_precision",
+    "resolve_amp",
+    "resolve_checkpoint_path",
+    "resolve_config",
+    "resolve_device",
+    "resume_changes",
+    "run_state",
+    "run_status",
+    "save_checkpoint",
+    "save_yaml",
+    "train",
+    "trained_precision",
+    "waiting_seed_blocks",
+]

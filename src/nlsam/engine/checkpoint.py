@@ -16,13 +16,22 @@ import torch
 
 from .._io import atomic_write_bytes, read_torch_file
 
-FORMAT_VERSION = 1
+__all__ = [
+    "best_checkpoint",
+    "best_epoch",
+    "load_checkpoint",
+    "peek_checkpoint",
+    "resolve_checkpoint_path",
+    "save_checkpoint",
+]
+
+_FORMAT_VERSION = 1
 
 
 def save_checkpoint(state: Dict[str, Any], path: Union[str, Path]) -> None:
     """Serialise ``state`` with ``torch.save`` and write it atomically."""
     buffer = io.BytesIO()
-    torch.save(dict(state, format_version=FORMAT_VERSION), buffer)
+    torch.save(dict(state, format_version=_FORMAT_VERSION), buffer)
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
@@ -36,18 +45,18 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not an nlsam checkpoint (no model state and config inside)")
     version = state.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != _FORMAT_VERSION:
         raise ValueError(
-            f"checkpoint {path} has format version {version}; this nlsam reads version {FORMAT_VERSION}"
+            f"checkpoint {path} has format version {version}; this nlsam reads version {_FORMAT_VERSION}"
         )
-    problem = checkpoint_problem(state)
+    problem = _checkpoint_problem(state)
     if problem:
         raise ValueError(f"{path} is not an nlsam checkpoint: {problem}; it was not written by nlsam train, "
                          "or was changed since")
     return state
 
 
-def checkpoint_problem(state: Dict[str, Any]) -> Optional[str]:
+def _checkpoint_problem(state: Dict[str, Any]) -> Optional[str]:
     """What is wrong with the parts of a checkpoint that every reader relies on (``None``:
     nothing): ``model`` a mapping of tensors, ``config`` a mapping of settings that names the
     model, ``meta`` (where present) a mapping."""
@@ -67,7 +76,7 @@ def _kind(value: Any) -> str:
     return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
 
-def state_dict_mismatch(model: torch.nn.Module, weights: Mapping[str, Any], limit: int = 3) -> Optional[str]:
+def _state_dict_mismatch(model: torch.nn.Module, weights: Mapping[str, Any], limit: int = 3) -> Optional[str]:
     """How the ``weights`` of a checkpoint differ from ``model``'s own tensors, in one line:
     those it lacks, those the model has no place for, and those of another shape (``None``: they
     fit). What ``load_state_dict``'s error says over many lines, cut to the first ``limit`` of each."""
@@ -136,12 +145,12 @@ def best_checkpoint(run_dir: Union[str, Path]) -> Path:
         raise FileNotFoundError(f"no checkpoint in run directory {run_dir} (looked for best.pt, last.pt)")
     if not last.is_file():
         return best
-    if best_is_stale(run_dir):
+    if _best_is_stale(run_dir):
         return last
     return best if best.is_file() else last
 
 
-def best_is_stale(run_dir: Union[str, Path], last_state: Optional[Dict[str, Any]] = None) -> bool:
+def _best_is_stale(run_dir: Union[str, Path], last_state: Optional[Dict[str, Any]] = None) -> bool:
     """True when ``last.pt`` says its own epoch was the best and ``best.pt`` lacks that epoch
     (``last_state``: ``last.pt``'s contents where the caller has read them already)."""
     if last_state is None:
@@ -152,7 +161,7 @@ def best_is_stale(run_dir: Union[str, Path], last_state: Optional[Dict[str, Any]
     return best_state is None or best_state.get("epoch") != last_state.get("epoch")
 
 
-def rng_state() -> Dict[str, Any]:
+def _rng_state() -> Dict[str, Any]:
     """All RNG states, as tensors and plain values (loadable with ``weights_only=True``)."""
     np_state = np.random.get_state()
     state: Dict[str, Any] = {
@@ -165,7 +174,7 @@ def rng_state() -> Dict[str, Any]:
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def _set_rng_state(state: Dict[str, Any]) -> None:
     random.setstate(_tuples(state["python"]))
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))

@@ -20,10 +20,25 @@ from .._io import atomic_write_bytes
 from .._ranges import Range, short_repr
 from .._sizes import MAX_INPUT_PIXELS
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("step", "cosine", "linear", "onecycle", "constant")
+__all__ = [
+    "AMP_MODES",
+    "CHOICES",
+    "MAX_BATCH",
+    "MAX_EPOCHS",
+    "MAX_YAML_BYTES",
+    "MAX_YAML_DEPTH",
+    "TrainConfig",
+    "config_keys",
+    "load_yaml",
+    "parse_yaml",
+    "resolve_config",
+    "save_yaml",
+]
+
+_OPTIMIZERS = ("sgd", "adamw")
+_SCHEDULERS = ("step", "cosine", "linear", "onecycle", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
+_DEVICES = ("auto", "cpu", "cuda")
 
 
 def _option(default: Any = None, help: str = "", *, flag: Optional[str] = None, factory: Any = None,
@@ -163,14 +178,15 @@ class TrainConfig:
 
 
 def config_keys() -> List[str]:
+    """The names of the :class:`TrainConfig` fields, in their order."""
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
 #: The valid values of the fields that take one of a few names.
-CHOICES = dict(optimizer=OPTIMIZERS, scheduler=SCHEDULERS, amp=AMP_MODES, device=DEVICES)
+CHOICES = dict(optimizer=_OPTIMIZERS, scheduler=_SCHEDULERS, amp=AMP_MODES, device=_DEVICES)
 
 
-def check_keys(values: Mapping[str, Any], source: str = "config") -> None:
+def _check_keys(values: Mapping[str, Any], source: str = "config") -> None:
     """Reject keys that are not :class:`TrainConfig` fields, naming the valid ones."""
     valid = config_keys()
     for key in values:
@@ -182,7 +198,7 @@ def check_keys(values: Mapping[str, Any], source: str = "config") -> None:
 
 def _typed_values(values: Mapping[str, Any], source: str) -> Dict[str, Any]:
     """``values`` with known keys only, each converted to its field's scalar type."""
-    check_keys(values, source)
+    _check_keys(values, source)
     hints = typing.get_type_hints(TrainConfig)
     return {key: _coerce(key, value, hints[key], source) for key, value in values.items()}
 
@@ -283,7 +299,7 @@ class _StrictLoader(yaml.SafeLoader):
             self._depth = depth
 
 
-def yaml_error_line(error: Exception) -> str:
+def _yaml_error_line(error: Exception) -> str:
     """One line for a YAML error (PyYAML's own message spans several lines, with an excerpt of
     the text): what was wrong and where."""
     if isinstance(error, yaml.MarkedYAMLError):
@@ -300,7 +316,7 @@ def parse_yaml(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise ValueError(yaml_error_line(exc)) from None
+        raise ValueError(_yaml_error_line(exc)) from None
     except (ValueError, OverflowError, RecursionError) as exc:
         if "4300" in str(exc):  # CPython's limit on int('...'), with advice for programmers
             raise ValueError("a number has more than 4300 digits") from None
@@ -366,4 +382,6 @@ class _PlainDumper(yaml.SafeDumper):
 
 
 def save_yaml(values: Mapping[str, Any], path: Union[str, Path]) -> None:
+    """Write ``values`` to ``path`` as YAML, in their order and without anchors or aliases (which
+    :func:`load_yaml` refuses), atomically."""
     atomic_write_bytes(Path(path), yaml.dump(dict(values), Dumper=_PlainDumper, sort_keys=False).encode())

@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
+__all__ = ["DistInfo"]
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -28,7 +30,7 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device_type: str) -> DistInfo:
+def _init_distributed(device_type: str) -> DistInfo:
     """Join the process group that torchrun describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
@@ -43,7 +45,7 @@ def init_distributed(device_type: str) -> DistInfo:
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size)
 
 
-def all_reduce_sum(values: Sequence[float], device: torch.device) -> list:
+def _all_reduce_sum(values: Sequence[float], device: torch.device) -> list:
     """Sum a few numbers over all ranks (a no-op in one process)."""
     tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
@@ -51,17 +53,17 @@ def all_reduce_sum(values: Sequence[float], device: torch.device) -> list:
     return tensor.tolist()
 
 
-def all_reduce_tensor(tensor: torch.Tensor) -> torch.Tensor:
+def _all_reduce_tensor(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
-def barrier() -> None:
+def _barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
-def cleanup() -> None:
+def _cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

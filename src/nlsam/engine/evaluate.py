@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributed import all_reduce_tensor
+from .distributed import _all_reduce_tensor
+
+__all__ = ["TTA_MODES", "check_finite_outputs", "evaluate"]
 
 #: Test-time augmentations :func:`evaluate` knows.
 TTA_MODES = ("none", "flip")
@@ -98,9 +100,9 @@ def evaluate(
         if on_batch is not None:
             on_batch(step, steps)
     elapsed = time.perf_counter() - start
-    all_reduce_tensor(totals)
-    all_reduce_tensor(class_hits)
-    all_reduce_tensor(class_counts)
+    _all_reduce_tensor(totals)
+    _all_reduce_tensor(class_hits)
+    _all_reduce_tensor(class_counts)
     model.train(was_training)
     n = int(totals[3].item())
     if n == 0:

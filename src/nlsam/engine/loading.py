@@ -12,8 +12,10 @@ from torch import nn
 
 from ..models import create_model
 from ..plugins import import_modules
-from .checkpoint import load_checkpoint, state_dict_mismatch
+from .checkpoint import _state_dict_mismatch, load_checkpoint
 from .config import TrainConfig
+
+__all__ = ["META_DEFAULTS", "build_network", "load_model", "model_from_checkpoint"]
 
 #: What a checkpoint's ``meta`` stands for when it lacks a key (those of this nlsam hold them all).
 META_DEFAULTS: Dict[str, Any] = dict(classes=[], in_chans=3, input_size=(32, 32), mean=(0.0,) * 3, std=(1.0,) * 3)
@@ -49,7 +51,7 @@ def build_network(
                             **(config.get("model_options") or {}))
 
 
-def share_plain_init(model: nn.Module, config: Union[TrainConfig, Mapping[str, Any]],
+def _share_plain_init(model: nn.Module, config: Union[TrainConfig, Mapping[str, Any]],
                      meta: Optional[Mapping[str, Any]], seed: int) -> int:
     """Give ``model`` the initial weights of the plain network (``attention: none``) of ``seed``
     in every layer the two share (same name and shape); return how many tensors were copied.
@@ -93,7 +95,7 @@ def model_from_checkpoint(state: dict) -> nn.Module:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
         # load_state_dict's own error starts with a line that says nothing, then one line per kind
-        detail = state_dict_mismatch(model, state["model"]) if model is not None else None
+        detail = _state_dict_mismatch(model, state["model"]) if model is not None else None
         raise ValueError(
             f"checkpoint does not match the network its config describes "
             f"({cfg.get('model')} + {cfg.get('attention')}): {detail or str(exc).strip().splitlines()[0]}"

@@ -21,7 +21,14 @@ import torch
 
 from .config import AMP_MODES
 
-__all__ = ["cpu_has_native_bf16", "machine_name", "precision_name", "resolve_amp", "trained_precision"]
+__all__ = [
+    "cpu_has_native_bf16",
+    "listed_precisions",
+    "machine_name",
+    "precision_name",
+    "resolve_amp",
+    "trained_precision",
+]
 
 #: /proc/cpuinfo flags of x86 processors that compute bf16 natively
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

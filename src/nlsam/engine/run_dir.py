@@ -11,7 +11,7 @@ normalisation, and the precision the run trains in), ``last.pt``, ``best.pt`` an
 
 A kill between the writes therefore leaves ``best.pt`` or ``metrics.jsonl`` one epoch behind
 ``last.pt``, never ahead of it. :func:`read_metrics` and
-:func:`~nlsam.engine.checkpoint.best_checkpoint` read through that lag, and :func:`repair_run_dir`
+:func:`~nlsam.engine.checkpoint.best_checkpoint` read through that lag, and :func:`_repair_run_dir`
 (run by ``--resume`` and by ``nlsam study``) rewrites the lagging files from ``last.pt``.
 
 One process trains into a directory at a time: :func:`lock_run_dir` holds an exclusive lock on
@@ -23,18 +23,26 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from .._io import atomic_write_bytes, remove_stale_temporaries
-from .checkpoint import best_is_stale, peek_checkpoint, save_checkpoint
+from .._io import PathLike, atomic_write_bytes, remove_stale_temporaries
+from .checkpoint import _best_is_stale, peek_checkpoint, save_checkpoint
+
+__all__ = [
+    "RunDirInUseError",
+    "lock_holder",
+    "lock_run_dir",
+    "read_metrics",
+    "recorded_machines",
+    "recorded_precision",
+]
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-PathLike = Union[str, Path]
-LOCK_NAME = ".lock"
+_LOCK_NAME = ".lock"
 
 
 class RunDirInUseError(ValueError):
@@ -42,7 +50,7 @@ class RunDirInUseError(ValueError):
 
 
 @contextlib.contextmanager
-def lock_folder(folder: PathLike, in_use: Callable[[Path, str], Exception]) -> Iterator[None]:
+def _lock_folder(folder: PathLike, in_use: Callable[[Path, str], Exception]) -> Iterator[None]:
     """Hold ``folder``'s lock (``FOLDER/.lock``, an exclusive ``flock`` holding the holder's process
     id) for the block, or raise ``in_use(folder, holder_pid)`` at once. The kernel releases the
     lock however its holder ends, so a lock file left by a process that died never blocks."""
@@ -51,7 +59,7 @@ def lock_folder(folder: PathLike, in_use: Callable[[Path, str], Exception]) -> I
     if fcntl is None:  # pragma: no cover
         yield
         return
-    handle = open(folder / LOCK_NAME, "a+")
+    handle = open(folder / _LOCK_NAME, "a+")
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -69,8 +77,8 @@ def lock_folder(folder: PathLike, in_use: Callable[[Path, str], Exception]) -> I
 
 def lock_run_dir(run_dir: PathLike) -> contextlib.AbstractContextManager:
     """Hold the run directory's lock for the duration of the block, or fail at once naming the
-    process that trains into it (:func:`lock_folder`)."""
-    return lock_folder(run_dir, lambda folder, holder: RunDirInUseError(
+    process that trains into it (:func:`_lock_folder`)."""
+    return _lock_folder(run_dir, lambda folder, holder: RunDirInUseError(
         f"run directory {folder} is in use by another training process (pid {holder}); "
         "wait for it to finish, stop it, or choose another --out"))
 
@@ -78,7 +86,7 @@ def lock_run_dir(run_dir: PathLike) -> contextlib.AbstractContextManager:
 def lock_holder(run_dir: PathLike) -> Optional[int]:
     """The process id written by the last holder of the lock (it may have ended)."""
     try:
-        return int((Path(run_dir) / LOCK_NAME).read_text().strip())
+        return int((Path(run_dir) / _LOCK_NAME).read_text().strip())
     except (OSError, ValueError):
         return None
 
@@ -113,7 +121,7 @@ def _read_rows(path: Path) -> Tuple[List[Dict[str, Any]], bool]:
     return rows, False
 
 
-def history_of(state: Dict[str, Any], rows: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
+def _history_of(state: Dict[str, Any], rows: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
     """The metrics of every epoch a training checkpoint has committed.
 
     Checkpoints hold their history; older ones hold only their own epoch's metrics, which are
@@ -136,7 +144,7 @@ def read_metrics(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -> L
     rows = _read_jsonl(run_dir / "metrics.jsonl")
     if state is None:
         state = peek_checkpoint(run_dir / "last.pt")
-    return rows if state is None else history_of(state, rows)
+    return rows if state is None else _history_of(state, rows)
 
 
 def _read_meta(run_dir: Path) -> Dict[str, Any]:
@@ -167,13 +175,13 @@ def recorded_precision(run_dir: PathLike) -> Optional[str]:
     return precision if isinstance(precision, str) else None
 
 
-def write_metrics(run_dir: PathLike, history: List[Dict[str, Any]]) -> None:
+def _write_metrics(run_dir: PathLike, history: List[Dict[str, Any]]) -> None:
     """Rewrite ``metrics.jsonl`` atomically: one JSON object per epoch."""
     text = "".join(json.dumps(row) + "\n" for row in history)
     atomic_write_bytes(Path(run_dir) / "metrics.jsonl", text.encode())
 
 
-def repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -> List[str]:
+def _repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -> List[str]:
     """Bring ``best.pt`` and ``metrics.jsonl`` up to the epoch ``last.pt`` holds, and delete the
     temporary files of interrupted writes. Return what was done, one phrase per repair.
 
@@ -189,9 +197,9 @@ def repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) ->
     if state is None:
         return done
     rows, damaged = _read_rows(run_dir / "metrics.jsonl")
-    history = history_of(state, rows)
+    history = _history_of(state, rows)
     if rows != history or damaged:
-        write_metrics(run_dir, history)
+        _write_metrics(run_dir, history)
         if damaged:
             done.append(f"rewrote metrics.jsonl from last.pt (it was damaged after {len(rows)} readable "
                         f"epoch(s); last.pt holds {len(history)})")
@@ -199,7 +207,7 @@ def repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) ->
             done.append(f"rewrote metrics.jsonl from last.pt ({len(rows)} -> {len(history)} epochs)")
         else:
             done.append(f"rewrote metrics.jsonl from last.pt (its {len(rows)} epoch(s) differed from last.pt's)")
-    if best_is_stale(run_dir, state):
+    if _best_is_stale(run_dir, state):
         save_checkpoint(dict(state), run_dir / "best.pt")
         done.append(f"rewrote best.pt from last.pt (epoch {state['epoch'] + 1})")
     return done

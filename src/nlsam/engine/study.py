@@ -17,7 +17,7 @@ Each run is an ordinary run directory under ``STUDY_DIR/runs/``; a finished run 
 a killed one resumed, so re-running a study picks up where it stopped, and finished run folders
 copied into a fresh study directory count as done. A study directory keeps the settings its
 runs trained with: a study file or ``--set`` that changes them for a run the directory holds is
-refused (:func:`held_run_changes`), so ``study.yaml`` never describes runs that did not train
+refused (:func:`_held_run_changes`), so ``study.yaml`` never describes runs that did not train
 with it; new runs (more seeds, another variant) may be added at any time. One ``nlsam study``
 works in a directory at a time (:func:`lock_study_dir`). :func:`run_status` says when a run
 counts as done.
@@ -43,17 +43,30 @@ import torch
 import yaml
 
 from .._io import read_torch_file
-from .checkpoint import FORMAT_VERSION
-from .config import TrainConfig, check_keys, load_yaml, save_yaml
+from .checkpoint import _FORMAT_VERSION
+from .config import TrainConfig, _check_keys, load_yaml, save_yaml
 from .precision import listed_precisions, precision_name, resolve_amp
-from .run_dir import RunDirInUseError, lock_folder, lock_run_dir, read_metrics, recorded_precision, repair_run_dir
+from .run_dir import RunDirInUseError, _lock_folder, _repair_run_dir, lock_run_dir, read_metrics, recorded_precision
 
-STUDY_KEYS = ("name", "base", "grid", "variants", "seeds", "baseline", "paper", "slurm")
-EXECUTORS = ("local", "submitit", "slurm")
+__all__ = [
+    "RunStatus",
+    "Study",
+    "StudyDirInUseError",
+    "StudyRun",
+    "execute_study",
+    "load_study",
+    "lock_study_dir",
+    "run_state",
+    "run_status",
+    "waiting_seed_blocks",
+]
+
+_STUDY_KEYS = ("name", "base", "grid", "variants", "seeds", "baseline", "paper", "slurm")
+_EXECUTORS = ("local", "submitit", "slurm")
 #: Options the study sets for each run itself: never in ``base``, ``grid``, ``variants`` or ``--set``.
-PER_RUN_KEYS = ("out", "resume", "seed")
+_PER_RUN_KEYS = ("out", "resume", "seed")
 #: The study keys that must be mappings, and what each maps.
-MAPPING_KEYS = dict(base="`nlsam train` options to values", baseline="option names to values",
+_MAPPING_KEYS = dict(base="`nlsam train` options to values", baseline="option names to values",
                     paper="variant labels to published figures", slurm="submitit parameters to values")
 
 @dataclass
@@ -94,13 +107,13 @@ def _seed_list(seeds: Any, where: str) -> List[int]:
 
 
 def _check_option_key(key: str, where: str) -> None:
-    if key in PER_RUN_KEYS:
+    if key in _PER_RUN_KEYS:
         hint = ("list the seeds under `seeds:` (a variant may hold its own `seeds:` list)" if key == "seed"
                 else "the study sets it for each run")
         raise ValueError(f"{where} must not set {key!r}; {hint}")
     if key.startswith("model_options."):
         return
-    check_keys({key: None}, where)
+    _check_keys({key: None}, where)
 
 
 def _brief(value: Any, width: int = 60) -> str:
@@ -124,14 +137,14 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def run_name(group: Mapping[str, Any], seed: int) -> str:
+def _run_name(group: Mapping[str, Any], seed: int) -> str:
     """A directory name that says what the run is, e.g. ``attention=se+nlsam,seed=1``."""
     parts = [f"{k.replace('model_options.', '')}={_label(v)}" for k, v in group.items()]
     parts.append(f"seed={seed}")
     return re.sub(r"[^A-Za-z0-9=+,._-]", "_", ",".join(parts))
 
 
-def study_name(spec: Mapping[str, Any], path: Path) -> str:
+def _study_name(spec: Mapping[str, Any], path: Path) -> str:
     """The study's ``name`` (default: the file's stem): a plain folder name, since the study's
     default directory is ``studies/NAME``."""
     name = spec.get("name")
@@ -152,10 +165,10 @@ def _check_spec_shape(spec: Mapping[str, Any], path: Path) -> None:
     if not spec:
         raise ValueError(f"study file {path} is empty; a study needs at least `base:` (the `nlsam train` options "
                          "of its runs), e.g. base: {data: builtin, model: resnet20, epochs: 1}")
-    unknown = [k for k in spec if k not in STUDY_KEYS]
+    unknown = [k for k in spec if k not in _STUDY_KEYS]
     if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} in {path}; valid study keys: {', '.join(STUDY_KEYS)}")
-    for key, what in MAPPING_KEYS.items():
+        raise ValueError(f"unknown key {unknown[0]!r} in {path}; valid study keys: {', '.join(_STUDY_KEYS)}")
+    for key, what in _MAPPING_KEYS.items():
         value = spec.get(key)
         if value is not None and not isinstance(value, dict):
             raise ValueError(f"{path}: {key} must map {what}, got {_kind(value)} ({_brief(value)})")
@@ -208,10 +221,10 @@ def load_study(
     path = Path(path)
     spec = load_yaml(path)
     _check_spec_shape(spec, path)
-    name = study_name(spec, path)
+    name = _study_name(spec, path)
     file_base = dict(spec.get("base") or {})
-    check_keys(file_base, f"{path}: base")
-    for forbidden in PER_RUN_KEYS:
+    _check_keys(file_base, f"{path}: base")
+    for forbidden in _PER_RUN_KEYS:
         if forbidden in file_base:
             raise ValueError(f"{path}: base must not set {forbidden!r}; the study sets it for each run")
     overrides = dict(overrides or {})
@@ -220,7 +233,7 @@ def load_study(
         try:
             _check_option_key(key, "--set")
         except ValueError:
-            if key not in PER_RUN_KEYS:
+            if key not in _PER_RUN_KEYS:
                 raise
             raise ValueError(f"{_set_text(key, value)}: a study sets each run's {key} itself"
                              + ("; list the seeds under `seeds:` in the study file" if key == "seed" else "")) from None
@@ -255,7 +268,7 @@ def load_study(
         for group, its_seeds in groups:
             if seed not in its_seeds:
                 continue
-            label = run_name(group, seed)
+            label = _run_name(group, seed)
             run_dir = study_dir / "runs" / label
             try:
                 config = TrainConfig.from_dict(_run_values(base, group, seed, run_dir), f"{path} run {label}")
@@ -348,9 +361,9 @@ def _checkpoint_problem(path: Path) -> Tuple[Optional[Dict[str, Any]], Optional[
         return None, f"its {path.name} is there but cannot be read: {exc.strerror or exc}"
     if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping) or not isinstance(state.get("config"), Mapping):
         return None, f"its {path.name} is there but is not an nlsam training checkpoint (no model state and config inside)"
-    if state.get("format_version") != FORMAT_VERSION:
+    if state.get("format_version") != _FORMAT_VERSION:
         return None, (f"its {path.name} is there but has checkpoint format version {state.get('format_version')}; "
-                      f"this nlsam reads version {FORMAT_VERSION}")
+                      f"this nlsam reads version {_FORMAT_VERSION}")
     return state, None
 
 
@@ -419,13 +432,13 @@ def _same_file(a: Any, b: Any) -> bool:
         return False
 
 
-def held_run_changes(run: StudyRun, status: RunStatus) -> Dict[str, Tuple[Any, Any]]:
+def _held_run_changes(run: StudyRun, status: RunStatus) -> Dict[str, Tuple[Any, Any]]:
     """The settings in which the study now gives ``run`` other values than the run trained
     with, as ``{key: (trained, now)}``, of a run the study directory holds (one that trained an
     epoch). Left out: what ``nlsam train --resume`` lets a run change (device, precision, data
     loading, ...; the data by another path to the same file), and ``epochs`` where the run keeps
     its ``last.pt`` and has not trained past them (it is resumed to them)."""
-    from .train import RESUME_CHANGEABLE
+    from .train import _RESUME_CHANGEABLE
 
     if status.config is None:
         return {}
@@ -438,18 +451,18 @@ def held_run_changes(run: StudyRun, status: RunStatus) -> Dict[str, Tuple[Any, A
         if key == "epochs":
             if status.checkpoint and isinstance(now, int) and status.epochs <= now:
                 continue
-        elif key in RESUME_CHANGEABLE:
+        elif key in _RESUME_CHANGEABLE:
             continue
         changes[key] = (before, now)
     return changes
 
 
-def check_held_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
+def _check_held_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
     """Refuse (``ValueError``, one line) a study that changes the settings of runs its directory
     holds, naming each changed key with its trained and new value and the runs."""
     changed: Dict[Tuple[str, str, str], List[str]] = {}
     for run in study.runs:
-        for key, (before, now) in held_run_changes(run, statuses[run.name]).items():
+        for key, (before, now) in _held_run_changes(run, statuses[run.name]).items():
             changed.setdefault((key, _brief(before), _brief(now)), []).append(run.name)
     if not changed:
         return
@@ -466,7 +479,7 @@ def check_held_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
         f"left as it was): put the old values back in the study file or --set, or give another --out")
 
 
-def check_broken_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
+def _check_broken_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
     """Refuse (``ValueError``, one line) a study with runs whose checkpoints cannot be read."""
     broken = [run.name for run in study.runs if statuses[run.name].state == "broken"]
     if not broken:
@@ -521,7 +534,7 @@ def _waiting_note(study: Study, waiting: Mapping[int, str], held: int) -> str:
             f"--set amp=off")
 
 
-def check_study_data(study: Study) -> None:
+def _check_study_data(study: Study) -> None:
     """Fail before any run starts when a run's data cannot be found (each distinct one once)."""
     from ..data import check_data_source
 
@@ -544,7 +557,7 @@ def _config_file(study: Study, run: StudyRun) -> Path:
     return path
 
 
-def run_one(config: Dict[str, Any]) -> Dict[str, Any]:
+def _run_one(config: Dict[str, Any]) -> Dict[str, Any]:
     """Train one run in this process (what submitit executes on a cluster node)."""
     from .train import train
 
@@ -571,7 +584,7 @@ def lock_study_dir(study_dir: Union[str, Path]) -> contextlib.AbstractContextMan
     failed; the second is refused instead. The kernel releases the lock however its holder ends,
     so a lock file left by a study that died (a stale pid in it) never blocks.
     """
-    return lock_folder(study_dir, lambda folder, holder: StudyDirInUseError(
+    return _lock_folder(study_dir, lambda folder, holder: StudyDirInUseError(
         f"study directory {folder} is in use by another nlsam study (pid {holder}); wait for it to finish or "
         "stop it, or choose another --out"))
 
@@ -592,15 +605,15 @@ def execute_study(
     the study's ``slurm`` parameters (submitit's AutoExecutor).
 
     Refused before anything runs: a study that changes the settings of runs its directory holds
-    (:func:`check_held_runs`), runs with a checkpoint that cannot be read (:func:`run_status`),
+    (:func:`_check_held_runs`), runs with a checkpoint that cannot be read (:func:`run_status`),
     and a directory another study works in (:func:`lock_study_dir`). A dry run takes no lock,
     lists each run with why it is not done, and writes ``study.yaml`` only where there is none.
     """
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if executor not in _EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(_EXECUTORS)}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    check_study_data(study)
+    _check_study_data(study)
     if dry_run:
         return _execute(study, workers, executor, True, log)
     with lock_study_dir(study.out):
@@ -609,9 +622,9 @@ def execute_study(
 
 def _execute(study: Study, workers: int, executor: str, dry_run: bool, log) -> Dict[str, int]:
     statuses = {run.name: run_status(run) for run in study.runs}
-    check_held_runs(study, statuses)
+    _check_held_runs(study, statuses)
     if not dry_run:
-        check_broken_runs(study, statuses)
+        _check_broken_runs(study, statuses)
     study.out.mkdir(parents=True, exist_ok=True)
     spec_file = study.out / "study.yaml"
     if not dry_run or not spec_file.exists():
@@ -657,7 +670,7 @@ def _repair_finished(study: Study, states: Dict[str, str], log) -> None:
             continue
         try:
             with lock_run_dir(run.run_dir):
-                for repair in repair_run_dir(run.run_dir):
+                for repair in _repair_run_dir(run.run_dir):
                     log(f"  repaired {run.name}: {repair}")
         except RunDirInUseError as exc:
             log(f"  not repaired: {exc}")
@@ -768,7 +781,7 @@ def _run_submitit(study: Study, pending: List[StudyRun], executor: str, log) -> 
     jobs = []
     for run in pending:
         config = {k: v for k, v in run.config.to_dict().items() if k != "resume"}
-        jobs.append((run.name, ex.submit(run_one, config)))
+        jobs.append((run.name, ex.submit(_run_one, config)))
         log(f"  submitted {run.name} as job {jobs[-1][1].job_id}")
     failed = []
     for name, job in jobs:

@@ -24,14 +24,24 @@ from torch import nn
 
 from .._io import WriteError, atomic_write_bytes
 from .._ranges import short_repr
-from .checkpoint import (best_epoch, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
-                         state_dict_mismatch)
+from .checkpoint import _rng_state, _set_rng_state, _state_dict_mismatch, best_epoch, load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_yaml, save_yaml
-from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from .distributed import DistInfo, _all_reduce_sum, _barrier, _cleanup, _init_distributed
 from .evaluate import evaluate
-from .loading import build_network, share_plain_init
+from .loading import _share_plain_init, build_network
 from .precision import machine_name, precision_name, resolve_amp
-from .run_dir import lock_run_dir, read_metrics, recorded_machines, repair_run_dir, write_metrics
+from .run_dir import _repair_run_dir, _write_metrics, lock_run_dir, read_metrics, recorded_machines
+
+__all__ = [
+    "NonFiniteLossError",
+    "Optimisation",
+    "Progress",
+    "default_run_dir",
+    "lr_factor",
+    "resolve_device",
+    "resume_changes",
+    "train",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,7 +62,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda")
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def _seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -67,7 +77,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- optimisation
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
@@ -155,12 +165,12 @@ class Progress:
             self._drawn = -math.inf
 
 
-def log(dist_info: DistInfo, message: str) -> None:
+def _log(dist_info: DistInfo, message: str) -> None:
     if dist_info.is_main:
         print(message, flush=True)
 
 
-def warn(dist_info: DistInfo, message: str) -> None:
+def _warn(dist_info: DistInfo, message: str) -> None:
     if dist_info.is_main:
         print(f"nlsam train: warning: {message}", file=sys.stderr, flush=True)
 
@@ -169,7 +179,7 @@ def warn(dist_info: DistInfo, message: str) -> None:
 #: Settings a resumed run may change: they do not alter what was trained so far, and the rest
 #: of the run follows them (more or fewer ``epochs`` re-plan the lr schedule from the next epoch).
 #: Every other setting must equal the saved one.
-RESUME_CHANGEABLE = (
+_RESUME_CHANGEABLE = (
     "epochs", "device", "amp", "compile", "channels_last", "deterministic", "num_workers",
     "eval_batch_size", "data_dir", "download", "cache_dir", "log_every", "tensorboard",
 )
@@ -177,11 +187,12 @@ _NOT_COMPARED = ("out", "resume")
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
+    """Where ``nlsam train`` writes a run without ``--out``: ``runs/DATA-MODEL-ATTENTION-seedSEED``."""
     data = Path(cfg.data).stem if os.sep in cfg.data or cfg.data.endswith(".zip") else cfg.data
     return Path("runs") / f"{data}-{cfg.model}-{cfg.attention or 'plain'}-seed{cfg.seed}"
 
 
-def check_out_dir(run_dir: Path) -> None:
+def _check_out_dir(run_dir: Path) -> None:
     """Make sure the run directory can be created and written, before any data is loaded."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--out {run_dir} is a file, not a directory; choose another --out")
@@ -195,26 +206,26 @@ def check_out_dir(run_dir: Path) -> None:
 
 def resume_changes(saved: Dict[str, Any], cfg: TrainConfig) -> Dict[str, tuple]:
     """The settings in which ``cfg`` differs from a run's ``saved`` config, as ``{key: (saved,
-    now)}``. Refuses (``ValueError``) any change outside :data:`RESUME_CHANGEABLE`."""
+    now)}``. Refuses (``ValueError``) any change outside :data:`_RESUME_CHANGEABLE`."""
     defaults = TrainConfig().to_dict()
     changes = {}
     for key, value in cfg.to_dict().items():
         before = saved.get(key, defaults[key])
         if key not in _NOT_COMPARED and before != value and not (key == "data" and _same_path(before, value)):
             changes[key] = (before, value)
-    refused = [k for k in changes if k not in RESUME_CHANGEABLE]
+    refused = [k for k in changes if k not in _RESUME_CHANGEABLE]
     if refused:
         detail = ", ".join(f"{k} (saved {changes[k][0]!r}, now {changes[k][1]!r})" for k in refused)
         raise ValueError(
             f"cannot resume {cfg.out} with changed {detail}: a resumed run keeps its settings except "
-            f"{', '.join(RESUME_CHANGEABLE)}; start a new run with another --out to change them"
+            f"{', '.join(_RESUME_CHANGEABLE)}; start a new run with another --out to change them"
         )
     return changes
 
 
-def check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
+def _check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
     """Refuse a ``last.pt`` whose settings are not those the run directory's ``config.yaml``
-    records (outside :data:`RESUME_CHANGEABLE`): a checkpoint copied from another run, or a
+    records (outside :data:`_RESUME_CHANGEABLE`): a checkpoint copied from another run, or a
     config edited by hand. Without this the difference reads as a change asked for now."""
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -224,7 +235,7 @@ def check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
     except ValueError:  # an unreadable config.yaml is reported where it is read for the resume
         return
     defaults = TrainConfig().to_dict()
-    differ = [key for key in defaults if key not in RESUME_CHANGEABLE + _NOT_COMPARED
+    differ = [key for key in defaults if key not in _RESUME_CHANGEABLE + _NOT_COMPARED
               and _differs(key, state["config"].get(key, defaults[key]), recorded.get(key, defaults[key]))]
     if differ:
         detail = ", ".join(f"{k} ({short_repr(state['config'].get(k, defaults[k]))} in last.pt, "
@@ -250,18 +261,18 @@ def _same_path(a: Any, b: Any) -> bool:
         return False
 
 
-def prepare_run_dir(cfg: TrainConfig) -> tuple:
+def _prepare_run_dir(cfg: TrainConfig) -> tuple:
     """Return ``(config, run_dir, resume_state)``: check ``--out``, and for ``--resume`` that the
     run exists and the settings may change as asked; refuse to overwrite an existing run."""
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     cfg = replace(cfg, out=str(run_dir))
-    check_out_dir(run_dir)
+    _check_out_dir(run_dir)
     last = run_dir / "last.pt"
     if cfg.resume:
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: no {last}; start the run without --resume")
         state = load_checkpoint(last)
-        check_same_run(run_dir, state)
+        _check_same_run(run_dir, state)
         return cfg, run_dir, state
     if last.exists():
         raise ValueError(
@@ -287,26 +298,26 @@ def _network_error(cfg: TrainConfig, meta: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def native_input_size(cfg: TrainConfig) -> tuple:
+def _native_input_size(cfg: TrainConfig) -> tuple:
     """The input size the network ``cfg`` names is built for (32 x 32 for CIFAR networks,
     224 x 224 for ImageNet ones); fails early on options the network cannot take."""
     return tuple(build_network(cfg, device="meta").input_size)
 
 
-def choose_image_size(cfg: TrainConfig, meta: Dict[str, Any]) -> Optional[int]:
+def _choose_image_size(cfg: TrainConfig, meta: Dict[str, Any]) -> Optional[int]:
     """``None`` when the network fits the data ``meta`` describes; else the network's native
     size, to which the data are resized (e.g. 28 x 28 images, whose 7 x 7 last stage NL-SAM's
     k = 2 cannot pool). Raises the network's own error when neither fits or ``image_size`` was set."""
     error = _network_error(cfg, meta)
     if error is None:
         return None
-    native = native_input_size(cfg)
+    native = _native_input_size(cfg)
     if cfg.image_size is not None or _network_error(cfg, dict(meta, input_size=native)) is not None:
         raise ValueError(error)
     return int(native[0])
 
 
-def data_meta(data) -> Dict[str, Any]:
+def _data_meta(data) -> Dict[str, Any]:
     """What a :class:`~nlsam.data.DataBundle` looked like (classes, input size, normalisation):
     a checkpoint's ``meta`` and ``meta.json``, enough to rebuild the network and its cost."""
     return dict(
@@ -319,7 +330,7 @@ def data_meta(data) -> Dict[str, Any]:
     )
 
 
-def final_feature_size(model: nn.Module, input_size) -> Optional[tuple]:
+def _final_feature_size(model: nn.Module, input_size) -> Optional[tuple]:
     """(H, W) of a network's last feature map for ``input_size``, from its ``feature_info``."""
     info = getattr(model, "feature_info", None)
     if not info:
@@ -332,15 +343,15 @@ def train(cfg: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], No
     """Run a full training as described by ``cfg``; return the summary of the final epoch."""
     cfg.validate()
     device_type = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    dist_info = init_distributed(device_type)
+    dist_info = _init_distributed(device_type)
     try:
-        native_input_size(cfg)  # unknown network options fail here, before anything is written
-        cfg, run_dir, resume_state = prepare_run_dir(cfg)
+        _native_input_size(cfg)  # unknown network options fail here, before anything is written
+        cfg, run_dir, resume_state = _prepare_run_dir(cfg)
         # one process trains into a directory at a time (rank 0 speaks for a torchrun job)
         with lock_run_dir(run_dir) if dist_info.is_main else contextlib.nullcontext():
             return _train(cfg, run_dir, resume_state, dist_info, on_epoch_end)
     finally:
-        cleanup()
+        _cleanup()
 
 
 def _report_resume(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]],
@@ -349,23 +360,23 @@ def _report_resume(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[
     repairs: list = []
     if resume_state is not None:
         for key, (before, now) in resume_changes(resume_state["config"], cfg).items():
-            log(dist_info, f"resume: {key} changed from {before!r} to {now!r}"
+            _log(dist_info, f"resume: {key} changed from {before!r} to {now!r}"
                 + (" (the lr schedule follows the new length from here on)" if key == "epochs" else ""))
     if dist_info.is_main:
-        repairs = repair_run_dir(run_dir, resume_state)
+        repairs = _repair_run_dir(run_dir, resume_state)
     for repair in repairs:
-        log(dist_info, f"repaired {run_dir}: {repair}")
+        _log(dist_info, f"repaired {run_dir}: {repair}")
 
 
 def _load_data(cfg: TrainConfig, dist_info: DistInfo, device: torch.device, channels_last: bool) -> tuple:
     """``(config, data)``: the data, resized to the network's native size when their own size
-    does not fit it (:func:`choose_image_size`); the config records the size used."""
+    does not fit it (:func:`_choose_image_size`); the config records the size used."""
     from ..data import build_data
 
     def load(image_size: Optional[int]):
         # rank 0 downloads and fills the decode cache first; the other ranks then read it
         if dist_info.enabled and not dist_info.is_main:
-            barrier()
+            _barrier()
         bundle = build_data(
             cfg.data, data_dir=cfg.data_dir, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
             device=device, seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
@@ -373,13 +384,13 @@ def _load_data(cfg: TrainConfig, dist_info: DistInfo, device: torch.device, chan
             channels_last=channels_last, cache_dir=cfg.cache_dir,
         )
         if dist_info.enabled and dist_info.is_main:
-            barrier()
+            _barrier()
         return bundle
 
     data = load(cfg.image_size)
-    resize_to = choose_image_size(cfg, data_meta(data))
+    resize_to = _choose_image_size(cfg, _data_meta(data))
     if resize_to is not None:
-        log(dist_info, f"images of {data.input_size[0]}x{data.input_size[1]} do not fit {cfg.model} + "
+        _log(dist_info, f"images of {data.input_size[0]}x{data.input_size[1]} do not fit {cfg.model} + "
                        f"{cfg.attention}; resizing them to the network's native {resize_to}x{resize_to}")
         cfg = replace(cfg, image_size=resize_to)
         data = load(cfg.image_size)
@@ -389,11 +400,11 @@ def _load_data(cfg: TrainConfig, dist_info: DistInfo, device: torch.device, chan
 def _build_model(cfg: TrainConfig, data, fresh: bool, dist_info: DistInfo) -> nn.Module:
     """The network for ``data``, from ``init_from``'s weights on a fresh run; warns when the
     input is too small for it."""
-    model = build_network(cfg, data_meta(data))
+    model = build_network(cfg, _data_meta(data))
     if fresh and not cfg.init_from:
         # every layer shared with the plain network starts as in the plain network of this seed,
         # whatever the attention modules drew from the random generator (paired comparisons)
-        share_plain_init(model, cfg, data_meta(data), cfg.seed + dist_info.rank)
+        _share_plain_init(model, cfg, _data_meta(data), cfg.seed + dist_info.rank)
     if cfg.init_from and fresh:
         from ..models import load_pretrained
         from .checkpoint import resolve_checkpoint_path
@@ -401,25 +412,25 @@ def _build_model(cfg: TrainConfig, data, fresh: bool, dist_info: DistInfo) -> nn
         source = cfg.init_from
         if os.path.isdir(source):  # an nlsam run directory: its best network
             source = str(resolve_checkpoint_path(source))
-        log(dist_info, f"init from {source}: {load_pretrained(model, source)}")
-    final = final_feature_size(model, data.input_size)
+        _log(dist_info, f"init from {source}: {load_pretrained(model, source)}")
+    final = _final_feature_size(model, data.input_size)
     if final is not None and min(final) < 2:
-        native = native_input_size(cfg)
-        warn(dist_info, f"{cfg.model} reduces {data.input_size[0]}x{data.input_size[1]} images to a "
+        native = _native_input_size(cfg)
+        _warn(dist_info, f"{cfg.model} reduces {data.input_size[0]}x{data.input_size[1]} images to a "
                         f"{final[0]}x{final[1]} last feature map, too small for its last stages to see any "
                         f"spatial context; it is built for {native[0]}x{native[1]}: use --image-size "
                         f"{native[0]} or a network for small images (resnet20 ... resnet164)")
     return model
 
 
-class _Optimisation:
+class Optimisation:
     """The model being trained and everything that updates it, with one method per epoch."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device,
                  amp_dtype: Optional[torch.dtype], dist_info: DistInfo) -> None:
         self.cfg, self.model, self.device, self.amp_dtype = cfg, model, device, amp_dtype
         self.world_size = dist_info.world_size
-        self.optimizer = build_optimizer(model, cfg)
+        self.optimizer = _build_optimizer(model, cfg)
         self.steps_per_epoch = steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(cfg, step / steps_per_epoch)
@@ -439,7 +450,7 @@ class _Optimisation:
                     scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict())
 
     def load_state(self, state: Dict[str, Any]) -> None:
-        mismatch = state_dict_mismatch(self.model, state["model"])
+        mismatch = _state_dict_mismatch(self.model, state["model"])
         if mismatch:
             raise ValueError(f"cannot resume {self.cfg.out}: its last.pt holds the weights of another network than "
                              f"its config describes ({mismatch}); start a new run with another --out")
@@ -499,7 +510,7 @@ def _commit_epoch(run_dir: Path, state: Dict[str, Any], is_best: bool) -> None:
         if is_best:
             save_checkpoint(state, run_dir / "best.pt")
         _checkpoint_hook("before metrics.jsonl")
-        write_metrics(run_dir, state["history"])
+        _write_metrics(run_dir, state["history"])
     except WriteError as exc:
         kept = (f"{run_dir} keeps the epochs its last.pt holds; when there is room again, "
                 f"continue with nlsam train --out {run_dir} --resume")
@@ -520,22 +531,22 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
 
     _report_resume(cfg, run_dir, resume_state, dist_info)
     device = resolve_device(cfg.device, dist_info.local_rank)
-    seed_everything(cfg.seed + dist_info.rank, cfg.deterministic)
+    _seed_everything(cfg.seed + dist_info.rank, cfg.deterministic)
     amp_dtype = resolve_amp(cfg.amp, device)
     precision = precision_name(amp_dtype)
     if resume_state is not None and resume_state.get("precision", "float32") != precision:
         # --amp auto resolves per machine (bf16 on CPUs with native bf16): say when that changed
-        log(dist_info, f"resume: the run trained in {resume_state.get('precision', 'float32')} so far and "
+        _log(dist_info, f"resume: the run trained in {resume_state.get('precision', 'float32')} so far and "
                        f"continues in {precision} (--amp {cfg.amp}; --amp off keeps float32)")
     channels_last = cfg.channels_last if cfg.channels_last is not None else True
     cfg, data = _load_data(cfg, dist_info, device, channels_last)
-    meta = data_meta(data)
+    meta = _data_meta(data)
     model = _build_model(cfg, data, resume_state is None, dist_info)
     cost = profile(model, (data.in_chans, *data.input_size)) if dist_info.is_main else None
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = _Optimisation(cfg, model, len(data.train_loader), device, amp_dtype, dist_info)
+    opt = Optimisation(cfg, model, len(data.train_loader), device, amp_dtype, dist_info)
 
     start_epoch, best_top1, best_at = 0, -math.inf, None
     history: list = []
@@ -545,9 +556,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         best_top1 = resume_state.get("best_top1", 0.0)
         best_at = best_epoch(resume_state)
         history = read_metrics(run_dir, resume_state)
-        set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list) else resume_state["rng"])
+        _set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list) else resume_state["rng"])
         if start_epoch < cfg.epochs:
-            log(dist_info, f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+            _log(dist_info, f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
 
     num_classes = len(data.classes)
     if dist_info.is_main:
@@ -561,7 +572,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         machines += [] if machines[-1:] == [here] else [here]
         atomic_write_bytes(run_dir / "meta.json",
                            json.dumps(dict(meta, precision=precision, machines=machines), indent=1).encode())
-        log(
+        _log(
             dist_info,
             f"{cfg.model} + {cfg.attention or 'no attention'} on {data.name}: {num_classes} classes, "
             f"{data.num_train} train / {data.num_test} test images of {data.input_size[0]}x{data.input_size[1]}; "
@@ -570,9 +581,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
             + (f", amp {precision}" if amp_dtype else ""),
         )
         if getattr(data, "cache_path", None):
-            log(dist_info, f"decoded images cached in {data.cache_path} (--cache-dir sets the folder)")
+            _log(dist_info, f"decoded images cached in {data.cache_path} (--cache-dir sets the folder)")
         if data.skipped:
-            log(dist_info, f"skipped {data.skipped} unreadable image file(s)")
+            _log(dist_info, f"skipped {data.skipped} unreadable image file(s)")
     writer = _tensorboard(run_dir) if cfg.tensorboard and dist_info.is_main else None
     progress = Progress(dist_info.is_main, cfg.log_every)
     summary: Dict[str, Any] = {}
@@ -580,7 +591,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
     for epoch in range(start_epoch, cfg.epochs):
         data.train_loader.set_epoch(epoch)
         loss_sum, correct, seen, train_time = opt.train_epoch(epoch, data.train_loader, progress, run_dir)
-        total_loss, total_correct, total_seen = all_reduce_sum([loss_sum, correct, seen], device)
+        total_loss, total_correct, total_seen = _all_reduce_sum([loss_sum, correct, seen], device)
         result = evaluate(model, data.test_loader, num_classes=num_classes, amp_dtype=amp_dtype,
                           on_batch=progress.eval_step)
         progress.end_epoch()
@@ -600,7 +611,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         )
         history.append(summary)
         if dist_info.is_main:
-            state = dict(opt.state(), epoch=epoch, best_top1=best_top1, best_epoch=best_at, rng=rng_state(),
+            state = dict(opt.state(), epoch=epoch, best_top1=best_top1, best_epoch=best_at, rng=_rng_state(),
                          precision=precision,
                          config=cfg.to_dict(), meta=meta, metrics=summary, history=history)
             _commit_epoch(run_dir, state, is_best=best_at == epoch)
@@ -608,20 +619,20 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
                 for key, value in summary.items():
                     if value is not None:
                         writer.add_scalar(key, value, epoch + 1)
-            log(dist_info, _epoch_line(cfg, summary))
-        barrier()
+            _log(dist_info, _epoch_line(cfg, summary))
+        _barrier()
         if on_epoch_end is not None:
             on_epoch_end(summary)
 
     if dist_info.is_main:
         if summary:
-            log(
+            _log(
                 dist_info,
                 f"done: test top-1 {summary['test_top1']:.2f}% (best {best_top1:.2f}%), "
                 f"{cost.params / 1e6:.3f}M params, {cost.flops / 1e9:.4f} GFLOPs; run directory {run_dir}",
             )
         else:
-            log(dist_info, f"nothing to do: {run_dir} already finished {start_epoch} of {cfg.epochs} epochs")
+            _log(dist_info, f"nothing to do: {run_dir} already finished {start_epoch} of {cfg.epochs} epochs")
     if writer is not None:
         writer.close()
     if not summary and history:
