@@ -18,7 +18,7 @@ _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src")
 if os.path.isdir(os.path.join(_SRC, "nlsam")) and _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
-from nlsam.models.torch_hub import hub_entrypoint as _hub_entrypoint  # noqa: E402
 from nlsam.models.timm_models import TIMM_MODEL_NAMES as _NAMES  # noqa: E402
+from nlsam.models.torch_hub import hub_entrypoint as _hub_entrypoint  # noqa: E402
 
 globals().update({_name: _hub_entrypoint(_name) for _name in _NAMES})

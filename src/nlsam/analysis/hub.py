@@ -15,6 +15,7 @@ loads the network with the weights, giving the run's logits.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +227,7 @@ def run_card_facts(state: Mapping[str, Any], model: nn.Module, name: str,
         arch=config["model"],
         attention=config.get("attention"),
         num_classes=len(meta["classes"]),
-        input_size=size,  # type: ignore[arg-type]
+        input_size=size,
         mean=meta["mean"],
         std=meta["std"],
         data=data,
@@ -316,11 +317,9 @@ def export_hub(checkpoint: Union[str, Path], out: Union[str, Path], *, check: bo
 
 def _reload(folder: Path) -> Tuple[nn.Module, str]:
     """The network of a Hub folder, through timm when it is installed."""
-    try:
+    if importlib.util.find_spec("timm") is not None:
         import timm
-    except ImportError:
-        timm = None
-    if timm is not None:
+
         from ..models.timm_models import register_timm_models
 
         register_timm_models()
