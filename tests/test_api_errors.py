@@ -191,7 +191,8 @@ def test_nlsam_refuses_a_huge_fc_layer_before_allocating():
 
 
 def test_input_size_is_bounded(tmp_path, capsys):
-    from nlsam.analysis.predict import MAX_INPUT_PIXELS, parse_input_size
+    from nlsam._sizes import MAX_INPUT_PIXELS
+    from nlsam.analysis.predict import parse_input_size
 
     with pytest.raises(ValueError, match=f"at most {MAX_INPUT_PIXELS}"):
         parse_input_size([100000])

@@ -8,18 +8,17 @@
 from .attention import (
     ATTENTION_NAMES,
     BAM,
+    NLSAM,
     CBAMChannelGate,
     CBAMSpatialGate,
     GatherExcite,
-    NLSAM,
     SqueezeExcite,
     create_attention,
 )
 from .cost import profile
-from .engine.loading import load_model
-from .models import ResNet, create_model, insert, list_models, load_pretrained
-from .models import timm_models  # noqa: F401  (registers the models with timm once timm is imported)
-from .version import __version__
+from .engine import load_model
+from .models import ResNet, create_model, insert, list_models, load_pretrained  # (registers them with timm too)
+from .version import __version__ as __version__
 
 __all__ = [
     "ATTENTION_NAMES",

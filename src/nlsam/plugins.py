@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Iterable
 
+__all__ = ["import_modules"]
+
 
 def import_modules(names: Iterable[str]) -> None:
     """Import each named module (``pkg.module``); a missing one is one clear ``ValueError``."""

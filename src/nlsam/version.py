@@ -1,5 +1,7 @@
 """The version of nlsam (pyproject.toml reads it from here; ``nlsam.__version__`` re-exports it)."""
 
+__all__ = ["DISTRIBUTION", "__version__"]
+
 __version__ = "0.1.0"
 
 #: The name to ``pip install``: ``nlsam`` on the package index is an unrelated project.

@@ -22,16 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._optional import require
 from ..attention import NLSAM, attention_parts, list_attention, spatial_attention_types
 from .predict import (
     Inspected,
-    forward_checked,
+    _forward_checked,
     load_images,
     load_inspected,
     output_names,
     parse_input_size,
-    require,
 )
+
+__all__ = ["AttentionMap", "attention_figure", "attention_maps", "main_attention"]
 
 
 @dataclass
@@ -53,7 +55,7 @@ def _pooling(module: nn.Module, size: Tuple[int, int]) -> str:
     return pooling if module.interpolation == "nearest" else f"{pooling}, {module.interpolation}"
 
 
-def map_label(m: AttentionMap) -> str:
+def _map_label(m: AttentionMap) -> str:
     """``16x16 map, 8x8 gate (k=2)``: the size shown and the grid of distinct gate values."""
     h, w = m.map.shape
     if m.gate_size is None or not m.pooling:
@@ -61,7 +63,7 @@ def map_label(m: AttentionMap) -> str:
     return f"{h}x{w} map, {m.gate_size[0]}x{m.gate_size[1]} gate ({m.pooling})"
 
 
-def spatial_attention_modules(model: nn.Module) -> List[Tuple[str, Optional[int], Optional[int], nn.Module]]:
+def _spatial_attention_modules(model: nn.Module) -> List[Tuple[str, Optional[int], Optional[int], nn.Module]]:
     """``(name, stage, block, module)`` of every attention module of ``model`` that makes a
     spatial map, in forward order."""
     stage_of = {info["module"]: info.get("stage") for info in getattr(model, "feature_info", [])}
@@ -85,7 +87,7 @@ def attention_maps(
 ) -> Tuple[torch.Tensor, List[AttentionMap]]:
     """Run ``model`` on ``x`` (1 x 3 x H x W) and return its logits and the NL-SAM maps of every
     block (or of the blocks of ``stage``), collected with forward hooks."""
-    modules = spatial_attention_modules(model)
+    modules = _spatial_attention_modules(model)
     if not modules:
         raise ValueError(f"this network has no attention module with a spatial map (trained without "
                          f"one of {', '.join(_spatial_names())})")
@@ -109,7 +111,7 @@ def attention_maps(
         for name, stage_id, block, module in modules:
             handles.append(module.register_forward_hook(hook_for(name, stage_id, block)))
         with torch.no_grad():
-            logits = forward_checked(model, x)
+            logits = _forward_checked(model, x)
     finally:
         for handle in handles:
             handle.remove()
@@ -126,7 +128,7 @@ def attention_figure(
     vrange: Optional[Tuple[float, float]] = None,
 ):
     """The figure of the NL-SAM maps of one image."""
-    from .figures import display_image, render_attention_figure
+    from .figures import _display_image, _render_attention_figure
 
     x = inspected.prepare(img, input_size)
     logits, maps = attention_maps(inspected.model, x, stage)
@@ -137,7 +139,7 @@ def attention_figure(
         groups.setdefault(m.stage, []).append(m)
     stages = []
     for stage_id, items in groups.items():
-        label = map_label(items[0]).replace(", ", ",\n", 1)
+        label = _map_label(items[0]).replace(", ", ",\n", 1)
         label = f"stage {stage_id}\n{label}" if stage_id is not None else label
         blocks = [(f"block {m.block + 1}" if m.block is not None else m.name, m.map.numpy().astype(np.float32))
                   for m in items]
@@ -146,10 +148,13 @@ def attention_figure(
     size = x.shape[-2:]
     title = (f"{path.name}: {inspected.label} ({size[0]}x{size[1]} input), "
              f"pred: {inspected.classes[pred]} (P={probs[pred]:.2f})")
-    return render_attention_figure(display_image(x, cfg["mean"], cfg["std"]), stages, title, cmap, vrange)
+    return _render_attention_figure(_display_image(x, cfg["mean"], cfg["std"]), stages, title, cmap, vrange)
 
 
 def main_attention(args: argparse.Namespace) -> int:
+    """What ``nlsam attention`` does with its parsed arguments (``checkpoint``, ``images``,
+    ``out``, ``stage``, ``input_size``, ``cmap``, ``range``): one figure of every block's NL-SAM
+    map per image, written into ``out``; returns the exit status."""
     from .figures import check_cmap, png_bytes, write_files
 
     require("matplotlib", "nlsam attention")
@@ -160,7 +165,7 @@ def main_attention(args: argparse.Namespace) -> int:
     if vrange is not None and not vrange[0] < vrange[1]:
         raise ValueError(f"--range needs LOW < HIGH, got {vrange[0]} {vrange[1]}")
     inspected = load_inspected(args.checkpoint)
-    if not spatial_attention_modules(inspected.model):
+    if not _spatial_attention_modules(inspected.model):
         raise ValueError(f"{inspected.path} ({inspected.label}) has no spatial attention maps to show "
                          f"(attention with one: {', '.join(_spatial_names())})")
     out = Path(args.out)

@@ -36,10 +36,12 @@ from .._optional import require
 from ..version import __version__
 from .predict import Inspected, load_inspected
 
-FORMATS = ("onnx", "torchscript", "safetensors")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
-CHECK_BATCHES = (1, 3)
-SAFETENSORS_FORMAT = "nlsam-safetensors-1"
+__all__ = ["check_export", "export_model", "load_safetensors"]
+
+_FORMATS = ("onnx", "torchscript", "safetensors")
+_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
+_CHECK_BATCHES = (1, 3)
+_SAFETENSORS_FORMAT = "nlsam-safetensors-1"
 
 
 def _metadata(inspected: Inspected) -> Dict[str, str]:
@@ -126,7 +128,7 @@ def _safetensors_bytes(inspected: Inspected) -> bytes:
     from safetensors.torch import save
 
     state = {k: v.detach().contiguous() for k, v in inspected.model.state_dict().items()}
-    return save(state, metadata=dict(_metadata(inspected), format=SAFETENSORS_FORMAT))
+    return save(state, metadata=dict(_metadata(inspected), format=_SAFETENSORS_FORMAT))
 
 
 def _safetensors_runner(data: bytes) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -157,8 +159,8 @@ def load_safetensors(path: Union[str, Path], device: Union[str, torch.device] = 
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ValueError(f"cannot read safetensors file {path}: {exc}") from None
-    if metadata.get("format") != SAFETENSORS_FORMAT:
-        raise ValueError(f"{path} was not written by nlsam export (no '{SAFETENSORS_FORMAT}' format tag)")
+    if metadata.get("format") != _SAFETENSORS_FORMAT:
+        raise ValueError(f"{path} was not written by nlsam export (no '{_SAFETENSORS_FORMAT}' format tag)")
     model = model_from_checkpoint(dict(config=json.loads(metadata["nlsam_config"]),
                                        meta=json.loads(metadata["nlsam_meta"]), model=state))
     return model.to(device)
@@ -167,12 +169,12 @@ def load_safetensors(path: Union[str, Path], device: Union[str, torch.device] = 
 # ------------------------------------------------------------------------------------------
 
 
-def default_output(checkpoint_path: Path, fmt: str) -> Path:
+def _default_output(checkpoint_path: Path, fmt: str) -> Path:
     """``runs/x/best.pt`` -> ``runs/x/best.onnx`` (``.torchscript.pt``, ``.safetensors``)."""
-    return checkpoint_path.with_name(checkpoint_path.stem + SUFFIXES[fmt])
+    return checkpoint_path.with_name(checkpoint_path.stem + _SUFFIXES[fmt])
 
 
-def check_writable(path: Path, what: str = "--out") -> None:
+def _check_writable(path: Path, what: str = "--out") -> None:
     """Raise a one-line ValueError, starting with ``what``, unless a file can be created at
     ``path``: its nearest existing ancestor must be a directory in which a file can be made
     (tried for real: permissions, read-only file systems and /proc all say no that way).
@@ -211,7 +213,7 @@ def _check_finite(model: nn.Module) -> None:
 
 @torch.no_grad()
 def check_export(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor],
-                 batches=CHECK_BATCHES, seed: int = 0) -> Dict[int, float]:
+                 batches=_CHECK_BATCHES, seed: int = 0) -> Dict[int, float]:
     """Largest difference between ``runner`` and ``model`` logits at each batch size, divided by
     the logits' scale: ``max |runner(x) - model(x)| / max(1, max |model(x)|)``."""
     g = torch.Generator().manual_seed(seed)
@@ -245,21 +247,21 @@ def export_model(
     """
     from ..engine.checkpoint import resolve_checkpoint_path
 
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if fmt not in _FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(_FORMATS)}")
     if not tolerance >= 0:  # NaN too
         raise ValueError(f"--tolerance must be a number >= 0 (a share of the logits' scale, e.g. 1e-4), "
                          f"got {tolerance!r}")
     checkpoint_path = resolve_checkpoint_path(checkpoint)
-    path = Path(out) if out is not None else default_output(checkpoint_path, fmt)
+    path = Path(out) if out is not None else _default_output(checkpoint_path, fmt)
     # where the file goes is checked before the (seconds of) export work
     what = f"--out {path}" if out is not None else f"the output {path} (beside the checkpoint; choose another with --out)"
     if path.is_dir():
         raise ValueError(f"{what} is a directory; --out takes the file to write, e.g. "
-                         f"{default_output(path / checkpoint_path.name, fmt)}")
+                         f"{_default_output(path / checkpoint_path.name, fmt)}")
     if path.resolve() == checkpoint_path.resolve():
         raise ValueError(f"{what} is the checkpoint itself; choose another file")
-    check_writable(path, what)
+    _check_writable(path, what)
     inspected = load_inspected(checkpoint)
     _check_finite(inspected.model)
     if fmt == "onnx":

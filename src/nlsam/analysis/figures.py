@@ -24,12 +24,14 @@ import torch
 from .._io import atomic_write_bytes
 from .._optional import require
 
-DEFAULT_CMAP = "jet"
-PANEL_INCHES = 2.2
-OVERLAY_ALPHA = 0.5
-DPI = 110
-FONT_SIZE = 8.5
-MAX_COLUMNS = 9  # attention maps: blocks per row before wrapping
+__all__ = ["check_cmap", "png_bytes", "save_test_images", "write_files"]
+
+_DEFAULT_CMAP = "jet"
+_PANEL_INCHES = 2.2
+_OVERLAY_ALPHA = 0.5
+_DPI = 110
+_FONT_SIZE = 8.5
+_MAX_COLUMNS = 9  # attention maps: blocks per row before wrapping
 
 
 def check_cmap(name: str) -> str:
@@ -40,7 +42,7 @@ def check_cmap(name: str) -> str:
     return name
 
 
-def display_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def _display_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """A normalized 1 x 3 x H x W (or 3 x H x W) input -> H x W x 3 floats in [0, 1]."""
     x = x.detach().float().cpu().reshape(-1, *x.shape[-3:])[0]
     m = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
@@ -52,7 +54,7 @@ def _figure(width: float, height: float):
     require("matplotlib", "drawing figures")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     fig.get_layout_engine().set(w_pad=0.04, h_pad=0.04, wspace=0.06, hspace=0.03)
     return fig
 
@@ -60,7 +62,7 @@ def _figure(width: float, height: float):
 def png_bytes(fig) -> bytes:
     """The figure as PNG bytes (tight box: nothing clipped)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.08, facecolor="white")
+    fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight", pad_inches=0.08, facecolor="white")
     return buffer.getvalue()
 
 
@@ -76,7 +78,7 @@ def _wrap(text: str, width: int = 36) -> str:
     return "\n".join(textwrap.fill(line, width, break_long_words=False) for line in text.split("\n"))
 
 
-def short_name(name: str, width: int = 18) -> str:
+def _short_name(name: str, width: int = 18) -> str:
     """A class or file name cut to ``width`` characters (with an ellipsis)."""
     return name if len(name) <= width else name[: width - 1] + "\u2026"
 
@@ -87,15 +89,15 @@ def _colorbar(fig, axes, cmap: str, vmin: float, vmax: float, label: str, rows: 
 
     bar = fig.colorbar(ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap), ax=axes,
                        shrink=min(1.0, 3.0 / rows), aspect=20 * min(rows, 3) / 2, pad=0.02)
-    bar.set_label(label, fontsize=FONT_SIZE)
-    bar.ax.tick_params(labelsize=FONT_SIZE - 1)
+    bar.set_label(label, fontsize=_FONT_SIZE)
+    bar.ax.tick_params(labelsize=_FONT_SIZE - 1)
 
 
 def _overlay(ax, image: np.ndarray, heat: np.ndarray, cmap: str, vmin: float, vmax: float,
              smooth: bool) -> None:
     h, w = image.shape[:2]
     ax.imshow(image, interpolation="nearest")
-    ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=OVERLAY_ALPHA,
+    ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=_OVERLAY_ALPHA,
               interpolation="bilinear" if smooth else "nearest", interpolation_stage="data",
               extent=(-0.5, w - 0.5, h - 0.5, -0.5))
     ax.set_xlim(-0.5, w - 0.5)
@@ -103,41 +105,41 @@ def _overlay(ax, image: np.ndarray, heat: np.ndarray, cmap: str, vmin: float, vm
     _clean(ax)
 
 
-def render_cam_figure(
+def _render_cam_figure(
     rows: List[Dict],
-    column_labels: Sequence[str],
-    cmap: str = DEFAULT_CMAP,
+    _column_labels: Sequence[str],
+    cmap: str = _DEFAULT_CMAP,
 ):
     """Grad-CAM figure: one row per image, the input then one overlay per network.
 
     ``rows``: ``[{"title": str, "image": HxWx3, "panels": [{"image": HxWx3, "cam": HxW in
-    [0, 1], "text": str}, ...]}, ...]``, one panel per entry of ``column_labels``.
+    [0, 1], "text": str}, ...]}, ...]``, one panel per entry of ``_column_labels``.
     """
-    ncols = 1 + len(column_labels)
-    fig = _figure(PANEL_INCHES * ncols + 0.9, (PANEL_INCHES + 0.45) * len(rows) + 0.3)
+    ncols = 1 + len(_column_labels)
+    fig = _figure(_PANEL_INCHES * ncols + 0.9, (_PANEL_INCHES + 0.45) * len(rows) + 0.3)
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     for r, row in enumerate(rows):
         ax = axes[r][0]
         ax.imshow(row["image"], interpolation="nearest")
         _clean(ax)
-        ax.set_title(("input\n" if r == 0 else "") + short_name(row["title"], 30), fontsize=FONT_SIZE)
-        for c, (label, panel) in enumerate(zip(column_labels, row["panels"]), start=1):
+        ax.set_title(("input\n" if r == 0 else "") + _short_name(row["title"], 30), fontsize=_FONT_SIZE)
+        for c, (label, panel) in enumerate(zip(_column_labels, row["panels"]), start=1):
             ax = axes[r][c]
             _overlay(ax, panel["image"], panel["cam"], cmap, 0.0, 1.0, smooth=True)
             text = panel["text"] if r else f"{label}\n{panel['text']}"
-            ax.set_title(_wrap(text), fontsize=FONT_SIZE)
+            ax.set_title(_wrap(text), fontsize=_FONT_SIZE)
     _colorbar(fig, list(axes.ravel()), cmap, 0.0, 1.0, "Grad-CAM (scaled to [0, 1] per image)", len(rows))
     return fig
 
 
-def render_attention_figure(
+def _render_attention_figure(
     image: np.ndarray,
     stages: List[Tuple[str, List[Tuple[str, np.ndarray]]]],
     title: str,
-    cmap: str = DEFAULT_CMAP,
+    cmap: str = _DEFAULT_CMAP,
     vrange: Optional[Tuple[float, float]] = None,
 ):
-    """NL-SAM maps: one row per stage (wrapped after ``MAX_COLUMNS`` blocks), the input first.
+    """NL-SAM maps: one row per stage (wrapped after ``_MAX_COLUMNS`` blocks), the input first.
 
     ``stages``: ``[("stage 2 (16x16)", [("block 1", HxW map), ...]), ...]``. The colour range is
     ``vrange`` or the smallest and largest gate value in the figure; the colour bar shows it.
@@ -151,10 +153,10 @@ def render_attention_figure(
         lo, hi = vrange
     layout = []  # (stage label, first row of the stage?, blocks of this row)
     for label, blocks in stages:
-        for start in range(0, len(blocks), MAX_COLUMNS):
-            layout.append((label, start == 0, blocks[start:start + MAX_COLUMNS]))
+        for start in range(0, len(blocks), _MAX_COLUMNS):
+            layout.append((label, start == 0, blocks[start:start + _MAX_COLUMNS]))
     ncols = 1 + max(len(blocks) for _, _, blocks in layout)
-    fig = _figure(PANEL_INCHES * 0.8 * ncols + 1.0, (PANEL_INCHES * 0.8 + 0.3) * len(layout) + 0.5)
+    fig = _figure(_PANEL_INCHES * 0.8 * ncols + 1.0, (_PANEL_INCHES * 0.8 + 0.3) * len(layout) + 0.5)
     axes = fig.subplots(len(layout), ncols, squeeze=False)
     for r, (label, first, blocks) in enumerate(layout):
         ax = axes[r][0]
@@ -162,8 +164,8 @@ def render_attention_figure(
         if first:
             ax.imshow(image, interpolation="nearest")
             if r == 0:
-                ax.set_title("input", fontsize=FONT_SIZE)
-            ax.set_ylabel(_wrap(label, 18), fontsize=FONT_SIZE)
+                ax.set_title("input", fontsize=_FONT_SIZE)
+            ax.set_ylabel(_wrap(label, 18), fontsize=_FONT_SIZE)
         else:
             ax.set_visible(False)
         for c in range(1, ncols):
@@ -173,8 +175,8 @@ def render_attention_figure(
                 continue
             name, heat = blocks[c - 1]
             _overlay(ax, image, heat, cmap, lo, hi, smooth=False)
-            ax.set_title(name, fontsize=FONT_SIZE)
-    fig.suptitle(_wrap(title, 90), fontsize=FONT_SIZE + 1)
+            ax.set_title(name, fontsize=_FONT_SIZE)
+    fig.suptitle(_wrap(title, 90), fontsize=_FONT_SIZE + 1)
     visible = [ax for ax in axes.ravel() if ax.get_visible()]
     _colorbar(fig, visible, cmap, lo, hi, "NL-SAM attention (gate value)", len(layout))
     return fig

@@ -21,6 +21,8 @@ from torch import nn
 from .._optional import require
 from .predict import Inspected, resolve_target_class
 
+__all__ = ["cam_figure", "grad_cam", "target_layer"]
+
 
 def target_layer(model: nn.Module) -> nn.Module:
     """The last convolutional stage of an nlsam ResNet."""
@@ -56,7 +58,7 @@ def grad_cam(
     return np.asarray(heat[0], dtype=np.float32), probs
 
 
-def column_labels(checkpoints: Sequence[Inspected]) -> List[str]:
+def _column_labels(checkpoints: Sequence[Inspected]) -> List[str]:
     """Default column titles: model + attention, and where that repeats (e.g. two NL-SAM runs)
     the run directory, else the checkpoint path, else a column number after it."""
     base = [c.label for c in checkpoints]
@@ -78,9 +80,9 @@ def cam_figure(
     cmap: str = "jet",
 ):
     """The Grad-CAM figure for ``images`` (one row each) and ``checkpoints`` (one column each)."""
-    from .figures import display_image, render_cam_figure, short_name
+    from .figures import _display_image, _render_cam_figure, _short_name
 
-    labels = list(labels) if labels else column_labels(checkpoints)
+    labels = list(labels) if labels else _column_labels(checkpoints)
     targets = [resolve_target_class(target, c.classes) for c in checkpoints]
     rows = []
     for path, img in images:
@@ -89,10 +91,10 @@ def cam_figure(
             x = inspected.prepare(img, input_size)
             heat, probs = grad_cam(inspected.model, x, index)
             pred = int(probs.argmax())
-            text = f"pred: {short_name(inspected.classes[pred])} (P={probs[pred]:.2f})"
+            text = f"pred: {_short_name(inspected.classes[pred])} (P={probs[pred]:.2f})"
             if index is not None and index != pred:
-                text = f"CAM of {short_name(inspected.classes[index])} (P={probs[index]:.2f})\n" + text
+                text = f"CAM of {_short_name(inspected.classes[index])} (P={probs[index]:.2f})\n" + text
             cfg = inspected.model.data_config
-            panels.append(dict(image=display_image(x, cfg["mean"], cfg["std"]), cam=heat, text=text))
+            panels.append(dict(image=_display_image(x, cfg["mean"], cfg["std"]), cam=heat, text=text))
         rows.append(dict(title=path.name, image=panels[0]["image"], panels=panels))
-    return render_cam_figure(rows, labels, cmap=cmap)
+    return _render_cam_figure(rows, labels, cmap=cmap)

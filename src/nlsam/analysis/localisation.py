@@ -29,8 +29,8 @@ The maps scored, on the test split, with each image prepared as the test loader 
   sum of the stage's activations weighted by the spatial mean of their gradients. The main
   figure is the map of the *true* class (what the network takes as evidence for the right
   answer, whether or not it wins); the map of the predicted class is reported beside it.
-* The network's own spatial attention maps (NL-SAM, CBAM's spatial gate: the modules
-  :func:`~nlsam.analysis.attention_maps.spatial_attention_modules` finds), each module's gate
+* The network's own spatial attention maps (NL-SAM, CBAM's spatial gate: the modules of
+  :func:`nlsam.attention.spatial_attention_types`), each module's gate
   for every image (collected with forward hooks, as ``nlsam attention``), and their mean over
   modules (each module's map upsampled, shifted and scaled to unit mass first, so that every
   module counts the same).
@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention_maps import spatial_attention_modules
+from .attention_maps import _spatial_attention_modules
 from .gradcam import target_layer
 
 __all__ = [
@@ -74,9 +74,9 @@ __all__ = [
 #: The file in a run directory where :func:`localisation_of_run` caches its result.
 CACHE_FILE = "localisation.json"
 #: Bumped whenever the figures change meaning, so that older caches are recomputed.
-METRIC_VERSION = 1
+_METRIC_VERSION = 1
 _TIE_RTOL = 1e-6
-MODES = ("bilinear", "nearest")
+_MODES = ("bilinear", "nearest")
 
 
 # ------------------------------------------------------------------------------------------
@@ -104,8 +104,8 @@ def _check(maps: torch.Tensor, masks: torch.Tensor) -> Tuple[torch.Tensor, torch
 
 def upsample(maps: torch.Tensor, size: Tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """``maps`` (B x h x w) at ``size`` (H, W): bilinear with half-pixel centres, or nearest."""
-    if mode not in MODES:
-        raise ValueError(f"unknown upsampling mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode not in _MODES:
+        raise ValueError(f"unknown upsampling mode {mode!r}; valid: {', '.join(_MODES)}")
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     kwargs = dict(align_corners=False) if mode == "bilinear" else {}
@@ -181,7 +181,7 @@ def _maps(model: nn.Module, x: torch.Tensor, targets: Dict[str, Optional[torch.T
         return hook
 
     if own_maps:
-        for name, stage, block, module in spatial_attention_modules(model):
+        for name, stage, block, module in _spatial_attention_modules(model):
             handles.append(module.register_forward_hook(hook_for(name, stage, block)))
     try:
         with torch.enable_grad():
@@ -234,7 +234,7 @@ def attention_maps_batch(model: nn.Module, x: torch.Tensor
     """The logits of a batch ``x`` and the map of every spatial attention module:
     ``(name, stage, block, B x h x w)`` in forward order (the batch version of
     :func:`~nlsam.analysis.attention_maps.attention_maps`)."""
-    if not spatial_attention_modules(model):
+    if not _spatial_attention_modules(model):
         raise ValueError("this network has no attention module with a spatial map")
     found: List[Tuple[str, Optional[int], Optional[int], torch.Tensor]] = []
     handles = []
@@ -245,7 +245,7 @@ def attention_maps_batch(model: nn.Module, x: torch.Tensor
         return hook
 
     try:
-        for name, stage, block, module in spatial_attention_modules(model):
+        for name, stage, block, module in _spatial_attention_modules(model):
             handles.append(module.register_forward_hook(hook_for(name, stage, block)))
         with torch.no_grad():
             logits = model(x)
@@ -327,7 +327,7 @@ def evaluate_localisation(
     model = model.to(device).eval()
     S = tuple(data.masks.shape[-2:])
     norm = Normalizer(mean, std, device, out_size=tuple(input_size) if input_size else None)
-    has_own = bool(spatial_attention_modules(model))
+    has_own = bool(_spatial_attention_modules(model))
     correct = 0
     scores: Dict[str, List[torch.Tensor]] = {}
     modules: Dict[str, Dict[str, Any]] = {}
@@ -409,7 +409,7 @@ def run_localisation(checkpoint: Union[str, Path], *, n: Optional[int] = None, b
     result = evaluate_localisation(model, data, dc["mean"], dc["std"], input_size=tuple(dc["input_size"][1:]),
                                    batch_size=batch_size, device=device)
     epoch = state.get("epoch")
-    head = dict(version=METRIC_VERSION, checkpoint=str(path), epoch=None if epoch is None else epoch + 1,
+    head = dict(version=_METRIC_VERSION, checkpoint=str(path), epoch=None if epoch is None else epoch + 1,
                 data=spec, model=cfg.get("model"), attention=cfg.get("attention"),
                 input_size=list(dc["input_size"][1:]))
     return dict(head, **result)
@@ -430,7 +430,7 @@ def localisation_of_run(run_dir: Union[str, Path], *, checkpoint: str = "last.pt
     if state is None:
         raise FileNotFoundError(f"no readable checkpoint {path}")
     epoch = state.get("epoch")
-    key = dict(version=METRIC_VERSION, checkpoint=checkpoint, epoch=None if epoch is None else epoch + 1, n=n)
+    key = dict(version=_METRIC_VERSION, checkpoint=checkpoint, epoch=None if epoch is None else epoch + 1, n=n)
     cache = run_dir / CACHE_FILE
     try:
         cached = json.loads(cache.read_text())

@@ -22,12 +22,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .._optional import require  # noqa: F401  (attention_maps imports it from here)
-from .._sizes import MAX_INPUT_PIXELS, check_max_side  # noqa: F401  (the bound, for callers)
+from .._io import PathLike
+from .._sizes import check_max_side
 from .._sizes import parse_input_size as _parse_input_size
 from ..engine.evaluate import check_finite_outputs
 
-PathLike = Union[str, Path]
+__all__ = [
+    "Inspected",
+    "load_images",
+    "load_inspected",
+    "output_names",
+    "parse_input_size",
+    "predict",
+    "resolve_target_class",
+]
+
 
 
 # ------------------------------------------------------------------------------------------
@@ -79,18 +88,18 @@ def output_names(paths: Sequence[Path], suffix: str = ".png") -> List[str]:
 
 
 #: the smallest input side the inspection commands accept
-MIN_INPUT_PIXELS = 8
+_MIN_INPUT_PIXELS = 8
 
 
 #: at most this many input pixels go through the network at once in :func:`predict` (64 images
 #: at 224 x 224; one image at a time from about 1800 x 1800 up)
-PIXELS_PER_BATCH = 64 * 224 * 224
+_PIXELS_PER_BATCH = 64 * 224 * 224
 
 
 def parse_input_size(values: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
     """``--input-size H [W]`` -> (H, W), or None for the model's own size; each side from
-    :data:`MIN_INPUT_PIXELS` to :data:`MAX_INPUT_PIXELS`."""
-    size = _parse_input_size(values, min_pixels=MIN_INPUT_PIXELS)
+    :data:`_MIN_INPUT_PIXELS` to :data:`nlsam._sizes.MAX_INPUT_PIXELS`."""
+    size = _parse_input_size(values, min_pixels=_MIN_INPUT_PIXELS)
     if size is not None:
         check_max_side(*size, "--input-size")
     return size
@@ -124,7 +133,7 @@ class Inspected:
         return preprocess_image(img, input_size or self.input_size, cfg["mean"], cfg["std"])
 
 
-def model_label(config: Dict[str, Any]) -> str:
+def _model_label(config: Dict[str, Any]) -> str:
     """``resnet110 + nlsam``, ``resnet110 + ge+nlsam`` or ``resnet110 (no attention)``."""
     attention = config.get("attention")
     return f"{config.get('model')} + {attention}" if attention else f"{config.get('model')} (no attention)"
@@ -141,7 +150,7 @@ def load_inspected(path: PathLike) -> Inspected:
     if not classes:
         raise ValueError(f"checkpoint {path} names no classes (no meta.classes inside)")
     return Inspected(model, resolve_checkpoint_path(path), state["config"], state.get("meta", {}),
-                     model_label(state["config"]), classes)
+                     _model_label(state["config"]), classes)
 
 
 def resolve_target_class(value: Union[None, int, str], classes: Sequence[str]) -> Optional[int]:
@@ -165,7 +174,7 @@ def resolve_target_class(value: Union[None, int, str], classes: Sequence[str]) -
     raise ValueError(f"unknown target class {text!r}; valid: an index 0..{n - 1} or a name ({shown})")
 
 
-def forward_checked(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _forward_checked(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)``, with a failure for this input size turned into a one-line ValueError."""
     try:
         return model(x)
@@ -189,17 +198,17 @@ def predict(
 ) -> List[List[Dict[str, Any]]]:
     """Top-k predictions per image: ``[[{"rank", "index", "class", "score"}, ...], ...]``,
     sorted by decreasing softmax score. ``topk`` is clipped to the number of classes. Images are
-    prepared and run ``batch_size`` at a time, fewer at large input sizes (:data:`PIXELS_PER_BATCH`).
+    prepared and run ``batch_size`` at a time, fewer at large input sizes (:data:`_PIXELS_PER_BATCH`).
     Raises ``ValueError`` when the network's outputs are not finite (broken weights)."""
     if topk < 1:
         raise ValueError(f"--topk must be at least 1, got {topk}")
     k = min(topk, len(inspected.classes))
     height, width = input_size or inspected.input_size
-    batch_size = max(1, min(batch_size, PIXELS_PER_BATCH // (height * width)))
+    batch_size = max(1, min(batch_size, _PIXELS_PER_BATCH // (height * width)))
     results = []
     for start in range(0, len(images), batch_size):
         x = torch.cat([inspected.prepare(img, input_size) for img in images[start:start + batch_size]])
-        logits = forward_checked(inspected.model, x)
+        logits = _forward_checked(inspected.model, x)
         where = "on the first batch" if start == 0 else f"on images {start + 1}-{start + len(logits)}"
         check_finite_outputs(inspected.model, logits, where)
         probs = logits.float().softmax(dim=1)

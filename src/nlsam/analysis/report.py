@@ -43,6 +43,17 @@ from ..engine.run_dir import read_metrics, recorded_machines, recorded_precision
 from ..engine.config import TrainConfig, config_keys
 from ..engine.study import RunStatus, Study, StudyRun, load_study, run_status
 
+__all__ = [
+    "GroupResult",
+    "mean_interval",
+    "paired_interval",
+    "t_cdf",
+    "t_quantile",
+    "t_quantile_975",
+    "welch_interval",
+    "write_report",
+]
+
 # ------------------------------------------------------------------------------------------
 # Student's t distribution, in pure Python: the CDF through the regularized incomplete beta
 # function, the quantile by bisection
@@ -107,7 +118,7 @@ def _beta_series(a: float, b: float, x: float, y: float) -> float:
     return _beta_front(a, b, x, y) * total / a
 
 
-def regularized_beta(a: float, b: float, x: float, y: Optional[float] = None) -> float:
+def _regularized_beta(a: float, b: float, x: float, y: Optional[float] = None) -> float:
     """The regularized incomplete beta function ``I_x(a, b)`` (a, b > 0, 0 <= x <= 1); pass
     ``y = 1 - x`` when it is known more exactly than ``1 - x``."""
     y = 1.0 - x if y is None else y
@@ -143,7 +154,7 @@ def _t_tail(t: float, df: float) -> float:
         tail = 0.5 * (1.0 - _beta_series(0.5, df / 2, y, x))
         if tail * df > 1.0:
             return tail
-    return 0.5 * regularized_beta(df / 2, 0.5, x, y)
+    return 0.5 * _regularized_beta(df / 2, 0.5, x, y)
 
 
 def t_cdf(x: float, df: float) -> float:
@@ -255,7 +266,7 @@ class GroupResult:
         return welch_interval(self.accuracies, other.accuracies), paired_interval(comparable, other.by_seed)
 
 
-def group_label(group: Dict[str, Any]) -> str:
+def _group_label(group: Dict[str, Any]) -> str:
     if not group:
         return "all"
     return ", ".join(f"{k.replace('model_options.', '')}={_fmt(v)}" for k, v in group.items())
@@ -277,7 +288,7 @@ def _cost(run_dir: Path, cfg) -> Tuple[Optional[int], Optional[int]]:
     return report.params, report.flops
 
 
-def trained_settings(run: StudyRun, status: RunStatus) -> Dict[str, Any]:
+def _trained_settings(run: StudyRun, status: RunStatus) -> Dict[str, Any]:
     """Every setting ``run`` trained with: its own (``last.pt``'s, else ``config.yaml``'s; a key
     an older version did not save has its default), else, where it keeps neither, those the
     study gives it."""
@@ -289,17 +300,17 @@ def trained_settings(run: StudyRun, status: RunStatus) -> Dict[str, Any]:
 
 def _trained_config(run: StudyRun, status: RunStatus) -> TrainConfig:
     try:
-        return TrainConfig.from_dict(dict(trained_settings(run, status), resume=False))
+        return TrainConfig.from_dict(dict(_trained_settings(run, status), resume=False))
     except (ValueError, TypeError):  # saved by another version: the study's own config
         return run.config
 
 
-def collect(study: Study, statuses: Optional[Mapping[str, RunStatus]] = None) -> List[GroupResult]:
+def _collect(study: Study, statuses: Optional[Mapping[str, RunStatus]] = None) -> List[GroupResult]:
     """Gather the final accuracy of every finished run, grouped by grid values."""
     statuses = statuses if statuses is not None else {run.name: run_status(run) for run in study.runs}
     groups: Dict[str, GroupResult] = {}
     for run in study.runs:
-        label = group_label(run.group)
+        label = _group_label(run.group)
         result = groups.setdefault(label, GroupResult(label, dict(run.group)))
         if statuses[run.name].state != "done":
             result.missing += 1
@@ -327,7 +338,7 @@ def _on_locate_data(run) -> bool:
 
 
 #: The localisation columns: title, CSV name and where the figure is in a run's result.
-LOCALISATION_COLUMNS = (
+_LOCALISATION_COLUMNS = (
     ("Grad-CAM in mask (%)", "gradcam_mass", ("grad_cam", "true", "mass_in_mask")),
     ("Grad-CAM pointing (%)", "gradcam_pointing", ("grad_cam", "true", "pointing")),
     ("own maps in mask (%)", "own_mass", ("own_maps", "mean", "mass_in_mask")),
@@ -425,7 +436,7 @@ def _row(result: GroupResult, paper: Dict[str, str], localisation: bool = False)
     else:
         row["+GFLOPs (%)"] = ""
     if localisation:
-        for title, _, where in LOCALISATION_COLUMNS:
+        for title, _, where in _LOCALISATION_COLUMNS:
             row[title] = _interval_text(mean_interval(_localisation_values(result, where)))
     if paper:
         row["paper (published)"] = str(paper.get(result.label, ""))
@@ -445,7 +456,7 @@ def write_report(study_dir: Path) -> Path:
         raise FileNotFoundError(f"{study_dir} is not a study directory (no study.yaml); run `nlsam study` first")
     study = load_study(spec_path, out=study_dir)
     statuses = {run.name: run_status(run) for run in study.runs}
-    results = collect(study, statuses)
+    results = _collect(study, statuses)
     if not any(r.accuracies for r in results):
         states = [status.state for status in statuses.values()]
         broken = f", {states.count('broken')} with a checkpoint that cannot be read" if "broken" in states else ""
@@ -459,7 +470,7 @@ def write_report(study_dir: Path) -> Path:
 
     with open(study_dir / "results.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        extra = [f"{name}_{part}" for _, name, _ in LOCALISATION_COLUMNS for part in ("mean", "ci95")] if located else []
+        extra = [f"{name}_{part}" for _, name, _ in _LOCALISATION_COLUMNS for part in ("mean", "ci95")] if located else []
         writer.writerow(["variant", "n", "top1_mean", "top1_std", "vs", "delta", "delta_ci_low", "delta_ci_high",
                          "paired_delta", "paired_ci_low", "paired_ci_high", "paired_n",
                          "params", "flops", "missing_runs", *extra])
@@ -469,7 +480,7 @@ def write_report(study_dir: Path) -> Path:
             delta += [f"{v:.4f}" for v in pairs[:3]] + [str(pairs[3])] if pairs else ["", "", "", ""]
             stats = [f"{r.mean:.4f}" if r.accuracies else "", f"{r.std:.4f}" if len(r.accuracies) > 1 else ""]
             loc = []
-            for _, _, where in (LOCALISATION_COLUMNS if located else ()):
+            for _, _, where in (_LOCALISATION_COLUMNS if located else ()):
                 pair = mean_interval(_localisation_values(r, where))
                 loc += ["", ""] if pair is None else [f"{pair[0]:.4f}", "" if math.isnan(pair[1]) else f"{pair[1]:.4f}"]
             writer.writerow([r.label, len(r.accuracies), *stats, r.partner.label if r.partner else "", *delta, r.params or "", r.flops or "", r.missing,
@@ -477,12 +488,12 @@ def write_report(study_dir: Path) -> Path:
     with open(study_dir / "runs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["run", "variant", "seed", "state", "final_top1", "precision", "machines",
-                         *([name for _, name, _ in LOCALISATION_COLUMNS] if located else [])])
+                         *([name for _, name, _ in _LOCALISATION_COLUMNS] if located else [])])
         precisions: Counter = Counter()
         for run in study.runs:
             state = statuses[run.name].state
             top1, precision, machines = "", "", ""
-            loc = [""] * len(LOCALISATION_COLUMNS) if located else []
+            loc = [""] * len(_LOCALISATION_COLUMNS) if located else []
             if state == "done":
                 top1 = read_metrics(run.run_dir)[-1]["test_top1"]
                 precision = recorded_precision(run.run_dir) or ""
@@ -492,8 +503,8 @@ def write_report(study_dir: Path) -> Path:
                     from .localisation import localisation_of_run
 
                     cached = localisation_of_run(run.run_dir)  # read back from the run's cache
-                    loc = [_fmt_value(_figure(cached, where)) for _, _, where in LOCALISATION_COLUMNS]
-            writer.writerow([run.name, group_label(run.group), run.seed, state, top1, precision, machines, *loc])
+                    loc = [_fmt_value(_figure(cached, where)) for _, _, where in _LOCALISATION_COLUMNS]
+            writer.writerow([run.name, _group_label(run.group), run.seed, state, top1, precision, machines, *loc])
 
     figures = _figures(study, results, study_dir)
     lines = [
@@ -548,7 +559,7 @@ def _settings_lines(study: Study, statuses: Mapping[str, RunStatus]) -> List[str
             values = dict(values, model_options={k: v for k, v in options.items() if k not in varied_options})
         return values
 
-    trained = [comparable(trained_settings(run, statuses[run.name])) for run in done]
+    trained = [comparable(_trained_settings(run, statuses[run.name])) for run in done]
     planned = [comparable(run.config.to_dict()) for run in done]
     base = study.spec.get("base") or {}
     keys = [k for k in base if k not in varied and k not in ("out", "resume", "seed")]

@@ -15,8 +15,10 @@ from ..version import __version__
 # (the modules `eval` and `list` shadow those builtins in this namespace: do not call them here)
 from . import attention, cam, eval, export, list, locate, predict, profile, report, study, train
 
+__all__ = ["build_parser", "main"]
+
 #: the commands, in the order ``nlsam --help`` lists them
-COMMANDS = (train, eval, profile, study, report, list, cam, attention, locate, predict, export)
+_COMMANDS = (train, eval, profile, study, report, list, cam, attention, locate, predict, export)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nlsam`` argument parser: every command with its flags and help."""
     parser = _Parser(
         prog="nlsam",
         description="Nonlocal spatial attention (NL-SAM) for CNNs: build, train, evaluate, profile.",
@@ -34,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in COMMANDS:
+    for command in _COMMANDS:
         command.add_parser(sub)
     return parser
 

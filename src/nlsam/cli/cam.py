@@ -7,6 +7,8 @@ from pathlib import Path
 from .._optional import require
 from ._args import CHECKPOINT_HELP, CMAP_HELP, IMAGES_HELP, SIZE_HELP
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

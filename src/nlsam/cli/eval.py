@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, List, Optional
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..engine.config import AMP_MODES
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=cfg.get("cache_dir"),
         channels_last=channels_last,
     )
-    difference = class_difference(list(data.classes), list(meta.get("classes", [])))
+    difference = _class_difference(list(data.classes), list(meta.get("classes", [])))
     if difference:
         raise ValueError(
             f"the classes of {data.name} do not match the checkpoint's: {difference}; evaluate on the data "
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def class_difference(dataset: List[Any], checkpoint: List[Any], limit: int = 3) -> Optional[str]:
+def _class_difference(dataset: List[Any], checkpoint: List[Any], limit: int = 3) -> Optional[str]:
     """Where the dataset's classes differ from the checkpoint's, naming the classes (``None``:
     they are the same, in the same order)."""
     if dataset == checkpoint:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from typing import List, Tuple
 
-LISTS = ("models", "attention", "datasets", "configs")
+__all__ = ["add_parser", "run"]
+
+_LISTS = ("models", "attention", "datasets", "configs")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "compositions (--attention), built-in datasets (--data), and the shipped training configs "
         "(train -c NAME) and study files (study NAME), each with what it is for.",
     )
-    p.add_argument("what", nargs="?", choices=LISTS, default=None, help="only this list")
+    p.add_argument("what", nargs="?", choices=_LISTS, default=None, help="only this list")
     p.set_defaults(handler=run)
 
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         attention=["none", *ATTENTION_NAMES],
         datasets=[*DATASET_NAMES, "PATH (an ImageFolder directory or .zip)"],
     )
-    for what in [args.what] if args.what else LISTS:
+    for what in [args.what] if args.what else _LISTS:
         if what == "configs":
             _print_configs()
             continue

@@ -8,6 +8,8 @@ from typing import Any, Dict, List, Tuple
 
 from ._args import CHECKPOINT_HELP
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

@@ -9,6 +9,8 @@ from typing import Any, Dict
 from .._sizes import check_max_side, parse_input_size
 from ..cost import COUNTING_RULES, CostReport, overhead, profile, render_table
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

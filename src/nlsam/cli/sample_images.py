@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+__all__ = ["main"]
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse ``argv`` (default: the command line), write the images; return the exit status."""

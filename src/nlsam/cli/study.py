@@ -6,6 +6,8 @@ import sys
 
 from ._args import model_option
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

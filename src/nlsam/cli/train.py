@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 from ._args import model_option
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["config_path", "study_path", "list_configs", "list_studies", "description"]
 
 #: The suffix of the shipped files; a name may be given with it or without.
-SUFFIX = ".yaml"
+_SUFFIX = ".yaml"
 
 # files a zip-imported package had to extract to give them a path (removed at exit)
 _EXTRACTED = contextlib.ExitStack()
@@ -96,8 +96,8 @@ def _folder(study: bool) -> "Traversable":
 
 
 def _names(folder: "Traversable") -> List[str]:
-    return sorted(item.name[: -len(SUFFIX)] for item in folder.iterdir()
-                  if item.name.endswith(SUFFIX) and item.is_file())
+    return sorted(item.name[: -len(_SUFFIX)] for item in folder.iterdir()
+                  if item.name.endswith(_SUFFIX) and item.is_file())
 
 
 def _resolve(name_or_path: Union[str, "os.PathLike[str]"], study: bool) -> Path:
@@ -111,9 +111,9 @@ def _resolve(name_or_path: Union[str, "os.PathLike[str]"], study: bool) -> Path:
         return path
     folder = _folder(study)
     names = _names(folder)
-    name = text[: -len(SUFFIX)] if text.endswith(SUFFIX) else text
+    name = text[: -len(_SUFFIX)] if text.endswith(_SUFFIX) else text
     if name in names:
-        return _as_path(folder / (name + SUFFIX))
+        return _as_path(folder / (name + _SUFFIX))
     if any(sep and sep in text for sep in (os.sep, os.altsep)):  # a path: say that it is missing
         hint = (f"the shipped {kind} {path.stem!r} is given by its name: `{command.replace('NAME', path.stem)}`"
                 if path.stem in names else f"give a YAML file, or the name of a shipped {kind} (`nlsam list configs`)")
