@@ -27,7 +27,7 @@ from torch import nn
 __all__ = ["CardFacts", "export_hub", "hub_config", "model_card"]
 
 #: The files of a Hub folder, in the order they are written.
-HUB_FILES = ("model.safetensors", "config.json", "README.md")
+_HUB_FILES = ("model.safetensors", "config.json", "README.md")
 
 _PAPER_BIBTEX = """@article{chen2020nlsam,
   author  = {Chen, Bingling and Huang, Yan and Xia, Qiaoqiao and Zhang, Qinglin},
@@ -40,7 +40,7 @@ _PAPER_BIBTEX = """@article{chen2020nlsam,
 }"""
 
 #: What every figure measured on the CIFAR-10 JPEG copy has to be read with.
-JPEG_COPY_NOTE = (
+_JPEG_COPY_NOTE = (
     "The CIFAR-10 JPEG copy (`cifar10-jpg.zip`: every image of the official CIFAR-10 saved once as "
     "a JPEG, quality 75, in the ImageFolder layout) is a *shifted* data set: akamaster's public "
     "ResNet-20, 91.78% on the official CIFAR-10 test set, scores 81.03% on this copy's test split "
@@ -138,7 +138,7 @@ def model_card(facts: CardFacts) -> str:
         lines.append(f"- **Its variant over seeds:** {facts.variant}")
     lines += ["", "## Data"]
     if "jpeg copy" in facts.data.lower():
-        lines.append(JPEG_COPY_NOTE)
+        lines.append(_JPEG_COPY_NOTE)
     else:
         lines.append(f"Trained and measured on {facts.data}.")
     for note in facts.notes:
@@ -203,7 +203,7 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_card_facts(state: Mapping[str, Any], model: nn.Module, name: str,
+def _run_card_facts(state: Mapping[str, Any], model: nn.Module, name: str,
                    machines: Sequence[str] = ()) -> CardFacts:
     """The card of a checkpoint ``state``'s network: its last recorded test top-1, its recipe,
     precision and ``machines`` as the run recorded them, and its cost from :func:`nlsam.profile`."""
@@ -254,7 +254,7 @@ def _check_target(out: Path) -> None:
         return
     config = out / "config.json"
     ours = False
-    if config.is_file() and set(entries) <= set(HUB_FILES):
+    if config.is_file() and set(entries) <= set(_HUB_FILES):
         try:
             ours = "nlsam" in json.loads(config.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
@@ -288,7 +288,7 @@ def export_hub(checkpoint: Union[str, Path], out: Union[str, Path], *, check: bo
     model = model_from_checkpoint(state)
     name = out.name or "model"
     config = hub_config(model, state["config"], state.get("meta", {}))
-    card = model_card(run_card_facts(state, model, name, recorded_machines(path.parent)))
+    card = model_card(_run_card_facts(state, model, name, recorded_machines(path.parent)))
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []

@@ -13,7 +13,15 @@ from .factory import create_model
 from .insert import INIT_MODES, After, Insertion, InsertReport, insert
 from .pretrained import LoadReport, Source, load_pretrained
 from .registry import is_model, list_models, register_model
-from .released import PretrainedWeight, list_pretrained
+from .released import (
+    PretrainedWeight,
+    get_pretrained,
+    list_pretrained,
+    pretrained_file,
+    pretrained_state_dict,
+    shipped_file,
+    weight_checkpoint,
+)
 from .resnet import (
     BasicBlock,
     Block,
@@ -30,22 +38,23 @@ from .timm_models import (
     CIFAR_ARCHS,
     IMAGENET_ARCHS,
     TIMM_MODEL_NAMES,
+    model_of_timm_name,
     register_timm_models,
     timm_model_name,
 )
+from .torch_hub import create_released, hub_entrypoint
 
 __all__ = [
     "ATTENTION_TAGS",
+    "After",
+    "BasicBlock",
+    "Block",
+    "Bottleneck",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR_ARCHS",
     "IMAGENET_ARCHS",
     "INIT_MODES",
-    "TIMM_MODEL_NAMES",
-    "After",
-    "BasicBlock",
-    "Block",
-    "Bottleneck",
     "InsertReport",
     "Insertion",
     "LoadReport",
@@ -54,14 +63,23 @@ __all__ = [
     "PretrainedWeight",
     "ResNet",
     "Source",
+    "TIMM_MODEL_NAMES",
     "ZeroPadShortcut",
     "create_model",
+    "create_released",
+    "get_pretrained",
+    "hub_entrypoint",
     "insert",
     "is_model",
     "list_models",
     "list_pretrained",
     "load_pretrained",
+    "model_of_timm_name",
+    "pretrained_file",
+    "pretrained_state_dict",
     "register_model",
     "register_timm_models",
+    "shipped_file",
     "timm_model_name",
+    "weight_checkpoint",
 ]

@@ -12,7 +12,7 @@ from .._ranges import short_repr
 from ..attention import UnknownOptionError, check_attention_name
 from .pretrained import load_pretrained
 from .registry import _MODELS, _model_options, list_models
-from .released import PREFIX, get_pretrained
+from .released import _PREFIX, get_pretrained
 
 __all__ = ["create_model"]
 
@@ -46,7 +46,7 @@ def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UnknownOptionError(f"unknown option {short_repr(key)} for model {name}{hint}; valid: {', '.join(valid)}")
-    if isinstance(pretrained, str) and pretrained.startswith(PREFIX):
+    if isinstance(pretrained, str) and pretrained.startswith(_PREFIX):
         _check_released(pretrained, name, kwargs.get("attention"))
     model = _MODELS[name](**kwargs)
     if pretrained is not False and pretrained is not None:

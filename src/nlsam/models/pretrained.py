@@ -27,7 +27,7 @@ from torch import nn
 
 from .._download import weights_download_error
 from ..attention import attention_types
-from .released import PREFIX, pretrained_state_dict
+from .released import _PREFIX, pretrained_state_dict
 from ._cifar_weights import (
     akamaster_to_nlsam,
     check_model_fits,
@@ -184,7 +184,7 @@ def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
         from .._io import read_torch_file  # weights_only=True, one-line errors
 
         content, label = read_torch_file(source), os.fspath(source)
-    elif isinstance(source, str) and source.startswith(PREFIX):  # one of nlsam's released weights
+    elif isinstance(source, str) and source.startswith(_PREFIX):  # one of nlsam's released weights
         return pretrained_state_dict(source), source
     elif isinstance(source, str) and source.startswith(_WEIGHT_PREFIXES):
         library, arch, tag = _parse_weight_name(source)

@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 #: The prefix that names a released weight wherever weights are given by name.
-PREFIX = "nlsam:"
+_PREFIX = "nlsam:"
 _INDEX = "index.json"
 
 
@@ -142,7 +142,7 @@ def list_pretrained(pattern: str = "*") -> List[PretrainedWeight]:
 def get_pretrained(name: str) -> PretrainedWeight:
     """The record of released weight ``name`` (``MODEL.TAG``, with or without ``nlsam:``); a
     ``ValueError`` naming the released weights for any other name."""
-    bare = name[len(PREFIX):] if isinstance(name, str) and name.startswith(PREFIX) else name
+    bare = name[len(_PREFIX):] if isinstance(name, str) and name.startswith(_PREFIX) else name
     for weight in _records():
         if weight.name == bare:
             return weight

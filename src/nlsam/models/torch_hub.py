@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from torch import nn
 
 from .factory import create_model
-from .released import PREFIX, list_pretrained
+from .released import _PREFIX, list_pretrained
 from .timm_models import TIMM_MODEL_NAMES, model_of_timm_name
 
 __all__ = ["create_released", "hub_entrypoint"]
@@ -36,7 +36,7 @@ def create_released(model: str, pretrained: bool = False, tag: Optional[str] = N
         valid = f"released for {model}: {have}" if have else \
             f"none is released for {model}; released: {', '.join(w.name for w in list_pretrained()) or 'none'}"
         raise ValueError(f"no released weight {model}{'.' + tag if tag else ''}; {valid}")
-    return create_model(arch, attention=attention, pretrained=PREFIX + released[0].name, **kwargs)
+    return create_model(arch, attention=attention, pretrained=_PREFIX + released[0].name, **kwargs)
 
 
 def hub_entrypoint(model: str) -> Callable[..., nn.Module]:
