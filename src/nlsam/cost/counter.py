@@ -38,7 +38,7 @@ class _CostMode(TorchDispatchMode):
         self.macs_by_op: Dict[str, int] = {}
         self.uncounted: Dict[str, int] = {}
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         cost = count_op(func, args, kwargs, out)

@@ -163,7 +163,8 @@ def _best_is_stale(run_dir: Union[str, Path], last_state: Optional[Dict[str, Any
 
 def _rng_state() -> Dict[str, Any]:
     """All RNG states, as tensors and plain values (loadable with ``weights_only=True``)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # legacy=True: a tuple for numpy's global MT19937 generator
     state: Dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Sized
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +77,7 @@ def evaluate(
     class_counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
     non_finite = torch.zeros((), dtype=torch.int64, device=device)
     start = time.perf_counter()
-    steps = len(loader) if hasattr(loader, "__len__") else 0
+    steps = len(loader) if isinstance(loader, Sized) else 0
     for step, (images, labels) in enumerate(loader, start=1):
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images).float()

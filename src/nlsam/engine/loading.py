@@ -102,8 +102,9 @@ def model_from_checkpoint(state: dict) -> nn.Module:
             + ("; its weights are those of another network, or its config was changed since" if detail else "")
         ) from None
     model.eval()
-    model.classes = list(meta["classes"])
-    model.data_config = dict(
+    # nn.Module.__setattr__ is annotated for tensors and modules only; any value is kept
+    model.classes = list(meta["classes"])  # type: ignore[assignment]
+    model.data_config = dict(  # type: ignore[assignment]
         input_size=(meta["in_chans"], *meta["input_size"]),
         mean=tuple(meta["mean"]),
         std=tuple(meta["std"]),

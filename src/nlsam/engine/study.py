@@ -80,6 +80,7 @@ class StudyRun:
 
     @property
     def run_dir(self) -> Path:
+        assert self.config.out is not None  # load_study gives every run its directory
         return Path(self.config.out)
 
 
@@ -152,9 +153,8 @@ def _study_name(spec: Mapping[str, Any], path: Path) -> str:
     name = path.stem if name is None else name
     if isinstance(name, int) and not isinstance(name, bool):
         name = str(name)
-    plain = (isinstance(name, str) and name.strip() == name and name not in ("", ".", "..")
-             and not any(c in name for c in "/\\") and name.isprintable() and len(name) <= 200)
-    if not plain:
+    if not (isinstance(name, str) and name.strip() == name and name not in ("", ".", "..")
+            and not any(c in name for c in "/\\") and name.isprintable() and len(name) <= 200):
         raise ValueError(f"{where} must be a plain folder name (no '/', not '.' or '..', no spaces around it), "
                          f"got {_brief(name)}")
     return name
@@ -508,9 +508,9 @@ def waiting_seed_blocks(study: Study, states: Mapping[str, str]) -> Dict[int, st
     waiting: Dict[int, str] = {}
     for seed in dict.fromkeys(run.seed for run in study.runs):
         block = [run for run in study.runs if run.seed == seed]
-        started = Counter(recorded_precision(run.run_dir) for run in block
-                          if states[run.name] in ("done", "partial"))
-        started.pop(None, None)  # folders of older versions, copied without checkpoints
+        recorded = (recorded_precision(run.run_dir) for run in block if states[run.name] in ("done", "partial"))
+        # (None: the folder of an older version, copied without checkpoints)
+        started = Counter(p for p in recorded if p is not None)
         if not started:
             continue
         planned: Counter = Counter()
@@ -562,6 +562,7 @@ def _run_one(config: Dict[str, Any]) -> Dict[str, Any]:
     from .train import train
 
     cfg = TrainConfig.from_dict(config)
+    assert cfg.out is not None  # the study's config of the run names its directory
     if (Path(cfg.out) / "last.pt").is_file():
         cfg.resume = True
     return train(cfg)
@@ -772,6 +773,7 @@ def _run_submitit(study: Study, pending: List[StudyRun], executor: str, log) -> 
     except ImportError:
         raise ValueError("the submitit executors need submitit: pip install submitit") from None
     folder = study.out / "submitit"
+    ex: submitit.Executor
     if executor == "submitit":
         ex = submitit.LocalExecutor(folder=str(folder))
         ex.update_parameters(timeout_min=int((study.spec.get("slurm") or {}).get("timeout_min", 24 * 60)))

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 import numpy as np
 import torch
@@ -301,7 +301,8 @@ def _network_error(cfg: TrainConfig, meta: Dict[str, Any]) -> Optional[str]:
 def _native_input_size(cfg: TrainConfig) -> tuple:
     """The input size the network ``cfg`` names is built for (32 x 32 for CIFAR networks,
     224 x 224 for ImageNet ones); fails early on options the network cannot take."""
-    return tuple(build_network(cfg, device="meta").input_size)
+    # nlsam's networks keep their (H, W) as input_size (nn.Module's __getattr__ types it a tensor or module)
+    return tuple(cast(Tuple[int, int], build_network(cfg, device="meta").input_size))
 
 
 def _choose_image_size(cfg: TrainConfig, meta: Dict[str, Any]) -> Optional[int]:
@@ -443,7 +444,7 @@ class Optimisation:
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
         if cfg.compile:
-            self.train_model = torch.compile(self.train_model)
+            self.train_model = cast(nn.Module, torch.compile(self.train_model))  # an OptimizedModule
 
     def state(self) -> Dict[str, Any]:
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
@@ -562,6 +563,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
 
     num_classes = len(data.classes)
     if dist_info.is_main:
+        assert cost is not None  # profiled on the main process
         save_yaml(cfg.to_dict(), run_dir / "config.yaml")
         # what the data looked like (classes, input size, normalisation): enough to rebuild the
         # network and its cost without a checkpoint; and the precision, which --amp auto picks per
@@ -625,6 +627,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
             on_epoch_end(summary)
 
     if dist_info.is_main:
+        assert cost is not None
         if summary:
             _log(
                 dist_info,
