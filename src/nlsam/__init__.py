@@ -17,7 +17,14 @@ from .attention import (
 )
 from .cost import profile
 from .engine import load_model
-from .models import ResNet, create_model, insert, list_models, load_pretrained  # (registers them with timm too)
+from .models import (  # (registers them with timm too)
+    ResNet,
+    create_model,
+    insert,
+    list_models,
+    list_pretrained,
+    load_pretrained,
+)
 from .version import __version__ as __version__
 
 __all__ = [
@@ -33,6 +40,7 @@ __all__ = [
     "create_model",
     "insert",
     "list_models",
+    "list_pretrained",
     "load_model",
     "load_pretrained",
     "profile",
