@@ -140,8 +140,10 @@ def test_a_weight_neither_shipped_nor_downloadable_says_where_to_put_it(weights_
 
 
 def test_a_released_weight_evaluates_as_a_checkpoint(weights_dir):
-    state = released.weight_checkpoint("ge_resnet20.test")
+    from nlsam.engine.checkpoint import load_checkpoint
     from nlsam.engine.loading import model_from_checkpoint
+
+    state = load_checkpoint("nlsam:ge_resnet20.test")  # what nlsam eval nlsam:NAME reads
 
     model = model_from_checkpoint(state)
     assert model.classes == CLASSES and model.data_config["mean"] == (0.5,) * 3

@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Top-1/top-5 accuracy, loss and per-class accuracy of a trained network on "
         "its test set (or the one given with --data).",
     )
-    p.add_argument("checkpoint", help="a .pt checkpoint or a run directory (best.pt is used)")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (best.pt is used) or a released "
+                   "weight, nlsam:NAME (nlsam list pretrained)")
     p.add_argument("--data", default=None, help="dataset to evaluate on (default: the training one)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--batch-size", type=int, default=256)
@@ -47,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.loading import model_from_checkpoint
     from ..engine.precision import resolve_amp, trained_precision
     from ..engine.train import resolve_device
+    from ..models import is_released_name
 
-    path = resolve_checkpoint_path(args.checkpoint)
+    path = args.checkpoint if is_released_name(args.checkpoint) else resolve_checkpoint_path(args.checkpoint)
     state = load_checkpoint(path)
     cfg, meta = state["config"], state.get("meta", {})
     device = resolve_device(args.device)

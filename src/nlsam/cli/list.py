@@ -1,4 +1,5 @@
-"""``nlsam list``: the network, attention, dataset and config names the other commands accept."""
+"""``nlsam list``: the network, attention, dataset, config and released-weight names the other
+commands accept."""
 from __future__ import annotations
 
 import argparse
@@ -6,16 +7,17 @@ from typing import List, Tuple
 
 __all__ = ["add_parser", "run"]
 
-_LISTS = ("models", "attention", "datasets", "configs")
+_LISTS = ("models", "attention", "datasets", "configs", "pretrained")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "list",
-        help="list the network, attention, dataset and config names",
+        help="list the network, attention, dataset, config and released-weight names",
         description="Print the names the other commands accept: networks (--model), attention "
         "compositions (--attention), built-in datasets (--data), and the shipped training configs "
-        "(train -c NAME) and study files (study NAME), each with what it is for.",
+        "(train -c NAME) and study files (study NAME), each with what it is for, and the released "
+        "weights (create_model(..., pretrained='nlsam:NAME'), eval nlsam:NAME) with their top-1.",
     )
     p.add_argument("what", nargs="?", choices=_LISTS, default=None, help="only this list")
     p.set_defaults(handler=run)
@@ -34,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     for what in [args.what] if args.what else _LISTS:
         if what == "configs":
             _print_configs()
+            continue
+        if what == "pretrained":
+            _print_pretrained(bare=bool(args.what))
             continue
         if not args.what:
             print(f"{what}:")
@@ -55,3 +60,19 @@ def _print_configs() -> None:
         print(f"{title}:")
         for name, text in rows:
             print(f"  {name:<{width}}  {text}".rstrip())
+
+
+def _print_pretrained(bare: bool) -> None:
+    """The released weights, ``NAME  top-1 (variant mean ± std over n seeds) on DATA``."""
+    from ..models import list_pretrained
+
+    weights = list_pretrained()
+    if not bare:
+        print("pretrained (nlsam:NAME):")
+    if not weights:
+        print("  (none released in this installation)")
+    width = max((len(w.name) for w in weights), default=0)
+    for w in weights:
+        spread = f" ± {w.variant_top1_std:.2f}" if w.variant_top1_std is not None else ""
+        variant = f"variant {w.variant_top1_mean:.2f}{spread}% over {w.variant_seeds} seed(s)"
+        print(f"  {w.name:<{width}}  top-1 {w.top1:.2f}% ({variant}); {w.data}")

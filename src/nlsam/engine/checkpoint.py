@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_bytes, read_torch_file
+from ..models import is_released_name, weight_checkpoint
 
 __all__ = [
     "best_checkpoint",
@@ -38,8 +39,12 @@ def save_checkpoint(state: Dict[str, Any], path: Union[str, Path]) -> None:
 def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
-    ``path`` may be a run directory (its ``best.pt``, else ``last.pt``, is used).
+    ``path`` may be a run directory (its ``best.pt``, else ``last.pt``, is used), or name one of
+    nlsam's released weights, ``"nlsam:NAME"`` (:func:`nlsam.list_pretrained`): its weights,
+    network and data in a checkpoint's layout.
     """
+    if is_released_name(path):
+        return weight_checkpoint(path)
     path = resolve_checkpoint_path(path)
     state = read_torch_file(path, map_location=map_location)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:

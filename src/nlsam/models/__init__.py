@@ -16,6 +16,7 @@ from .registry import is_model, list_models, register_model
 from .released import (
     PretrainedWeight,
     get_pretrained,
+    is_released_name,
     list_pretrained,
     pretrained_file,
     pretrained_state_dict,
@@ -72,6 +73,7 @@ __all__ = [
     "insert",
     "is_model",
     "list_models",
+    "is_released_name",
     "list_pretrained",
     "load_pretrained",
     "model_of_timm_name",

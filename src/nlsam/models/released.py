@@ -47,6 +47,7 @@ from .._download import DownloadError
 __all__ = [
     "PretrainedWeight",
     "get_pretrained",
+    "is_released_name",
     "list_pretrained",
     "pretrained_file",
     "pretrained_state_dict",
@@ -137,6 +138,11 @@ def list_pretrained(pattern: str = "*") -> List[PretrainedWeight]:
     """The released weights whose name matches ``pattern`` (shell-style, e.g. ``"*resnet20*"``),
     sorted by name; ``[w.name for w in nlsam.list_pretrained()]`` are the names to load."""
     return [w for w in _records() if fnmatch.fnmatchcase(w.name, pattern)]
+
+
+def is_released_name(source: Any) -> bool:
+    """Whether ``source`` names a released weight, ``"nlsam:NAME"`` (the name may be unknown)."""
+    return isinstance(source, str) and source.startswith(_PREFIX)
 
 
 def get_pretrained(name: str) -> PretrainedWeight:
