@@ -68,7 +68,7 @@ def _spatial_attention_modules(model: nn.Module) -> List[Tuple[str, Optional[int
     spatial map, in forward order."""
     stage_of = {info["module"]: info.get("stage") for info in getattr(model, "feature_info", [])}
     kinds = spatial_attention_types()
-    found = []
+    found: List[Tuple[str, Optional[int], Optional[int], nn.Module]] = []
     for name, module in model.named_modules():
         if isinstance(module, kinds):
             match = re.match(r"(.*?stages\.layer\d+)\.(\d+)\.", name)
@@ -144,7 +144,7 @@ def attention_figure(
         blocks = [(f"block {m.block + 1}" if m.block is not None else m.name, m.map.numpy().astype(np.float32))
                   for m in items]
         stages.append((label, blocks))
-    cfg = inspected.model.data_config
+    cfg = inspected.data_config
     size = x.shape[-2:]
     title = (f"{path.name}: {inspected.label} ({size[0]}x{size[1]} input), "
              f"pred: {inspected.classes[pred]} (P={probs[pred]:.2f})")

@@ -34,7 +34,7 @@ from torch import nn
 
 from .._optional import require
 from ..version import __version__
-from .predict import Inspected, load_inspected
+from .predict import Inspected, _data_config, load_inspected
 
 __all__ = ["check_export", "export_model", "load_safetensors"]
 
@@ -45,7 +45,7 @@ _SAFETENSORS_FORMAT = "nlsam-safetensors-1"
 
 
 def _metadata(inspected: Inspected) -> Dict[str, str]:
-    cfg = inspected.model.data_config
+    cfg = inspected.data_config
     # the checkpoint's own "meta" layout: input_size is the training (H, W)
     meta = dict(classes=inspected.classes, input_size=list(cfg["input_size"][1:]), in_chans=cfg["input_size"][0],
                 mean=list(cfg["mean"]), std=list(cfg["std"]), data=inspected.meta.get("data"))
@@ -68,7 +68,7 @@ def _quiet(fn: Callable, *args, **kwargs):
 def _onnx_bytes(inspected: Inspected, opset: Optional[int], exporter: str) -> bytes:
     onnx = require("onnx", "ONNX export")
     model = inspected.model
-    example = torch.zeros(2, *model.data_config["input_size"])
+    example = torch.zeros(2, *inspected.data_config["input_size"])
     names = dict(input_names=["input"], output_names=["logits"])
     if exporter == "auto":
         exporter = "dynamo" if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 6) else "legacy"
@@ -207,7 +207,7 @@ def _check_finite(model: nn.Module) -> None:
     """Broken weights (NaN/inf) are named before any export work, not blamed on the exporter."""
     from ..engine.evaluate import check_finite_outputs
 
-    x = torch.randn(1, *model.data_config["input_size"], generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, *_data_config(model)["input_size"], generator=torch.Generator().manual_seed(0))
     check_finite_outputs(model, model(x), "on a random input")
 
 
@@ -219,7 +219,7 @@ def check_export(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor
     g = torch.Generator().manual_seed(seed)
     diffs = {}
     for batch in batches:
-        x = torch.randn(batch, *model.data_config["input_size"], generator=g)
+        x = torch.randn(batch, *_data_config(model)["input_size"], generator=g)
         expected = model(x)
         got = runner(x)
         if tuple(got.shape) != tuple(expected.shape):
@@ -283,5 +283,5 @@ def export_model(
         write_files({path: data}, quiet=True)
     except OSError as exc:  # e.g. the disk filled up; name the target, not the temporary file
         raise ValueError(f"{what}: cannot write it: {exc.strerror or exc}") from None
-    return dict(path=str(path), format=fmt, bytes=len(data), input_size=list(inspected.model.data_config["input_size"]),
+    return dict(path=str(path), format=fmt, bytes=len(data), input_size=list(inspected.data_config["input_size"]),
                 max_diff=diffs, label=inspected.label)

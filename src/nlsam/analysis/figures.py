@@ -53,10 +53,10 @@ def _display_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 def _figure(width: float, height: float):
     require("matplotlib", "drawing figures")
     from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    fig.get_layout_engine().set(w_pad=0.04, h_pad=0.04, wspace=0.06, hspace=0.03)
-    return fig
+    layout = ConstrainedLayoutEngine(w_pad=0.04, h_pad=0.04, wspace=0.06, hspace=0.03)
+    return Figure(figsize=(width, height), dpi=_DPI, layout=layout)
 
 
 def png_bytes(fig) -> bytes:

@@ -12,7 +12,7 @@ be compared by shape, not by magnitude.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from torch import nn
 
 from .._optional import require
 from .predict import Inspected, resolve_target_class
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["cam_figure", "grad_cam", "target_layer"]
 
@@ -44,8 +47,9 @@ def grad_cam(
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if target is not None and not 0 <= target < model.num_classes:
-        raise ValueError(f"target class {target} is out of range: valid indices are 0..{model.num_classes - 1}")
+    num_classes = cast(int, model.num_classes)  # an int; nn.Module's __getattr__ is annotated for tensors and modules
+    if target is not None and not 0 <= target < num_classes:
+        raise ValueError(f"target class {target} is out of range: valid indices are 0..{num_classes - 1}")
     targets = None if target is None else [ClassifierOutputTarget(int(target))]
     with torch.enable_grad(), GradCAM(model=model, target_layers=[target_layer(model)]) as cam:
         try:
@@ -94,7 +98,7 @@ def cam_figure(
             text = f"pred: {_short_name(inspected.classes[pred])} (P={probs[pred]:.2f})"
             if index is not None and index != pred:
                 text = f"CAM of {_short_name(inspected.classes[index])} (P={probs[index]:.2f})\n" + text
-            cfg = inspected.model.data_config
+            cfg = inspected.data_config
             panels.append(dict(image=_display_image(x, cfg["mean"], cfg["std"]), cam=heat, text=text))
         rows.append(dict(title=path.name, image=panels[0]["image"], panels=panels))
     return _render_cam_figure(rows, labels, cmap=cmap)

@@ -52,8 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._sizes import size_pair
 from .attention_maps import _spatial_attention_modules
 from .gradcam import target_layer
+from .predict import _classes, _data_config
 
 __all__ = [
     "CACHE_FILE",
@@ -102,7 +104,7 @@ def _check(maps: torch.Tensor, masks: torch.Tensor) -> Tuple[torch.Tensor, torch
     return maps, masks
 
 
-def upsample(maps: torch.Tensor, size: Tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+def upsample(maps: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
     """``maps`` (B x h x w) at ``size`` (H, W): bilinear with half-pixel centres, or nearest."""
     if mode not in _MODES:
         raise ValueError(f"unknown upsampling mode {mode!r}; valid: {', '.join(_MODES)}")
@@ -326,7 +328,7 @@ def evaluate_localisation(
     device = torch.device(device)
     model = model.to(device).eval()
     S = tuple(data.masks.shape[-2:])
-    norm = Normalizer(mean, std, device, out_size=tuple(input_size) if input_size else None)
+    norm = Normalizer(mean, std, device, out_size=size_pair(input_size) if input_size else None)
     has_own = bool(_spatial_attention_modules(model))
     correct = 0
     scores: Dict[str, List[torch.Tensor]] = {}
@@ -401,11 +403,12 @@ def run_localisation(checkpoint: Union[str, Path], *, n: Optional[int] = None, b
         raise ValueError(f"{path} was trained on {spec!r}, not on the locate data: localisation needs its masks "
                          f"(train with `nlsam train --data locate`)")
     model = model_from_checkpoint(state)
-    if [str(c) for c in model.classes] != list(LOCATE_CLASSES):
-        raise ValueError(f"{path} has the classes {model.classes}, not those of the locate data "
+    classes = _classes(model)
+    if [str(c) for c in classes] != list(LOCATE_CLASSES):
+        raise ValueError(f"{path} has the classes {classes}, not those of the locate data "
                          f"({', '.join(LOCATE_CLASSES)})")
     data = locate_data(spec, cfg.get("image_size"), n)
-    dc = model.data_config
+    dc = _data_config(model)
     result = evaluate_localisation(model, data, dc["mean"], dc["std"], input_size=tuple(dc["input_size"][1:]),
                                    batch_size=batch_size, device=device)
     epoch = state.get("epoch")

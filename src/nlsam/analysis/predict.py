@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from .._io import PathLike
 from .._sizes import check_max_side
 from .._sizes import parse_input_size as _parse_input_size
 from ..engine.evaluate import check_finite_outputs
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = [
     "Inspected",
@@ -122,15 +125,32 @@ class Inspected:
     classes: List[str] = field(default_factory=list)
 
     @property
-    def input_size(self) -> Tuple[int, int]:
-        return tuple(self.model.data_config["input_size"][1:])
+    def data_config(self) -> Dict[str, Any]:
+        """The model's ``input_size`` (C, H, W), ``mean`` and ``std``."""
+        return _data_config(self.model)
 
-    def prepare(self, img, input_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        return tuple(self.data_config["input_size"][1:])
+
+    def prepare(self, img: "Image.Image", input_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """One image -> the 1 x 3 x H x W tensor the model reads."""
         from ..data import preprocess_image
 
-        cfg = self.model.data_config
+        cfg = self.data_config
         return preprocess_image(img, input_size or self.input_size, cfg["mean"], cfg["std"])
+
+
+def _data_config(model: nn.Module) -> Dict[str, Any]:
+    """The ``data_config`` (``input_size`` C x H x W, ``mean``, ``std``) that
+    :func:`nlsam.engine.loading.model_from_checkpoint` gives a network."""
+    # a plain attribute; nn.Module's __getattr__ is annotated for tensors and modules only
+    return cast(Dict[str, Any], model.data_config)
+
+
+def _classes(model: nn.Module) -> List[Any]:
+    """The ``classes`` that :func:`nlsam.engine.loading.model_from_checkpoint` gives a network."""
+    return cast(List[Any], model.classes)  # a plain attribute, as in _data_config
 
 
 def _model_label(config: Dict[str, Any]) -> str:
@@ -144,12 +164,13 @@ def load_inspected(path: PathLike) -> Inspected:
     from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
     from ..engine.loading import model_from_checkpoint
 
-    state = load_checkpoint(path)  # one-line errors for corrupt files and pickled code
+    source = path if isinstance(path, str) else Path(path)
+    state = load_checkpoint(source)  # one-line errors for corrupt files and pickled code
     model = model_from_checkpoint(state)
-    classes = [str(c) for c in model.classes]
+    classes = [str(c) for c in _classes(model)]
     if not classes:
         raise ValueError(f"checkpoint {path} names no classes (no meta.classes inside)")
-    return Inspected(model, resolve_checkpoint_path(path), state["config"], state.get("meta", {}),
+    return Inspected(model, resolve_checkpoint_path(source), state["config"], state.get("meta", {}),
                      _model_label(state["config"]), classes)
 
 

@@ -215,7 +215,9 @@ def paired_interval(a: Dict[int, float], b: Dict[int, float]) -> Optional[Tuple[
     diffs = [a[seed] - b[seed] for seed in a if seed in b]
     if len(diffs) < 2:
         return None
-    mean, half = mean_interval(diffs)
+    interval = mean_interval(diffs)
+    assert interval is not None  # at least two differences
+    mean, half = interval
     return mean, mean - half, mean + half, len(diffs)
 
 
@@ -280,7 +282,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _cost(run_dir: Path, cfg) -> Tuple[Optional[int], Optional[int]]:
+def _cost(run_dir: Path, cfg) -> Tuple[int, int]:
     meta_file = run_dir / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else load_checkpoint(run_dir / "last.pt").get("meta", {})
     meta = {**META_DEFAULTS, **meta}
@@ -459,10 +461,10 @@ def write_report(study_dir: Path) -> Path:
     results = _collect(study, statuses)
     if not any(r.accuracies for r in results):
         states = [status.state for status in statuses.values()]
-        broken = f", {states.count('broken')} with a checkpoint that cannot be read" if "broken" in states else ""
+        unreadable = f", {states.count('broken')} with a checkpoint that cannot be read" if "broken" in states else ""
         raise ValueError(
             f"none of the {len(states)} runs of {study_dir} has finished ({states.count('done')} done, "
-            f"{states.count('partial')} partial, {states.count('todo')} not started{broken}), so there is nothing "
+            f"{states.count('partial')} partial, {states.count('todo')} not started{unreadable}), so there is nothing "
             f"to report yet; `nlsam study {spec_path} --out {study_dir}` trains them")
     paper = {str(k): v for k, v in (study.spec.get("paper") or {}).items()}
     located = any(r.localisation for r in results)
@@ -659,15 +661,17 @@ def _figures(study: Study, results: List[GroupResult], out: Path) -> List[Tuple[
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    done = [r for r in results if r.accuracies and r.flops]
+    # (params and flops are measured together, by _cost)
+    costed = [(r, r.params, r.flops) for r in results if r.accuracies and r.params is not None and r.flops]
+    done = [r for r, _, _ in costed]
     figures = []
     if done:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        largest = max(r.params for r in done)
-        for r in done:
-            ax.errorbar(r.flops / 1e9, r.mean, yerr=r.std, fmt="none", ecolor="0.5", capsize=3, zorder=1)
-            ax.scatter(r.flops / 1e9, r.mean, s=60 + 600 * r.params / largest, alpha=0.6, zorder=2)
-            ax.annotate(r.label, (r.flops / 1e9, r.mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        largest = max(params for _, params, _ in costed)
+        for r, params, flops in costed:
+            ax.errorbar(flops / 1e9, r.mean, yerr=r.std, fmt="none", ecolor="0.5", capsize=3, zorder=1)
+            ax.scatter(flops / 1e9, r.mean, s=60 + 600 * params / largest, alpha=0.6, zorder=2)
+            ax.annotate(r.label, (flops / 1e9, r.mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
         ax.margins(x=0.25, y=0.15)
         ax.set_xlabel("GFLOPs")
         ax.set_ylabel("test top-1 (%)")
