@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type
 
 from torch import nn
 
@@ -86,7 +86,7 @@ class AttentionPart:
     options: Tuple[str, ...] = field(default=(), compare=False)
 
     def build(self, channels: int, feature_size: Tuple[int, int], **options: Any) -> nn.Module:
-        args = {}
+        args: Dict[str, Any] = {}
         params = _parameters(self.builder)
         if "channels" in params:
             args["channels"] = channels
@@ -138,7 +138,10 @@ def _check_free_name(name: str, overwrite: bool) -> None:
 
 
 def _parameters(builder: Callable[..., Any]) -> Dict[str, inspect.Parameter]:
-    target = builder.__init__ if isinstance(builder, type) else builder
+    target = builder
+    if isinstance(builder, type):
+        cls: Type[Any] = builder  # the class's own __init__ (mypy refuses __init__ of a mere `type`)
+        target = cls.__init__
     return {k: p for k, p in inspect.signature(target).parameters.items() if k != "self"}
 
 
@@ -227,12 +230,12 @@ def attention_placement(name: Optional[str]) -> str:
     return parts[0].placement if parts else "block"
 
 
-def spatial_attention_types() -> Tuple[type, ...]:
+def spatial_attention_types() -> Tuple[Type[nn.Module], ...]:
     """The module classes whose ``attention_map(x)`` gives a spatial map."""
     return tuple(p.builder for p in _PARTS.values() if p.spatial_map and isinstance(p.builder, type))
 
 
-def attention_types() -> Tuple[type, ...]:
+def attention_types() -> Tuple[Type[nn.Module], ...]:
     """Every registered attention module class (the cost counter and hooks look for these)."""
     return tuple(dict.fromkeys(p.builder for p in _PARTS.values() if isinstance(p.builder, type)))
 
@@ -250,7 +253,7 @@ def _targets() -> Dict[str, List[AttentionPart]]:
 
 def attention_option_keys() -> List[str]:
     """Every flat option key the parts take, e.g. ``nlsam_pool``, ``channel_reduction``."""
-    keys = set()
+    keys: Set[str] = set()
     for target, parts in _targets().items():
         for part in parts:
             keys.update(f"{target}_{o}" for o in _target_options(target, part))
@@ -269,11 +272,11 @@ def split_attention_options(options: Mapping[str, Any]) -> Dict[str, Dict[str, A
     """
     targets = _targets()
     per_part: Dict[str, Dict[str, Any]] = {name: {} for name in _PARTS}
-    resolved = []
+    resolved: List[Tuple[bool, str, Any, List[AttentionPart]]] = []
     for key, value in options.items():
         match = max((t for t in targets if key.startswith(t + "_")), key=len, default=None)
-        option = key[len(match) + 1:] if match else None
-        parts = [p for p in targets.get(match, []) if option in _target_options(match, p)]
+        option = key[len(match) + 1:] if match is not None else ""
+        parts = [] if match is None else [p for p in targets[match] if option in _target_options(match, p)]
         if not parts:
             close = difflib.get_close_matches(key, attention_option_keys(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -374,6 +377,8 @@ def identity_init(module: nn.Module) -> nn.Module:
     so the module returns its input unchanged until it learns otherwise); return ``module``."""
     kinds = attention_types()
     for sub in module.modules():
-        if isinstance(sub, kinds) and hasattr(sub, "reset_identity"):
-            sub.reset_identity()
+        # nn.Module's __getattr__ is annotated for tensors and modules: look the method up as Any
+        reset = getattr(sub, "reset_identity", None) if isinstance(sub, kinds) else None
+        if reset is not None:
+            reset()
     return module

@@ -24,7 +24,7 @@ _COMMANDS = (train, eval, profile, study, report, list, cam, attention, locate, 
 class _Parser(argparse.ArgumentParser):
     """Errors in one line (what was wrong, and where the help is), not the usage block first."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+    def error(self, message: str) -> "NoReturn":
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
