@@ -43,7 +43,7 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
     nlsam's released weights, ``"nlsam:NAME"`` (:func:`nlsam.list_pretrained`): its weights,
     network and data in a checkpoint's layout.
     """
-    if is_released_name(path):
+    if isinstance(path, str) and is_released_name(path):
         return weight_checkpoint(path)
     path = resolve_checkpoint_path(path)
     state = read_torch_file(path, map_location=map_location)
@@ -116,6 +116,9 @@ def peek_checkpoint(path: Union[str, Path]) -> Optional[Dict[str, Any]]:
 
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
     """A checkpoint file, or for a run directory the checkpoint to evaluate (:func:`best_checkpoint`)."""
+    if isinstance(path, str) and is_released_name(path) and not Path(path).exists():
+        raise ValueError(f"{path} is a released weight, not a checkpoint file: nlsam eval takes it as it is; "
+                         f"elsewhere load it with nlsam.create_model(ARCH, attention=..., pretrained={path!r})")
     path = Path(path)
     if path.is_dir():
         return best_checkpoint(path)
