@@ -334,7 +334,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     try:  # before the minutes of work, not after
         importlib.import_module("onnxruntime")
     except ImportError:
-        raise SystemExit("this benchmark needs onnxruntime, onnx and onnxscript: pip install -e '.[inspect]'")
+        raise SystemExit("this benchmark needs onnxruntime, onnx and onnxscript: pip install -e '.[inspect]'") from None
     torch.set_num_threads(args.threads)
 
     groups: List[Group] = []

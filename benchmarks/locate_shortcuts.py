@@ -197,7 +197,7 @@ def mlp(xtr, ytr, xte, yte, classes: int, seed: int = 0) -> float:
     net = nn.Sequential(nn.Linear(xtr.shape[1], 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, classes))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
     best_acc, best_state = -1.0, None
-    for epoch in range(30):
+    for _ in range(30):
         net.train()
         perm = torch.randperm(len(a))
         for i in range(0, len(a), 128):
@@ -241,7 +241,9 @@ def small_cnn(tr, te, classes: int, seconds: float, seed: int = 0) -> Tuple[floa
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     mean = tr.images.float().mean((0, 2, 3), keepdim=True)
     std = tr.images.float().std((0, 2, 3), keepdim=True)
-    prep = lambda img: (img.float() - mean) / std
+    def prep(img):
+        return (img.float() - mean) / std
+
     seen, start = 0, time.monotonic()
     while time.monotonic() - start < seconds:
         perm = torch.randperm(len(tr.labels))

@@ -318,7 +318,7 @@ def measure(timers: Dict[str, Callable[[int, int], Tuple[int, float]]], order: C
             rounds: int, steps: int, warmup: int) -> Dict[str, List[float]]:
     """Warm every variant up, then time each once per round in ``order(round)``; return each
     variant's images/s per round."""
-    for name, run in timers.items():
+    for run in timers.values():
         run(0, warmup)
     samples: Dict[str, List[float]] = {name: [] for name in timers}
     for r in range(rounds):

@@ -8,8 +8,7 @@ from PIL import Image
 from torch import nn
 
 import nlsam
-from nlsam.attention import NLSAM, SqueezeExcite, list_attention, register_attention, register_composition
-from nlsam.attention import registry
+from nlsam.attention import NLSAM, SqueezeExcite, list_attention, register_attention, register_composition, registry
 from nlsam.cli import main
 from nlsam.cost import profile
 

@@ -6,10 +6,10 @@ import nlsam
 from nlsam.attention import (
     ATTENTION_NAMES,
     BAM,
+    NLSAM,
     CBAMChannelGate,
     CBAMSpatialGate,
     GatherExcite,
-    NLSAM,
     SqueezeExcite,
     create_attention,
 )

@@ -220,8 +220,9 @@ def test_a_full_disk_while_writing_a_checkpoint_is_one_line(tmp_path, failing_wr
 
 
 def _png(value, size=8):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buffer = io.BytesIO()
     Image.new("RGB", (size, size), (value, 255 - value, 7)).save(buffer, format="PNG")

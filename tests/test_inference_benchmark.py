@@ -46,7 +46,7 @@ def test_inference_latency_tiny(tmp_path, capsys):
     assert {(r[1], r[3]) for r in rows} == {(runtime, net) for runtime in bench.RUNTIMES
                                            for net in ("plain", "+ NL-SAM")}
     assert len(rows) == 6
-    for model, runtime, batch, network, ms, images_s, overhead, reps in rows:
+    for _model, _runtime, batch, network, ms, images_s, overhead, reps in rows:
         assert batch == "1" and reps == "1"
         ms, images_s = float(ms), float(images_s)
         assert ms > 0 and images_s > 0

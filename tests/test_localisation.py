@@ -344,7 +344,7 @@ def test_report_has_localisation_columns_and_caches_them(study, monkeypatch):
     assert 0 <= float(rows["attention=nlsam"]["gradcam_mass_mean"]) <= 100
     runs = list(csv.DictReader(open(study["dir"] / "runs.csv")))
     assert all(r["gradcam_pointing"] != "" for r in runs)
-    line = next(l for l in report.splitlines() if l.startswith("| attention=nlsam"))
+    line = next(row for row in report.splitlines() if row.startswith("| attention=nlsam"))
     assert "(n=1)" in line
 
     # a second report reads the cache: nothing is recomputed

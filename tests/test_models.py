@@ -54,7 +54,9 @@ def test_compositions_at_other_input_sizes(attention):
 
 
 def test_parameter_counts_match_the_literature():
-    count = lambda m: sum(p.numel() for p in m.parameters())
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
     assert count(create_model("resnet50")) == 25_557_032  # torchvision's ResNet-50
     assert abs(count(create_model("resnet110")) / 1e6 - 1.7) < 0.05  # He et al. 2015: 1.7M
     assert abs(count(create_model("resnet164", num_classes=10)) / 1e6 - 1.7) < 0.05
@@ -71,7 +73,9 @@ def test_nlsam_placement_follows_the_paper():
     assert {(m.feature_size, m.grid_size) for m in per_stage["layer3"]} == {((8, 8), (4, 4))}
     n2, n3 = 64, 16
     extra = 18 * (2 * n2 * (n2 // 8) + n2 // 8 + n2) + 18 * (2 * n3 * (n3 // 8) + n3 // 8 + n3)
-    count = lambda m: sum(p.numel() for p in m.parameters())
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
     assert count(model) - count(create_model("resnet110")) == extra
 
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from nlsam import NLSAM, create_model
-from nlsam.cost import CostReport, overhead, profile
 from nlsam.cli import main
+from nlsam.cost import CostReport, overhead, profile
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -36,7 +36,7 @@ class Killed(BaseException):
 
 
 def _metric_epochs(run):
-    return [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(row)["epoch"] for row in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,7 @@ def test_run_skip_resume_and_report(tmp_path, capsys):
     log = capsys.readouterr().out
     assert "0 done, 1 to resume, 3 to start" in log and "started attention=nlsam,seed=0 (resuming)" in log
     assert all(run_state(r) == "done" for r in study.runs)
-    epochs = [json.loads(l)["epoch"] for l in (killed.run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [json.loads(row)["epoch"] for row in (killed.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
     # a second invocation has nothing left to do
     assert main(["study", str(path), "--out", str(out)]) == 0

@@ -185,8 +185,8 @@ def test_the_committed_figure4_folder_still_reports(tmp_path):
     assert sum(s == "done" for s in states.values()) == len(list((copy / "runs").iterdir()))
     write_report(copy)
     assert (copy / "results.csv").read_text() == (source / "results.csv").read_text()
-    shared = next(l for l in (copy / "report.md").read_text().splitlines() if l.startswith("Settings shared"))
-    assert shared == next(l for l in (source / "report.md").read_text().splitlines() if l.startswith("Settings shared"))
+    shared = next(row for row in (copy / "report.md").read_text().splitlines() if row.startswith("Settings shared"))
+    assert shared == next(row for row in (source / "report.md").read_text().splitlines() if row.startswith("Settings shared"))
 
 
 # ----------------------------------------------------------------------------- 3. bad input, one line

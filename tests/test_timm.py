@@ -9,6 +9,8 @@ import torch
 
 timm = pytest.importorskip("timm")
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
+
 import nlsam  # noqa: E402
 from nlsam import NLSAM, ResNet  # noqa: E402
 from nlsam.models import timm_models  # noqa: E402
@@ -21,7 +23,6 @@ from nlsam.models.timm_models import (  # noqa: E402
     TIMM_MODEL_NAMES,
     timm_model_name,
 )
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
 
 ARCHS = IMAGENET_ARCHS + CIFAR_ARCHS
 

@@ -33,8 +33,8 @@ def test_run_directory_contents(tmp_path):
     summary = train(tiny_config(tmp_path / "run"))
     run = tmp_path / "run"
     assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
-    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [l["epoch"] for l in lines] == [1, 2]
+    lines = [json.loads(row) for row in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in lines] == [1, 2]
     for key in ("epoch", "lr", "train_loss", "test_loss", "test_top1", "images_per_s"):
         assert key in lines[0]
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -116,7 +116,7 @@ def test_tensorboard_logs_every_epoch_metric(tmp_path):
     train(tiny_config(tmp_path / "run", tensorboard=True))
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
-    metrics = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(row) for row in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     for key in ("lr", "train_loss", "test_loss", "test_top1", "images_per_s"):
         logged = events.Scalars(key)
         assert [e.step for e in logged] == [1, 2], key
@@ -144,7 +144,7 @@ def test_killed_process_resumes_to_the_same_result(tmp_path):
     a, b = _weights(tmp_path / "killed" / "last.pt"), _weights(tmp_path / "clean" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+    assert [json.loads(row)["epoch"] for row in lines] == [1, 2, 3]
 
 
 class _NaNLoss(torch.nn.CrossEntropyLoss):

@@ -111,7 +111,7 @@ def _markdown_tables(text: str) -> str:
             continue
         spans = [m.span() for m in re.finditer(r"=+", lines[i])]
 
-        def cells(line):
+        def cells(line, spans=spans):
             return [line[a:(spans[k + 1][0] if k + 1 < len(spans) else len(line))].strip()
                     for k, (a, _) in enumerate(spans)]
 

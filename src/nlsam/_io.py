@@ -21,8 +21,8 @@ import os
 import re
 import stat
 import tempfile
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]

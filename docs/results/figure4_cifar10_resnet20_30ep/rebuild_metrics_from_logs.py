@@ -11,7 +11,9 @@ loss, figure for figure.
 
     python rebuild_metrics_from_logs.py logs runs
 """
-import json, re, sys
+import json
+import re
+import sys
 from pathlib import Path
 
 EPOCH = re.compile(r"^epoch (\d+)/(\d+): train loss ([\d.]+) top1 ([\d.]+)% \| test loss ([\d.]+) "
@@ -27,7 +29,8 @@ def rebuild(log: Path, run_dir: Path) -> int:
             continue
         m = EPOCH.match(line)
         if m:
-            e = int(m[1]); top1 = float(m[6]); best = max(best, top1)
+            e, top1 = int(m[1]), float(m[6])
+            best = max(best, top1)
             rows.append(dict(epoch=e, lr=lr.get(e), train_loss=float(m[3]), train_top1=float(m[4]),
                              test_loss=float(m[5]), test_top1=top1, test_top5=float(m[7]), best_top1=best,
                              images_per_s=float(m[8]), epoch_time_s=float(m[9])))

@@ -342,7 +342,8 @@ def evaluate_localisation(
         out = _maps(model, norm(images), {"true": labels, "predicted": None}, own_maps=has_own)
         correct += int((out.logits.argmax(dim=1) == labels).sum())
 
-        def add(key: str, maps: torch.Tensor, mode: str) -> None:
+        # this batch's masks bound as a default: a closure would see a later batch's
+        def add(key: str, maps: torch.Tensor, mode: str, masks: torch.Tensor = masks) -> None:
             maps = prepare_maps(maps)
             scores.setdefault(key + ".mass", []).append(mass_in_mask(maps, masks, mode).cpu())
             scores.setdefault(key + ".pointing", []).append(pointing_game(maps, masks, mode).cpu())
@@ -361,8 +362,10 @@ def evaluate_localisation(
             add("own_mean", mean_map / len(out.attention), "nearest")
 
     n = len(data.labels)
-    pair = lambda key: dict(mass_in_mask=_summary(scores.get(key + ".mass", [])),
-                            pointing=_summary(scores.get(key + ".pointing", [])))
+    def pair(key: str) -> Dict[str, Any]:
+        return dict(mass_in_mask=_summary(scores.get(key + ".mass", [])),
+                    pointing=_summary(scores.get(key + ".pointing", [])))
+
     result: Dict[str, Any] = dict(
         n=n,
         top1=100.0 * correct / max(n, 1),

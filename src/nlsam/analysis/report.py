@@ -37,10 +37,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..cost import profile, render_table
 from ..engine.checkpoint import load_checkpoint
+from ..engine.config import TrainConfig, config_keys
 from ..engine.loading import META_DEFAULTS, build_network
 from ..engine.precision import listed_precisions
 from ..engine.run_dir import read_metrics, recorded_machines, recorded_precision
-from ..engine.config import TrainConfig, config_keys
 from ..engine.study import RunStatus, Study, StudyRun, load_study, run_status
 
 __all__ = [
@@ -321,7 +321,7 @@ def _collect(study: Study, statuses: Optional[Mapping[str, RunStatus]] = None) -
         result.accuracies.append(lines[-1]["test_top1"])
         result.seeds.append(run.seed)
         result.precisions.append(recorded_precision(run.run_dir))
-        result.curves.append([l["test_top1"] for l in lines])
+        result.curves.append([row["test_top1"] for row in lines])
         if result.params is None:
             result.params, result.flops = _cost(run.run_dir, _trained_config(run, statuses[run.name]))
         if _on_locate_data(run):
@@ -396,7 +396,9 @@ def _attach_baselines(study: Study, results: List[GroupResult]) -> None:
         result.is_baseline = result in candidates
         if result in candidates or not candidates:
             continue
-        shared = lambda c: sum(value(c.group, k) == value(result.group, k) for k in set(c.group) | set(result.group))
+        def shared(c, result=result):
+            return sum(value(c.group, k) == value(result.group, k) for k in set(c.group) | set(result.group))
+
         result.baseline = max(candidates, key=shared)
     for result in results:
         result.partner = result.baseline
@@ -641,7 +643,9 @@ def _localisation_note(results: List[GroupResult]) -> str:
     chance = sorted({round(loc["chance"]["area_share"], 2) for loc in every})
     prior = sorted({(round(loc["chance"]["prior_mass_in_mask"], 1), round(loc["chance"]["prior_pointing"], 1))
                     for loc in every})
-    listed = lambda values: " / ".join(str(v) for v in values)
+    def listed(values) -> str:
+        return " / ".join(str(v) for v in values)
+
     return (
         "Localisation (runs on the locate data; `nlsam locate RUN` gives the details): Grad-CAM of the last "
         "stage for the true class, and the mean of the network's own spatial attention maps (empty without "

@@ -8,7 +8,8 @@ A new module is one file and one :func:`register_attention` line, from outside t
 """
 from __future__ import annotations
 
-# isort: off -- the import order is the order of the attention names (the paper's)
+# the import order is the order of the attention names (the paper's): keep it
+# isort: off
 from .nlsam import INTERPOLATION_MODES, NLSAM, set_compiled_forward
 from .se import SqueezeExcite
 from .ge import GatherExcite

@@ -285,7 +285,7 @@ def split_attention_options(options: Mapping[str, Any]) -> Dict[str, Dict[str, A
             )
         specific = match in _PARTS and len(parts) == 1 and parts[0].name == match
         resolved.append((specific, option, value, parts))
-    for specific, option, value, parts in sorted(resolved, key=lambda r: r[0]):  # group keys first
+    for _specific, option, value, parts in sorted(resolved, key=lambda r: r[0]):  # group keys first
         for part in parts:
             per_part[part.name][option] = value
     return per_part

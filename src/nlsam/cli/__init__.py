@@ -12,6 +12,7 @@ import sys
 from typing import Any, List, NoReturn, Optional
 
 from ..version import __version__
+
 # (the modules `eval` and `list` shadow those builtins in this namespace: do not call them here)
 from . import attention, cam, eval, export, list, locate, predict, profile, report, study, train
 

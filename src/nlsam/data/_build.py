@@ -11,9 +11,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from PIL import Image
 
+from .._sizes import size_pair
 from ._augment import Normalizer
 from ._builtin import BUILTIN_CLASSES, BuiltinSplit, generate_builtin
-from ._localisation import LOCATE_CLASSES, LocateSplit, generate_locate
 from ._cifar import CIFAR_SPECS, cifar_not_found, find_cifar, load_cifar
 from ._folder import (
     LazyImageDataset,
@@ -24,9 +24,9 @@ from ._folder import (
     load_small_folder,
     torchvision_transforms,
 )
-from .._sizes import size_pair
 from ._images import SMALL_IMAGE_MAX, preprocess_image
 from ._loaders import InMemoryLoader, ShardSampler, TorchLoader
+from ._localisation import LOCATE_CLASSES, LocateSplit, generate_locate
 
 __all__ = ["DATASET_NAMES", "DataBundle", "LoaderOptions", "build_data", "check_data_source", "default_data_dir"]
 

@@ -286,7 +286,9 @@ def load_study(
         _check_networks(runs, path)
     except _NetworkError as exc:
         run = exc.run
-        check = lambda v: _check_network(TrainConfig.from_dict(v, "--set"))
+        def check(values):
+            return _check_network(TrainConfig.from_dict(values, "--set"))
+
         blamed = _blame_override(check, file_base, overrides, run.group, run.seed, run.run_dir)
         if blamed:
             raise _set_error(*blamed) from None
@@ -690,7 +692,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 def _stop(active: Dict[str, tuple], log) -> None:
     """Terminate the running trainers (SIGTERM, then SIGKILL after 10 s) and wait for them."""
-    for name, (proc, handle, _) in active.items():
+    for proc, _, _ in active.values():
         if proc.poll() is None:
             proc.terminate()
     deadline = time.time() + 10

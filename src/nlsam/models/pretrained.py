@@ -27,7 +27,6 @@ from torch import nn
 
 from .._download import weights_download_error
 from ..attention import attention_types
-from .released import _PREFIX, pretrained_state_dict
 from ._cifar_weights import (
     akamaster_to_nlsam,
     check_model_fits,
@@ -36,6 +35,7 @@ from ._cifar_weights import (
     is_akamaster_layout,
     is_cifar_name,
 )
+from .released import _PREFIX, pretrained_state_dict
 
 __all__ = ["LoadReport", "Source", "load_pretrained"]
 

@@ -350,7 +350,9 @@ class ResNet(nn.Module):
             reduction *= stride
             out_planes = planes * block.expansion
 
-            def attention_at(placement: str) -> nn.Module:
+            # the stage's numbers are bound as defaults: a closure would see the loop's later values
+            def attention_at(placement: str, out_planes: int = out_planes, height: int = height,
+                             width: int = width, stage: int = stage) -> nn.Module:
                 module = create_attention(attention, out_planes, (height, width), stage=stage,
                                           stage_ids=stage_ids, placement=placement, **attention_options)
                 _check_attention_shape(module, attention, (out_planes, height, width), f"of stage {stage}")

@@ -457,7 +457,7 @@ class _TimmImportHook(importlib.abc.MetaPathFinder):
             try:
                 register_timm_models()
             except Exception as error:  # never break `import timm` itself
-                warnings.warn(f"nlsam: could not register its models with timm: {error!r}")
+                warnings.warn(f"nlsam: could not register its models with timm: {error!r}", stacklevel=2)
 
         try:
             loader.exec_module = exec_then_register
