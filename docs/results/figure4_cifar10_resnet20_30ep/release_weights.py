@@ -5,7 +5,8 @@ For every variant of the study, the run of the lowest seed that kept its final w
 (``runs/NAME/model.safetensors``, written by ``collect_runs.py``) is released as
 ``{timm name}.c10jpg_30ep`` (e.g. ``ge_nlsam_resnet20.c10jpg_30ep``):
 
-- its weights are copied to ``src/nlsam/weights/NAME.safetensors``;
+- its weights go to ``src/nlsam/weights/NAME.safetensors``, as the network's full state dict in
+  this version's layout (a run's file from before the gate's scale was saved lacks it);
 - its top-1 is measured here, in fp32, on the test split of the data given with ``--data``
   (the CIFAR-10 JPEG copy; its sha256 is checked);
 - its variant's seed summary (mean and sample standard deviation of the final test top-1 of every
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 from nlsam._io import atomic_write_bytes
 from nlsam.analysis.hub import CardFacts, model_card
@@ -119,7 +120,9 @@ def release(data: Path, runs: Path, out: Path, eval_batch_size: int = 500) -> Li
             file=f"{name}.safetensors", sha256="", license="MIT", url=None,
         )
         out.mkdir(parents=True, exist_ok=True)
-        weights = (run_dir / "model.safetensors").read_bytes()
+        # the network's own state dict, not the run's file: runs trained before an attention gate's
+        # scale was saved with the weights (``...gate.scale``) lack it, and loading fills it in
+        weights = save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
         atomic_write_bytes(out / record["file"], weights)
         record["sha256"] = hashlib.sha256(weights).hexdigest()
         facts = CardFacts(
