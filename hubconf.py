@@ -8,6 +8,7 @@
 ``pretrained=True`` loads the network's released weights (``nlsam.list_pretrained()``; pick one
 with ``tag=``); other keyword arguments go to ``nlsam.create_model``.
 """
+
 import os
 import sys
 

@@ -26,6 +26,7 @@ compared on the same inputs (no published chenyaofo file is scored: none was at 
 
 Results: docs/results/akamaster_weights.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,18 +57,34 @@ AKAMASTER_STD = (0.229, 0.224, 0.225)
 
 def _parse_args(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source-code", required=True, type=Path,
-                        help="akamaster's resnet.py (from a checkout of pytorch_resnet_cifar10)")
+    parser.add_argument(
+        "--source-code",
+        required=True,
+        type=Path,
+        help="akamaster's resnet.py (from a checkout of pytorch_resnet_cifar10)",
+    )
     parser.add_argument("--weights", required=True, nargs="+", type=Path, help="their .th files")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="ImageFolder .zip whose test split is scored (default: %(default)s)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="ImageFolder .zip whose test split is scored (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--random-inputs", type=int, default=256, help="Gaussian 3 x 32 x 32 inputs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--fp64-images", type=int, default=2000,
-                        help="test images also run through their network in float64 (the rounding check)")
-    parser.add_argument("--chenyaofo-code", type=Path, default=None,
-                        help="chenyaofo's pytorch_cifar_models/resnet.py: also check that mapping (random weights)")
+    parser.add_argument(
+        "--fp64-images",
+        type=int,
+        default=2000,
+        help="test images also run through their network in float64 (the rounding check)",
+    )
+    parser.add_argument(
+        "--chenyaofo-code",
+        type=Path,
+        default=None,
+        help="chenyaofo's pytorch_cifar_models/resnet.py: also check that mapping (random weights)",
+    )
     return parser.parse_args(argv)
 
 
@@ -97,7 +114,7 @@ def _their_network(code: ModuleType, state: Mapping[str, torch.Tensor], depth: i
     """Their model with their weights, loaded strictly (DataParallel's ``module.`` dropped, as
     their ``torch.nn.DataParallel(model).load_state_dict`` would match it)."""
     model = getattr(code, f"resnet{depth}")()
-    model.load_state_dict({k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()})
+    model.load_state_dict({k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()})
     return model.eval()
 
 
@@ -105,8 +122,15 @@ def _our_network(path: Path, depth: int) -> nn.Module:
     """nlsam's network of the same depth, from the file as a user would give it."""
     if nlsam.models.is_model(f"resnet{depth}"):
         return nlsam.create_model(f"resnet{depth}", pretrained=str(path)).eval()
-    model = nlsam.ResNet(nlsam.models.BasicBlock, [(depth - 2) // 6] * 3, [16, 32, 64], stem="cifar",
-                         shortcut="A", num_classes=10, input_size=32)
+    model = nlsam.ResNet(
+        nlsam.models.BasicBlock,
+        [(depth - 2) // 6] * 3,
+        [16, 32, 64],
+        stem="cifar",
+        shortcut="A",
+        num_classes=10,
+        input_size=32,
+    )
     model.pretrained_report = nlsam.load_pretrained(model, str(path))
     return model.eval()
 
@@ -116,8 +140,7 @@ def _test_batches(data: Path, batch_size: int) -> Tuple[List[Tuple[torch.Tensor,
     normalised with ImageNet's mean and std. Decoded once, kept in memory for every file."""
     if not data.is_file():
         sys.exit(f"akamaster_weights: no file {data}; give --data PATH/TO/cifar10-jpg.zip")
-    bundle = build_data(str(data), batch_size=batch_size, eval_batch_size=batch_size, augment=False,
-                        num_workers=0)
+    bundle = build_data(str(data), batch_size=batch_size, eval_batch_size=batch_size, augment=False, num_workers=0)
     if bundle.classes != ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]:
         sys.exit(f"akamaster_weights: {data} has classes {bundle.classes}, not CIFAR-10's in CIFAR-10's order")
     loader = bundle.test_loader
@@ -138,7 +161,9 @@ def _compare(theirs: nn.Module, ours: nn.Module, batches: List[Tuple[torch.Tenso
         right_theirs += int((a.argmax(1) == y).sum())
         right_ours += int((b.argmax(1) == y).sum())
         n += len(y)
-    return dict(diff=diff, largest=largest, disagree=disagree, theirs=100.0 * right_theirs / n, ours=100.0 * right_ours / n)
+    return dict(
+        diff=diff, largest=largest, disagree=disagree, theirs=100.0 * right_theirs / n, ours=100.0 * right_ours / n
+    )
 
 
 def _randomise_batch_norm(model: nn.Module, seed: int) -> None:
@@ -157,8 +182,10 @@ def _randomise_batch_norm(model: nn.Module, seed: int) -> None:
 def _chenyaofo_rows(path: Path, batches: List[Tuple[torch.Tensor, torch.Tensor]], noise: torch.Tensor) -> None:
     """Print one table row per depth: chenyaofo's network (random weights) against nlsam's."""
     code = _import_their_code(path, "chenyaofo_resnet")
-    print("\n| chenyaofo network (random weights) | max abs logit diff, test images (largest abs logit) "
-          "| max abs logit diff, random inputs | predictions that differ |")
+    print(
+        "\n| chenyaofo network (random weights) | max abs logit diff, test images (largest abs logit) "
+        "| max abs logit diff, random inputs | predictions that differ |"
+    )
     print("|---|---|---|---|")
     for depth in (20, 32, 44, 56):
         theirs = getattr(code, f"cifar10_resnet{depth}")()
@@ -170,13 +197,17 @@ def _chenyaofo_rows(path: Path, batches: List[Tuple[torch.Tensor, torch.Tensor]]
             ours = nlsam.create_model(f"resnet{depth}", shortcut="B", pretrained=str(file)).eval()
         test = _compare(theirs, ours, batches)
         rand = _compare(theirs, ours, [(noise, torch.zeros(len(noise), dtype=torch.long))])
-        print(f"| cifar10_resnet{depth} | {test['diff']:.1e} ({test['largest']:.1f}) | {rand['diff']:.1e} | "
-              f"{test['disagree']} of {sum(len(y) for _, y in batches)} |", flush=True)
+        print(
+            f"| cifar10_resnet{depth} | {test['diff']:.1e} ({test['largest']:.1f}) | {rand['diff']:.1e} | "
+            f"{test['disagree']} of {sum(len(y) for _, y in batches)} |",
+            flush=True,
+        )
 
 
 @torch.no_grad()
-def _rounding(theirs: nn.Module, ours: nn.Module, batches: List[Tuple[torch.Tensor, torch.Tensor]],
-              images: int) -> Tuple[float, float, int]:
+def _rounding(
+    theirs: nn.Module, ours: nn.Module, batches: List[Tuple[torch.Tensor, torch.Tensor]], images: int
+) -> Tuple[float, float, int]:
     """(max |theirs - exact|, max |ours - exact|, images seen) over the first ``images`` test
     images, "exact" being their network in float64: how far each fp32 network is from the value
     both approximate. Ours no further off than theirs means the difference between them is
@@ -219,8 +250,10 @@ def main(argv: List[str]) -> int:
     noise = torch.randn(args.random_inputs, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     print(f"machine: {_machine()}")
     print(f"data: {args.data.name}, {num_test} test images; {args.random_inputs} random inputs\n")
-    print("| file | sha256 | max abs logit diff, test images (largest abs logit) | max abs logit diff, random "
-          "inputs | predictions that differ | top-1 theirs (%) | top-1 ours (%) | best_prec1 in the file (%) |")
+    print(
+        "| file | sha256 | max abs logit diff, test images (largest abs logit) | max abs logit diff, random "
+        "inputs | predictions that differ | top-1 theirs (%) | top-1 ours (%) | best_prec1 in the file (%) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     rounding = []
     for path in args.weights:
@@ -232,15 +265,20 @@ def main(argv: List[str]) -> int:
         print(f"<!-- {report} -->", flush=True)
         test = _compare(theirs, ours, batches)
         rand = _compare(theirs, ours, [(noise, torch.zeros(len(noise), dtype=torch.long))])
-        print(f"| {path.name} | {_sha256(path)[:8]} | {test['diff']:.1e} ({test['largest']:.1f}) | {rand['diff']:.1e} | "
-              f"{test['disagree']} of {num_test} | {test['theirs']:.2f} | {test['ours']:.2f} | "
-              f"{float(content.get('best_prec1', float('nan'))):.2f} |", flush=True)
+        print(
+            f"| {path.name} | {_sha256(path)[:8]} | {test['diff']:.1e} ({test['largest']:.1f}) | {rand['diff']:.1e} | "
+            f"{test['disagree']} of {num_test} | {test['theirs']:.2f} | {test['ours']:.2f} | "
+            f"{float(content.get('best_prec1', float('nan'))):.2f} |",
+            flush=True,
+        )
         if args.fp64_images > 0:
             off_theirs, off_ours, seen = _rounding(theirs, ours, batches, args.fp64_images)
             rounding.append(f"| {path.name} | {seen} | {off_theirs:.1e} | {off_ours:.1e} |")
     if rounding:
-        print("\n| file | test images | max abs diff, their fp32 logits - their fp64 logits "
-              "| max abs diff, our fp32 logits - their fp64 logits |")
+        print(
+            "\n| file | test images | max abs diff, their fp32 logits - their fp64 logits "
+            "| max abs diff, our fp32 logits - their fp64 logits |"
+        )
         print("|---|---|---|---|")
         print("\n".join(rounding), flush=True)
     if args.chenyaofo_code is not None:

@@ -13,6 +13,7 @@ takes ``epochs * images / speed`` eager and that plus the compile time compiled;
 after each epoch is the same for both (``nlsam train`` evaluates the uncompiled network), so it
 is left out of both. The per-run figures are computed from the measured ones, not timed runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,27 +70,47 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                     dtype = resolve_amp(mode, torch.device("cpu"))
                     timers = {}
                     for compiled in (False, True):
-                        cfg = resolve_config(ts.DEFAULT_CONFIG, dict(
-                            data=data_spec, model=model, attention=None if attention == "none" else attention,
-                            amp=mode, device="cpu", batch_size=args.batch_size, compile=compiled))
+                        cfg = resolve_config(
+                            ts.DEFAULT_CONFIG,
+                            dict(
+                                data=data_spec,
+                                model=model,
+                                attention=None if attention == "none" else attention,
+                                amp=mode,
+                                device="cpu",
+                                batch_size=args.batch_size,
+                                compile=compiled,
+                            ),
+                        )
                         timers[compiled] = ts.our_timer(cfg, data, stream, dtype, Path(run_dir))
                     timers[False](0, 2)  # eager warm-up
                     images, first = timers[True](0, args.steps)  # compiles
                     speeds: Dict[bool, List[float]] = {False: [], True: []}
                     for r in range(args.rounds):
-                        for compiled in ((False, True) if r % 2 == 0 else (True, False)):
+                        for compiled in (False, True) if r % 2 == 0 else (True, False):
                             n, seconds = timers[compiled](r + 1, args.steps)
                             speeds[compiled].append(n / seconds)
                     eager, fast = statistics.median(speeds[False]), statistics.median(speeds[True])
                     compile_s = max(0.0, first - images / fast)
                     total = args.epochs * (data.num_train // args.batch_size) * args.batch_size  # drop_last
-                    row = dict(model=model, attention=attention, precision=ts.dtype_name(dtype), eager=eager,
-                               compiled=fast, compile_s=compile_s, eager_run=total / eager,
-                               compiled_run=compile_s + total / fast,
-                               ratios=[c / e for e, c in zip(speeds[False], speeds[True])])
+                    row = dict(
+                        model=model,
+                        attention=attention,
+                        precision=ts.dtype_name(dtype),
+                        eager=eager,
+                        compiled=fast,
+                        compile_s=compile_s,
+                        eager_run=total / eager,
+                        compiled_run=compile_s + total / fast,
+                        ratios=[c / e for e, c in zip(speeds[False], speeds[True])],
+                    )
                     rows.append(row)
-                    print(f"{model} {attention} {row['precision']}: eager {eager:.0f}, compiled {fast:.0f} img/s, "
-                          f"compile {compile_s:.0f} s", file=sys.stderr, flush=True)
+                    print(
+                        f"{model} {attention} {row['precision']}: eager {eager:.0f}, compiled {fast:.0f} img/s, "
+                        f"compile {compile_s:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     text = render(argv, args, ts.machine_and_data(data, data_spec, args.batch_size), rows)
     print(text)
     if args.out:

@@ -22,6 +22,7 @@ ratios, with the lowest and highest round. The logits of onnxruntime and eager a
 per network, at the largest batch size. Ratios within one table are the figures to compare;
 absolute figures depend on the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,9 @@ def build_networks(name: str) -> Dict[str, nn.Module]:
 
 
 @torch.no_grad()
-def set_batchnorm_statistics(model: nn.Module, shape: Tuple[int, int, int], batches: int = 2,
-                             batch_size: int = 8, seed: int = 0) -> None:
+def set_batchnorm_statistics(
+    model: nn.Module, shape: Tuple[int, int, int], batches: int = 2, batch_size: int = 8, seed: int = 0
+) -> None:
     """Replace the running statistics of every batch-norm layer by those of ``batches`` random
     batches (a cumulative average), so that activations and logits have the scale of a trained
     network's. Fresh statistics (mean 0, variance 1) let the plain ResNet-50's logits grow to
@@ -112,12 +114,21 @@ def export_onnx(model: nn.Module, name: str, attention: Optional[str], directory
     c, h, w = input_shape(model)
     stem = f"{name}-{attention or 'plain'}"
     checkpoint = directory / f"{stem}.pt"
-    save_checkpoint(dict(
-        model=model.state_dict(),
-        config=dict(model=name, attention=attention, model_options={}),
-        meta=dict(classes=[str(i) for i in range(model.num_classes)], in_chans=c, input_size=[h, w],
-                  mean=[0.0] * c, std=[1.0] * c, data="random"),
-    ), checkpoint)
+    save_checkpoint(
+        dict(
+            model=model.state_dict(),
+            config=dict(model=name, attention=attention, model_options={}),
+            meta=dict(
+                classes=[str(i) for i in range(model.num_classes)],
+                in_chans=c,
+                input_size=[h, w],
+                mean=[0.0] * c,
+                std=[1.0] * c,
+                data="random",
+            ),
+        ),
+        checkpoint,
+    )
     result = export_model(checkpoint, "onnx", directory / f"{stem}.onnx")
     checkpoint.unlink()  # the ONNX file holds the weights; free the disk
     return Path(result["path"]), result
@@ -208,8 +219,7 @@ def paired_overhead(seconds: Dict[str, List[float]], variant: str = "nlsam", bas
 
 
 @torch.no_grad()
-def max_abs_diff(models: Dict[bool, nn.Module], session: "onnxruntime.InferenceSession",
-                 x: torch.Tensor) -> float:
+def max_abs_diff(models: Dict[bool, nn.Module], session: "onnxruntime.InferenceSession", x: torch.Tensor) -> float:
     """Largest absolute difference between onnxruntime's and eager PyTorch's logits on ``x``,
     over both memory layouts (``models``: channels_last? -> the network in that layout)."""
     got = torch.from_numpy(onnx_call(session, x)())
@@ -246,20 +256,28 @@ def machine_line(threads: int) -> str:
     import onnxruntime as ort
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"Machine: {cpu_name()}, {plural(threads, 'thread')}, torch {torch.__version__}, "
-            f"onnxruntime {ort.__version__} (CPUExecutionProvider, intra_op_num_threads {threads}); "
-            f"measured {now}.")
+    return (
+        f"Machine: {cpu_name()}, {plural(threads, 'thread')}, torch {torch.__version__}, "
+        f"onnxruntime {ort.__version__} (CPUExecutionProvider, intra_op_num_threads {threads}); "
+        f"measured {now}."
+    )
 
 
 def _title(models: Sequence[str]) -> str:
-    shown = ", ".join(re.sub(r"^(pre)?resnet(\d+)$", lambda m: f"{'Pre' if m[1] else ''}ResNet-{m[2]}", name)
-                      for name in models)
+    shown = ", ".join(
+        re.sub(r"^(pre)?resnet(\d+)$", lambda m: f"{'Pre' if m[1] else ''}ResNet-{m[2]}", name) for name in models
+    )
     return f"# Inference latency, {shown} with and without NL-SAM (CPU)"
 
 
-def format_report(args: argparse.Namespace, argv: Sequence[str], groups: Sequence[Group],
-                  shapes: Dict[str, Tuple[int, ...]], diffs: Dict[Tuple[str, str], float],
-                  checks: Dict[Tuple[str, str], Dict[int, float]]) -> str:
+def format_report(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    groups: Sequence[Group],
+    shapes: Dict[str, Tuple[int, ...]],
+    diffs: Dict[Tuple[str, str], float],
+    checks: Dict[Tuple[str, str], Dict[int, float]],
+) -> str:
     """The Markdown page: command, machine, set-up, the table, the agreement of the outputs."""
     reps = "as many calls as take about 1 s" if args.reps is None else plural(args.reps, "call")
     sizes = "; ".join(f"{m}: {c}x{h}x{w} input, {n} classes" for m, (c, h, w, n) in shapes.items())
@@ -270,7 +288,7 @@ def format_report(args: argparse.Namespace, argv: Sequence[str], groups: Sequenc
         "",
         machine_line(args.threads),
         "",
-        f"Networks: `nlsam.create_model(NAME, attention=None)` and `attention=\"nlsam\"`, random weights "
+        f'Networks: `nlsam.create_model(NAME, attention=None)` and `attention="nlsam"`, random weights '
         f"with batch-norm statistics taken on random batches, eval mode ({sizes}). Eager: PyTorch under "
         "`torch.inference_mode`, on NCHW (contiguous) tensors or on a channels_last copy of the network "
         "and input. onnxruntime: the file `nlsam export --format onnx` writes (the network saved as a "
@@ -287,10 +305,15 @@ def format_report(args: argparse.Namespace, argv: Sequence[str], groups: Sequenc
         overheads = paired_overhead(group.seconds)
         for net in group.calls:
             latency = statistics.median(group.seconds[net])
-            overhead = ("-" if net == "plain" else f"{statistics.median(overheads):+.1f}% "
-                        f"[{min(overheads):+.1f}, {max(overheads):+.1f}]")
-            lines.append(f"| {group.model} | {group.runtime} | {group.batch} | {NETWORK_LABELS[net]} | "
-                         f"{1000 * latency:.2f} | {group.batch / latency:.1f} | {overhead} | {group.reps} |")
+            overhead = (
+                "-"
+                if net == "plain"
+                else f"{statistics.median(overheads):+.1f}% [{min(overheads):+.1f}, {max(overheads):+.1f}]"
+            )
+            lines.append(
+                f"| {group.model} | {group.runtime} | {group.batch} | {NETWORK_LABELS[net]} | "
+                f"{1000 * latency:.2f} | {group.batch / latency:.1f} | {overhead} | {group.reps} |"
+            )
     batch = max(args.batch_sizes)
     agreement = ", ".join(f"{m} {NETWORK_LABELS[n]} {d:.1e}" for (m, n), d in diffs.items())
     worst_check = max((max(c.values()) for c in checks.values() if c), default=float("nan"))
@@ -310,18 +333,34 @@ def format_report(args: argparse.Namespace, argv: Sequence[str], groups: Sequenc
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["resnet50"],
-                        help="nlsam network names; each runs at its native input size (default resnet50)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["resnet50"],
+        help="nlsam network names; each runs at its native input size (default resnet50)",
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="default 1 8")
     parser.add_argument("--rounds", type=int, default=7, help="round-robin repetitions (median kept; default 7)")
-    parser.add_argument("--reps", type=int, default=None,
-                        help="calls per timing (default: as many as take about 1 s, chosen per runtime and batch)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="PyTorch threads and onnxruntime intra_op_num_threads (default: torch.get_num_threads())")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="calls per timing (default: as many as take about 1 s, chosen per runtime and batch)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="PyTorch threads and onnxruntime intra_op_num_threads (default: torch.get_num_threads())",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown page here")
     args = parser.parse_args(argv)
-    for flag, values in (("--batch-sizes", args.batch_sizes), ("--rounds", [args.rounds]),
-                         ("--threads", [args.threads]), ("--reps", [args.reps or 1])):
+    for flag, values in (
+        ("--batch-sizes", args.batch_sizes),
+        ("--rounds", [args.rounds]),
+        ("--threads", [args.threads]),
+        ("--reps", [args.reps or 1]),
+    ):
         if min(values) < 1:
             parser.error(f"{flag} must be at least 1")
     return args
@@ -353,8 +392,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                 path, result = export_onnx(model, name, NETWORKS[net], Path(tmp))
                 sessions[net] = onnx_session(path, args.threads)
                 checks[(name, net)] = result["max_diff"]
-                print(f"{name} {net}: exported in {time.perf_counter() - start:.1f} s "
-                      f"({result['bytes'] / 1e6:.1f} MB)", flush=True)
+                print(
+                    f"{name} {net}: exported in {time.perf_counter() - start:.1f} s ({result['bytes'] / 1e6:.1f} MB)",
+                    flush=True,
+                )
                 x = torch.randn(max(args.batch_sizes), *shape, generator=torch.Generator().manual_seed(0))
                 diffs[(name, net)] = max_abs_diff({cl: layouts[cl][net] for cl in layouts}, sessions[net], x)
             for batch in args.batch_sizes:
@@ -368,8 +409,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                     group = Group(name, runtime, batch, calls)
                     warm_up(group, args.reps)
                     groups.append(group)
-                    print(f"{name} batch {batch} {runtime}: warmed up, {plural(group.reps, 'call')} per timing",
-                          flush=True)
+                    print(
+                        f"{name} batch {batch} {runtime}: warmed up, {plural(group.reps, 'call')} per timing",
+                        flush=True,
+                    )
         start = time.perf_counter()
         measure(groups, args.rounds)
         print(f"measured in {time.perf_counter() - start:.0f} s", flush=True)

@@ -55,6 +55,7 @@ images already reaches 65%: the information is in the images, but only where the
 (With a 2.5 px gap between the shape and its frame the 5 x 5 patterns, which then see both
 the frame and the shape's edge, read 35%; the gap of 4 px is why.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,11 +108,11 @@ def _lbp(g: torch.Tensor, radius: int) -> torch.Tensor:
     images ``g`` (N x H x W): each neighbour at least as bright as the centre sets its bit."""
     H, W = g.shape[1:]
     r = radius
-    centre = g[:, r:H - r, r:W - r]
+    centre = g[:, r : H - r, r : W - r]
     code = torch.zeros_like(centre, dtype=torch.long)
     offsets = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
     for bit, (dy, dx) in enumerate(offsets):
-        neighbour = g[:, r + r * dy:H - r + r * dy, r + r * dx:W - r + r * dx]
+        neighbour = g[:, r + r * dy : H - r + r * dy, r + r * dx : W - r + r * dx]
         code |= (neighbour >= centre).long() << bit
     return _hist(code.flatten(1).float(), 256, 0.0, 256.0)
 
@@ -132,7 +133,7 @@ def features(images: torch.Tensor) -> Dict[str, torch.Tensor]:
     x = images.float() / 255.0
     out = {}
     for name, fn in FEATURES.items():
-        out[name] = torch.cat([fn(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+        out[name] = torch.cat([fn(x[i : i + 1000]) for i in range(0, len(x), 1000)])
     out["all"] = torch.cat([out[k] for k in FEATURES], dim=1)
     return out
 
@@ -201,7 +202,7 @@ def mlp(xtr, ytr, xte, yte, classes: int, seed: int = 0) -> float:
         net.train()
         perm = torch.randperm(len(a))
         for i in range(0, len(a), 128):
-            idx = perm[i:i + 128]
+            idx = perm[i : i + 128]
             opt.zero_grad()
             F.cross_entropy(net(a[idx]), ya[idx]).backward()
             opt.step()
@@ -236,11 +237,20 @@ def small_cnn(tr, te, classes: int, seconds: float, seed: int = 0) -> Tuple[floa
     def block(i, o, stride=1):
         return [nn.Conv2d(i, o, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
 
-    net = nn.Sequential(*block(3, 16), *block(16, 32, 2), *block(32, 64), *block(64, 64, 2), *block(64, 128),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, classes))
+    net = nn.Sequential(
+        *block(3, 16),
+        *block(16, 32, 2),
+        *block(32, 64),
+        *block(64, 64, 2),
+        *block(64, 128),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, classes),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     mean = tr.images.float().mean((0, 2, 3), keepdim=True)
     std = tr.images.float().std((0, 2, 3), keepdim=True)
+
     def prep(img):
         return (img.float() - mean) / std
 
@@ -248,7 +258,7 @@ def small_cnn(tr, te, classes: int, seconds: float, seed: int = 0) -> Tuple[floa
     while time.monotonic() - start < seconds:
         perm = torch.randperm(len(tr.labels))
         for i in range(0, len(perm) - 63, 64):
-            idx = perm[i:i + 64]
+            idx = perm[i : i + 64]
             x = prep(tr.images[idx])
             flip = torch.rand(len(idx)) < 0.5
             x[flip] = x[flip].flip(-1)
@@ -261,7 +271,7 @@ def small_cnn(tr, te, classes: int, seconds: float, seed: int = 0) -> Tuple[floa
                 break
     net.eval()
     with torch.no_grad():
-        scores = torch.cat([net(prep(te.images[i:i + 500])) for i in range(0, len(te.labels), 500)])
+        scores = torch.cat([net(prep(te.images[i : i + 500])) for i in range(0, len(te.labels), 500)])
     return _accuracy(scores, te.labels), seen
 
 
@@ -287,19 +297,29 @@ def main() -> None:
     b_tr = generate_builtin(args.train, seed=0, split="train")
     b_te = generate_builtin(args.test, seed=1, split="test")
     half = 1.96 * math.sqrt(0.25 * 0.75 / args.test) * 100
-    print(f"{args.train} train / {args.test} test images; test accuracy (%), chance 25.0 for locate "
-          f"(95% interval of a chance classifier: 25.0 +- {half:.1f}), 12.5 for builtin")
+    print(
+        f"{args.train} train / {args.test} test images; test accuracy (%), chance 25.0 for locate "
+        f"(95% interval of a chance classifier: 25.0 +- {half:.1f}), 12.5 for builtin"
+    )
     print(f"{'data':<30s} {'features':<10s} " + " ".join(f"{c:>8s}" for c in CLASSIFIERS))
     lines = _table("locate (whole image)", features(tr.images), tr.labels, features(te.images), te.labels, 4)
-    lines += _table("control: locate, framed crop", features(framed_crops(tr.images, tr.boxes)), tr.labels,
-                    features(framed_crops(te.images, te.boxes)), te.labels, 4)
+    lines += _table(
+        "control: locate, framed crop",
+        features(framed_crops(tr.images, tr.boxes)),
+        tr.labels,
+        features(framed_crops(te.images, te.boxes)),
+        te.labels,
+        4,
+    )
     lines += _table("control: builtin", features(b_tr.images), b_tr.labels, features(b_te.images), b_te.labels, 8)
     for line in lines:
         print(line, flush=True)
     if args.cnn_seconds > 0:
         acc, seen = small_cnn(tr, te, 4, args.cnn_seconds)
-        print(f"small CNN on locate (whole image), {args.cnn_seconds:.0f} s, {seen} images seen "
-              f"({seen / args.train:.1f} epochs): {acc:.1f}")
+        print(
+            f"small CNN on locate (whole image), {args.cnn_seconds:.0f} s, {seen} images seen "
+            f"({seen / args.train:.1f} epochs): {acc:.1f}"
+        )
     print(f"({time.monotonic() - start:.0f} s)")
 
 

@@ -14,6 +14,7 @@ empty compile cache (in memory and, switched off for this script, inductor's on-
 training graphs of every NL-SAM configuration, forward and backward; evaluation compiles once
 more, without gradients).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,8 +106,10 @@ def measure_modules(args: argparse.Namespace, model_name: str, dtype: Optional[t
         eager = copy.deepcopy(module).train()
         compiled = copy.deepcopy(module).train()
         set_compiled_forward(compiled)
-        timers = {False: module_timer(eager, channels, args.batch_size, dtype, args.module_reps),
-                  True: module_timer(compiled, channels, args.batch_size, dtype, args.module_reps)}
+        timers = {
+            False: module_timer(eager, channels, args.batch_size, dtype, args.module_reps),
+            True: module_timer(compiled, channels, args.batch_size, dtype, args.module_reps),
+        }
         torch._dynamo.reset()  # so the compile time is this configuration's own, not a cached graph's
         start = time.perf_counter()
         timers[True]()  # compiles
@@ -114,12 +117,19 @@ def measure_modules(args: argparse.Namespace, model_name: str, dtype: Optional[t
         timers[False]()
         times: Dict[bool, List[float]] = {False: [], True: []}
         for r in range(args.rounds):
-            for key in ((False, True) if r % 2 == 0 else (True, False)):
+            for key in (False, True) if r % 2 == 0 else (True, False):
                 times[key].append(timers[key]())
         ratios = [e / c for e, c in zip(times[False], times[True])]
-        rows.append(dict(model=model_name, shape=f"{channels} x {module.feature_size[0]} x {module.feature_size[1]}",
-                         eager=statistics.median(times[False]), compiled=statistics.median(times[True]),
-                         ratios=ratios, compile_s=max(0.0, first - args.module_reps * statistics.median(times[True]) / 1e3)))
+        rows.append(
+            dict(
+                model=model_name,
+                shape=f"{channels} x {module.feature_size[0]} x {module.feature_size[1]}",
+                eager=statistics.median(times[False]),
+                compiled=statistics.median(times[True]),
+                ratios=ratios,
+                compile_s=max(0.0, first - args.module_reps * statistics.median(times[True]) / 1e3),
+            )
+        )
     return rows
 
 
@@ -132,36 +142,64 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     network_rows: List[Dict[str, Any]] = []
     torch.manual_seed(0)
     # compile times as a first use pays them: without inductor's on-disk cache of earlier runs
-    with inductor_config.patch(force_disable_caches=True), \
-            tempfile.TemporaryDirectory(prefix="nlsam_compiled-") as run_dir:
+    with (
+        inductor_config.patch(force_disable_caches=True),
+        tempfile.TemporaryDirectory(prefix="nlsam_compiled-") as run_dir,
+    ):
         for model in args.models:
             for dtype, label in ts.precisions(args.amp):
                 for row in measure_modules(args, model, dtype):
                     module_rows.append(dict(row, precision=label))
-                    print(f"module {model} {row['shape']} {label}: eager {row['eager']:.3f} ms, compiled "
-                          f"{row['compiled']:.3f} ms", file=sys.stderr, flush=True)
+                    print(
+                        f"module {model} {row['shape']} {label}: eager {row['eager']:.3f} ms, compiled "
+                        f"{row['compiled']:.3f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 mode = next(m for m in args.amp if resolve_amp(m, torch.device("cpu")) == dtype)
                 timers = {}
                 for variant in VARIANTS:
-                    cfg = resolve_config(ts.DEFAULT_CONFIG, dict(
-                        data=data_spec, model=model, attention=None if variant == "plain" else "nlsam",
-                        amp=mode, device="cpu", batch_size=args.batch_size))
-                    timers[variant] = ts.our_timer(cfg, data, stream, dtype, Path(run_dir),
-                                                   compiled_nlsam=variant == "compiled")
+                    cfg = resolve_config(
+                        ts.DEFAULT_CONFIG,
+                        dict(
+                            data=data_spec,
+                            model=model,
+                            attention=None if variant == "plain" else "nlsam",
+                            amp=mode,
+                            device="cpu",
+                            batch_size=args.batch_size,
+                        ),
+                    )
+                    timers[variant] = ts.our_timer(
+                        cfg, data, stream, dtype, Path(run_dir), compiled_nlsam=variant == "compiled"
+                    )
                 torch._dynamo.reset()
                 images, first = timers["compiled"](0, args.steps)  # compiles
-                samples = ts.measure(timers, lambda r: list(VARIANTS if r % 2 == 0 else VARIANTS[::-1]),
-                                     args.rounds, args.steps, warmup=2)
+                samples = ts.measure(
+                    timers,
+                    lambda r: list(VARIANTS if r % 2 == 0 else VARIANTS[::-1]),
+                    args.rounds,
+                    args.steps,
+                    warmup=2,
+                )
                 compiled_speed = statistics.median(samples["compiled"])
-                row = dict(model=model, precision=label,
-                           speeds={v: statistics.median(samples[v]) for v in VARIANTS},
-                           eager_overhead=ts.paired_overhead(samples, "eager", "plain"),
-                           compiled_overhead=ts.paired_overhead(samples, "compiled", "plain"),
-                           gain=[c / e for e, c in zip(samples["eager"], samples["compiled"])],
-                           compile_s=max(0.0, first - images / compiled_speed))
+                row = dict(
+                    model=model,
+                    precision=label,
+                    speeds={v: statistics.median(samples[v]) for v in VARIANTS},
+                    eager_overhead=ts.paired_overhead(samples, "eager", "plain"),
+                    compiled_overhead=ts.paired_overhead(samples, "compiled", "plain"),
+                    gain=[c / e for e, c in zip(samples["eager"], samples["compiled"])],
+                    compile_s=max(0.0, first - images / compiled_speed),
+                )
                 network_rows.append(row)
-                print(f"network {model} {label}: " + ", ".join(f"{v} {s:.0f}" for v, s in row["speeds"].items())
-                      + " img/s", file=sys.stderr, flush=True)
+                print(
+                    f"network {model} {label}: "
+                    + ", ".join(f"{v} {s:.0f}" for v, s in row["speeds"].items())
+                    + " img/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     text = render(argv, args, ts.machine_and_data(data, data_spec, args.batch_size), module_rows, network_rows)
     print(text)
     if args.out:
@@ -174,8 +212,13 @@ def _median_range(values: Sequence[float], fmt: str, unit: str) -> str:
     return f"{fmt.format(statistics.median(values))}{unit} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
 
 
-def render(argv: Sequence[str], args: argparse.Namespace, setting: str,
-           module_rows: List[Dict[str, Any]], network_rows: List[Dict[str, Any]]) -> str:
+def render(
+    argv: Sequence[str],
+    args: argparse.Namespace,
+    setting: str,
+    module_rows: List[Dict[str, Any]],
+    network_rows: List[Dict[str, Any]],
+) -> str:
     """The page; ``setting`` is the machine-and-data line (``train_speed.machine_and_data``)."""
     lines = [
         "# NL-SAM's compiled forward against the eager formulation",
@@ -191,8 +234,10 @@ def render(argv: Sequence[str], args: argparse.Namespace, setting: str,
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in module_rows:
-        lines.append(f"| {r['model']} | {r['shape']} | {r['precision']} | {r['eager']:.3f} | {r['compiled']:.3f} | "
-                     f"{_median_range(r['ratios'], '{:.2f}', 'x')} | {r['compile_s']:.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['shape']} | {r['precision']} | {r['eager']:.3f} | {r['compiled']:.3f} | "
+            f"{_median_range(r['ratios'], '{:.2f}', 'x')} | {r['compile_s']:.0f} |"
+        )
     lines += [
         "",
         f"## In `nlsam train`'s training loop: {args.steps} batches per timing",
@@ -206,7 +251,8 @@ def render(argv: Sequence[str], args: argparse.Namespace, setting: str,
         lines.append(
             f"| {r['model']} | {r['precision']} | {s['plain']:.0f} | {s['eager']:.0f} | {s['compiled']:.0f} | "
             f"{_median_range(r['eager_overhead'], '{:+.1f}', '%')} | {_median_range(r['compiled_overhead'], '{:+.1f}', '%')} | "
-            f"{_median_range(r['gain'], '{:.2f}', 'x')} | {r['compile_s']:.0f} |")
+            f"{_median_range(r['gain'], '{:.2f}', 'x')} | {r['compile_s']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

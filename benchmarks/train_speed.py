@@ -29,6 +29,7 @@ right after or before the plain network of the same precision, alternating), and
 kept. ``--data builtin`` (nlsam's synthetic set) runs anywhere; without ``--data`` the CIFAR-10
 JPEG zip is used when present.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,6 @@ DEFAULT_CONFIG = config_path("cifar10_resnet20_fast")
 DEFAULT_ZIP = REPO.parent / "shared" / "data" / "cifar10-jpg.zip"
 REFERENCE_FILES = ("trainer.py", "resnet.py")
 SCRIPT = "benchmarks/train_speed.py"
-
 
 
 # ----------------------------------------------------------------------------- batches
@@ -218,12 +218,14 @@ def reference_loader(trainer: types.ModuleType, dataset: PixelDataset) -> torch.
 
     args = trainer.args
     normalize = transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-    dataset.transform = transforms.Compose([
-        transforms.RandomHorizontalFlip(),
-        transforms.RandomCrop(32, 4),
-        transforms.ToTensor(),
-        normalize,
-    ])
+    dataset.transform = transforms.Compose(
+        [
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomCrop(32, 4),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
     return torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, pin_memory=True
     )
@@ -236,11 +238,14 @@ def reference_args(trainer: types.ModuleType, arch: str, batch_size: int, worker
         try:
             return trainer.parser.parse_args(argv)
         except SystemExit:
-            raise SystemExit(f"{SCRIPT}: the reference's parser refused {' '.join(argv)}: "
-                             f"{err.getvalue().strip().splitlines()[-1]}") from None
+            raise SystemExit(
+                f"{SCRIPT}: the reference's parser refused {' '.join(argv)}: {err.getvalue().strip().splitlines()[-1]}"
+            ) from None
 
 
-def reference_timer(trainer: types.ModuleType, arch: str, stream: BatchStream) -> Callable[[int, int], Tuple[int, float]]:
+def reference_timer(
+    trainer: types.ModuleType, arch: str, stream: BatchStream
+) -> Callable[[int, int], Tuple[int, float]]:
     """Build the reference's model, criterion and optimizer as its ``main()`` does; return
     ``run(epoch, steps) -> (images, seconds)`` that drives its ``train()`` over ``steps`` batches."""
     args = trainer.args
@@ -271,14 +276,27 @@ def our_data(data: Optional[str], batch_size: int) -> Tuple[str, Any, BatchStrea
     training batches."""
     spec = data or (str(DEFAULT_ZIP) if DEFAULT_ZIP.is_file() else "builtin")
     base = resolve_config(DEFAULT_CONFIG, dict(data=spec, device="cpu", batch_size=batch_size))
-    loaded = build_data(base.data, data_dir=base.data_dir, batch_size=base.batch_size, device="cpu", seed=base.seed,
-                        num_workers=base.num_workers, channels_last=base.channels_last is not False,
-                        cache_dir=base.cache_dir)
+    loaded = build_data(
+        base.data,
+        data_dir=base.data_dir,
+        batch_size=base.batch_size,
+        device="cpu",
+        seed=base.seed,
+        num_workers=base.num_workers,
+        channels_last=base.channels_last is not False,
+        cache_dir=base.cache_dir,
+    )
     return spec, loaded, BatchStream(loaded.train_loader)
 
 
-def our_timer(cfg: TrainConfig, data: Any, stream: BatchStream, amp_dtype: Optional[torch.dtype],
-              run_dir: Path, compiled_nlsam: bool = False) -> Callable[[int, int], Tuple[int, float]]:
+def our_timer(
+    cfg: TrainConfig,
+    data: Any,
+    stream: BatchStream,
+    amp_dtype: Optional[torch.dtype],
+    run_dir: Path,
+    compiled_nlsam: bool = False,
+) -> Callable[[int, int], Tuple[int, float]]:
     """The network ``cfg`` names and ``nlsam train``'s optimisation of it; return
     ``run(epoch, steps) -> (images, seconds)`` running its ``train_epoch`` over ``steps`` batches.
     ``compiled_nlsam`` switches its NL-SAM modules to their compiled forward."""
@@ -314,8 +332,13 @@ def precisions(modes: Sequence[str]) -> List[Tuple[Optional[torch.dtype], str]]:
 
 
 # ----------------------------------------------------------------------------- measuring
-def measure(timers: Dict[str, Callable[[int, int], Tuple[int, float]]], order: Callable[[int], List[str]],
-            rounds: int, steps: int, warmup: int) -> Dict[str, List[float]]:
+def measure(
+    timers: Dict[str, Callable[[int, int], Tuple[int, float]]],
+    order: Callable[[int], List[str]],
+    rounds: int,
+    steps: int,
+    warmup: int,
+) -> Dict[str, List[float]]:
     """Warm every variant up, then time each once per round in ``order(round)``; return each
     variant's images/s per round."""
     for run in timers.values():
@@ -360,9 +383,11 @@ def machine_and_data(data: Any, data_spec: str, batch_size: int) -> str:
     the batch size."""
     now = datetime.datetime.now(datetime.timezone.utc)
     shown = data_spec if not os.path.isabs(data_spec) else Path(data_spec).name
-    return (f"Machine: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python "
-            f"{platform.python_version()}; {now:%Y-%m-%d %H:%M} UTC. Data: `{shown}` ({data.num_train} training "
-            f"images); batch {batch_size}")
+    return (
+        f"Machine: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python "
+        f"{platform.python_version()}; {now:%Y-%m-%d %H:%M} UTC. Data: `{shown}` ({data.num_train} training "
+        f"images); batch {batch_size}"
+    )
 
 
 def shown_command(argv: Sequence[str]) -> str:
@@ -379,8 +404,16 @@ def shown_command(argv: Sequence[str]) -> str:
     return "python " + " ".join(shown)
 
 
-def render(argv: Sequence[str], args: argparse.Namespace, data: Any, data_spec: str, cfg: TrainConfig,
-           ref_args: argparse.Namespace, rows: List[Dict[str, Any]], pipeline: Optional[Tuple[float, float]]) -> str:
+def render(
+    argv: Sequence[str],
+    args: argparse.Namespace,
+    data: Any,
+    data_spec: str,
+    cfg: TrainConfig,
+    ref_args: argparse.Namespace,
+    rows: List[Dict[str, Any]],
+    pipeline: Optional[Tuple[float, float]],
+) -> str:
     """The Markdown page: command, machine, what each side runs, the table."""
     workers = ref_args.workers
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -414,7 +447,7 @@ def render(argv: Sequence[str], args: argparse.Namespace, data: Any, data_spec: 
         f"{cfg.optimizer.upper()}, lr {cfg.lr:g}, wd {cfg.weight_decay:g}, label smoothing {cfg.label_smoothing:g}, "
         f"{cfg.scheduler} schedule), "
         "nlsam's in-memory loader (batched crop + flip + normalise), `nlsam.create_model(NAME, "
-        "attention=None | \"nlsam\")`, channels_last. **plain**: no attention; **NL-SAM**: NL-SAM in its "
+        'attention=None | "nlsam")`, channels_last. **plain**: no attention; **NL-SAM**: NL-SAM in its '
         "default places.",
         "- mode: the dtype autocast used (the `--amp` values that resolve to it); the reference always "
         "trains in fp32. NL-SAM overhead: median over rounds of the paired ratio plain / NL-SAM (timed "
@@ -432,9 +465,12 @@ def render(argv: Sequence[str], args: argparse.Namespace, data: Any, data_spec: 
         )
     if pipeline is not None:
         ours, ref = pipeline
-        lines += ["", f"Data pipeline alone, {args.pipeline_batches} batches of {args.batch_size}: nlsam's "
-                  f"in-memory loader {ours:.0f} img/s; the reference's DataLoader ({workers} workers, PIL "
-                  f"transforms) {ref:.0f} img/s."]
+        lines += [
+            "",
+            f"Data pipeline alone, {args.pipeline_batches} batches of {args.batch_size}: nlsam's "
+            f"in-memory loader {ours:.0f} img/s; the reference's DataLoader ({workers} workers, PIL "
+            f"transforms) {ref:.0f} img/s.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -448,25 +484,43 @@ def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference-dir", type=Path, required=True,
-                        help="checkout of akamaster/pytorch_resnet_cifar10 (trainer.py, resnet.py)")
-    parser.add_argument("--data", default=None,
-                        help=f"dataset for both sides: a path nlsam reads (default {DEFAULT_ZIP} when present) "
-                             "or builtin[:N_TRAIN[:N_TEST[:SEED]]]")
+    parser.add_argument(
+        "--reference-dir",
+        type=Path,
+        required=True,
+        help="checkout of akamaster/pytorch_resnet_cifar10 (trainer.py, resnet.py)",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help=f"dataset for both sides: a path nlsam reads (default {DEFAULT_ZIP} when present) "
+        "or builtin[:N_TRAIN[:N_TEST[:SEED]]]",
+    )
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "resnet110"])
-    parser.add_argument("--amp", nargs="+", default=["off", "auto"], choices=AMP_MODES,
-                        help="our precisions; auto is what nlsam train picks on the CPU (modes that resolve "
-                             "to the same dtype are timed once)")
+    parser.add_argument(
+        "--amp",
+        nargs="+",
+        default=["off", "auto"],
+        choices=AMP_MODES,
+        help="our precisions; auto is what nlsam train picks on the CPU (modes that resolve "
+        "to the same dtype are timed once)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="round-robin repetitions (medians kept)")
     parser.add_argument("--steps", type=int, default=20, help="batches per timing")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up batches per variant")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--config", type=config_path, default=DEFAULT_CONFIG,
-                        help="our training recipe: a YAML file or a shipped config's name")
-    parser.add_argument("--reference-workers", type=int, default=None,
-                        help="the reference's -j (default: its own default, 4)")
-    parser.add_argument("--pipeline-batches", type=int, default=100,
-                        help="batches for the data-pipeline-alone figure (0: skip it)")
+    parser.add_argument(
+        "--config",
+        type=config_path,
+        default=DEFAULT_CONFIG,
+        help="our training recipe: a YAML file or a shipped config's name",
+    )
+    parser.add_argument(
+        "--reference-workers", type=int, default=None, help="the reference's -j (default: its own default, 4)"
+    )
+    parser.add_argument(
+        "--pipeline-batches", type=int, default=100, help="batches for the data-pipeline-alone figure (0: skip it)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown page here")
     args = parser.parse_args(argv)
     require_positive(parser, args, ("rounds", "steps", "batch_size"))
@@ -502,21 +556,32 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     return text
 
 
-def run(args: argparse.Namespace, argv: Sequence[str], data_spec: str, shown_data: str,
-        trainer: types.ModuleType) -> str:
+def run(
+    args: argparse.Namespace, argv: Sequence[str], data_spec: str, shown_data: str, trainer: types.ModuleType
+) -> str:
     """Load the data, time every variant of every model, and return the Markdown page."""
     torch.manual_seed(0)
 
     def config(model: str, attention: Optional[str], amp: str) -> TrainConfig:
-        return resolve_config(args.config, dict(data=data_spec, model=model, attention=attention, amp=amp,
-                                                device="cpu", batch_size=args.batch_size))
+        return resolve_config(
+            args.config,
+            dict(data=data_spec, model=model, attention=attention, amp=amp, device="cpu", batch_size=args.batch_size),
+        )
 
     # our data, as nlsam train loads it (_load_data); its decoded pixels feed the reference too
     cfg = config(args.models[0], "nlsam", "off")
     channels_last = cfg.channels_last if cfg.channels_last is not None else True
-    data = build_data(cfg.data, data_dir=cfg.data_dir, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
-                      device="cpu", seed=cfg.seed, num_workers=cfg.num_workers, channels_last=channels_last,
-                      cache_dir=cfg.cache_dir)
+    data = build_data(
+        cfg.data,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        device="cpu",
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        channels_last=channels_last,
+        cache_dir=cfg.cache_dir,
+    )
     if not hasattr(data.train_loader, "images"):
         raise SystemExit(f"{SCRIPT}: {data_spec} is not a small-image dataset nlsam holds in memory")
     ours = BatchStream(data.train_loader)
@@ -534,7 +599,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], data_spec: str, shown_dat
                 amp = "off" if dtype is None else dtype_name(dtype)
                 for variant, attention in (("plain", None), ("nlsam", "nlsam")):
                     timers[f"{variant} {label}"] = our_timer(
-                        config(name, attention, amp), data, ours, dtype, Path(run_dir))
+                        config(name, attention, amp), data, ours, dtype, Path(run_dir)
+                    )
 
             def order(r: int) -> List[str]:
                 pairs = [[f"plain {label}", f"nlsam {label}"][:: 1 if r % 2 == 0 else -1] for _, label in modes]
@@ -543,13 +609,21 @@ def run(args: argparse.Namespace, argv: Sequence[str], data_spec: str, shown_dat
             samples = measure(timers, order, args.rounds, args.steps, args.warmup)
             reference = statistics.median(samples["reference"])
             for _, label in modes:
-                row = dict(model=name, mode=label, reference=reference,
-                           plain=statistics.median(samples[f"plain {label}"]),
-                           nlsam=statistics.median(samples[f"nlsam {label}"]),
-                           overhead=paired_overhead(samples, f"nlsam {label}", f"plain {label}"))
+                row = dict(
+                    model=name,
+                    mode=label,
+                    reference=reference,
+                    plain=statistics.median(samples[f"plain {label}"]),
+                    nlsam=statistics.median(samples[f"nlsam {label}"]),
+                    overhead=paired_overhead(samples, f"nlsam {label}", f"plain {label}"),
+                )
                 rows.append(row)
-                print(f"{name} {label}: reference {reference:.0f}, plain {row['plain']:.0f}, NL-SAM "
-                      f"{row['nlsam']:.0f} img/s", file=sys.stderr, flush=True)
+                print(
+                    f"{name} {label}: reference {reference:.0f}, plain {row['plain']:.0f}, NL-SAM "
+                    f"{row['nlsam']:.0f} img/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         pipeline = None
         if args.pipeline_batches:
             pipeline = (pipeline_speed(ours, args.pipeline_batches), pipeline_speed(theirs, args.pipeline_batches))

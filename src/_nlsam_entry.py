@@ -4,6 +4,7 @@ It lives outside the ``nlsam`` package so that it runs before anything is import
 ``nlsam`` imports torch, which takes a second or more, and a Ctrl-C in that second ends here in
 one line (exit 130) instead of a traceback through torch's modules.
 """
+
 import sys
 
 

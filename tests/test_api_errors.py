@@ -1,6 +1,7 @@
 """The Python API and the inference paths meet bad input with one clear error naming what was
 wrong and what is valid: insert, profile, the attention registry, NL-SAM's inputs and size,
 non-finite networks in eval / predict / export, input sizes, 16-bit images."""
+
 import numpy as np
 import pytest
 import torch
@@ -227,8 +228,14 @@ def nan_checkpoint(tmp_path_factory):
         for parameter in model.parameters():
             parameter.fill_(float("nan"))
     state = model.state_dict()
-    meta = dict(classes=list(BUILTIN_CLASSES), in_chans=3, input_size=[32, 32], mean=[0.5] * 3, std=[0.25] * 3,
-                data="builtin:256:64:0")
+    meta = dict(
+        classes=list(BUILTIN_CLASSES),
+        in_chans=3,
+        input_size=[32, 32],
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        data="builtin:256:64:0",
+    )
     path = tmp_path_factory.mktemp("nan") / "nan.pt"
     save_checkpoint(dict(model=state, config=config, meta=meta, epoch=0), path)
     return path
@@ -243,8 +250,10 @@ def test_check_finite_outputs_names_the_broken_weights():
         model[0].weight.fill_(float("nan"))
     with pytest.raises(ValueError) as info:
         check_finite_outputs(model, model(torch.ones(3, 2)))
-    assert str(info.value) == ("the network's outputs are not finite (NaN/inf) on the first batch: "
-                               "its weights are broken (1 of 4 tensors hold NaN/inf)")
+    assert str(info.value) == (
+        "the network's outputs are not finite (NaN/inf) on the first batch: "
+        "its weights are broken (1 of 4 tensors hold NaN/inf)"
+    )
     with pytest.raises(ValueError, match="weights are all finite"):
         check_finite_outputs(nn.Linear(2, 2), torch.tensor([[float("inf"), 0.0]]))
 
@@ -254,9 +263,11 @@ def test_eval_predict_export_say_the_outputs_are_not_finite(nan_checkpoint, tmp_
     image = tmp_path / "a.png"
     Image.new("RGB", (32, 32), (120, 30, 200)).save(image)
     out = tmp_path / "model.torchscript.pt"
-    for argv in (["eval", nan_checkpoint, "--batch-size", "32"],
-                 ["predict", nan_checkpoint, image],
-                 ["export", nan_checkpoint, "--format", "torchscript", "--out", out]):
+    for argv in (
+        ["eval", nan_checkpoint, "--batch-size", "32"],
+        ["predict", nan_checkpoint, image],
+        ["export", nan_checkpoint, "--format", "torchscript", "--out", out],
+    ):
         err = _one_line_error(capsys, argv)
         assert "outputs are not finite" in err and "tensors hold NaN" in err, err
     assert not out.exists()

@@ -172,7 +172,9 @@ def test_create_attention_compositions(name):
 def test_create_attention_none_and_unknown():
     assert isinstance(create_attention(None, 8, 4), torch.nn.Identity)
     assert isinstance(create_attention("none", 8, 4), torch.nn.Identity)
-    with pytest.raises(ValueError, match="unknown attention 'sam' \\(did you mean 'nlsam'\\?\\); valid: none, nlsam, se"):
+    with pytest.raises(
+        ValueError, match="unknown attention 'sam' \\(did you mean 'nlsam'\\?\\); valid: none, nlsam, se"
+    ):
         create_attention("sam", 8, 4)
 
 

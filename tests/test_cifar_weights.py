@@ -2,6 +2,7 @@
 into nlsam's CIFAR ResNets. Offline: the weights are random tensors saved in each publisher's key
 layout, and the reference is a forward pass written here from the publisher's description
 (option A: the new channels zero-padded ``planes // 4`` on each side)."""
+
 import hashlib
 import urllib.error
 from pathlib import Path
@@ -22,8 +23,15 @@ from nlsam.models._cifar_weights import (
 
 
 def _bn(x: torch.Tensor, state: dict, name: str) -> torch.Tensor:
-    return F.batch_norm(x, state[f"{name}.running_mean"], state[f"{name}.running_var"],
-                        state[f"{name}.weight"], state[f"{name}.bias"], training=False, eps=1e-5)
+    return F.batch_norm(
+        x,
+        state[f"{name}.running_mean"],
+        state[f"{name}.running_var"],
+        state[f"{name}.weight"],
+        state[f"{name}.bias"],
+        training=False,
+        eps=1e-5,
+    )
 
 
 def _reference_logits(state: dict, x: torch.Tensor, head: str = "linear") -> torch.Tensor:
@@ -40,7 +48,9 @@ def _reference_logits(state: dict, x: torch.Tensor, head: str = "linear") -> tor
             h = _bn(F.conv2d(h, state[f"{p}.conv2.weight"], padding=1), state, f"{p}.bn2")
             shortcut = out
             if f"{p}.downsample.0.weight" in state:
-                shortcut = _bn(F.conv2d(out, state[f"{p}.downsample.0.weight"], stride=stride), state, f"{p}.downsample.1")
+                shortcut = _bn(
+                    F.conv2d(out, state[f"{p}.downsample.0.weight"], stride=stride), state, f"{p}.downsample.1"
+                )
             elif stride > 1:
                 side = h.shape[1] // 4
                 shortcut = F.pad(out[:, :, ::2, ::2], (0, 0, 0, 0, side, side))
@@ -140,8 +150,9 @@ def _fake_hub(monkeypatch, tmp_path, file_bytes: bytes):
     """torch.hub's folder in tmp_path and akamaster:resnet20 published as ``file_bytes``."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     digest = hashlib.sha256(file_bytes).hexdigest()[:8]
-    source = CifarSource("akamaster:resnet20", f"resnet20-{digest}.th", "https://example.org/resnet20.th",
-                         3, "A", 10, True)
+    source = CifarSource(
+        "akamaster:resnet20", f"resnet20-{digest}.th", "https://example.org/resnet20.th", 3, "A", 10, True
+    )
     monkeypatch.setitem(_cifar_weights.SOURCES, "akamaster:resnet20", source)
     return source
 
@@ -191,11 +202,17 @@ def test_a_cached_file_of_other_contents_is_refused(monkeypatch, tmp_path):
 
 def test_wrong_names_and_networks_are_one_clear_error_before_any_download(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "download_url_to_file", pytest.fail)
-    with pytest.raises(ValueError, match=r"akamaster:resnet56 holds a CIFAR ResNet-56 \(9 blocks per stage.*"
-                                         r"the model is a ResNet-20.*use create_model\('resnet56'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"akamaster:resnet56 holds a CIFAR ResNet-56 \(9 blocks per stage.*"
+        r"the model is a ResNet-20.*use create_model\('resnet56'\)",
+    ):
         nlsam.create_model("resnet20", pretrained="akamaster:resnet56")
-    with pytest.raises(ValueError, match="unknown weights 'akamaster:resnet21'; valid: akamaster:resnet20, "
-                                         "akamaster:resnet32, .*akamaster:resnet1202$"):
+    with pytest.raises(
+        ValueError,
+        match="unknown weights 'akamaster:resnet21'; valid: akamaster:resnet20, "
+        "akamaster:resnet32, .*akamaster:resnet1202$",
+    ):
         nlsam.create_model("resnet20", pretrained="akamaster:resnet21")
     with pytest.raises(ValueError, match=r"needs zero-padding \(option A\) shortcuts, the model has 1x1 projection"):
         nlsam.create_model("resnet20", shortcut="B", pretrained="akamaster:resnet20")
@@ -241,8 +258,9 @@ def test_timm_loads_akamaster_files_through_the_same_conversion(tmp_path):
     timm = pytest.importorskip("timm")
     state = _random_state(3)
     path = _save_akamaster(state, tmp_path / "r20.th")
-    model = timm.create_model("nlsam_resnet20", pretrained=True, attention_init="identity",
-                              pretrained_cfg_overlay={"file": path})
+    model = timm.create_model(
+        "nlsam_resnet20", pretrained=True, attention_init="identity", pretrained_cfg_overlay={"file": path}
+    )
     assert _max_diff(model, state) <= 1e-5
 
 
@@ -259,7 +277,11 @@ def _fake_their_code(tmp_path) -> Path:
     import textwrap
 
     text = "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
-    text += inspect.getsource(_bn) + "\n\n" + inspect.getsource(_reference_logits) + textwrap.dedent("""
+    text += (
+        inspect.getsource(_bn)
+        + "\n\n"
+        + inspect.getsource(_reference_logits)
+        + textwrap.dedent("""
 
         class Reference(nn.Module):
             def load_state_dict(self, state, strict=True):
@@ -272,6 +294,7 @@ def _fake_their_code(tmp_path) -> Path:
         def resnet20():
             return Reference()
         """)
+    )
     path = tmp_path / "resnet.py"
     path.write_text(text)
     return path
@@ -305,8 +328,21 @@ def test_benchmark_compares_their_network_with_ours(tmp_path, monkeypatch, capsy
     spec = importlib.util.spec_from_file_location("akamaster_weights_benchmark", BENCHMARK)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    assert benchmark.main(["--source-code", str(_fake_their_code(tmp_path)), "--weights", weights,
-                           "--data", str(_tiny_cifar_zip(tmp_path)), "--random-inputs", "4"]) == 0
+    assert (
+        benchmark.main(
+            [
+                "--source-code",
+                str(_fake_their_code(tmp_path)),
+                "--weights",
+                weights,
+                "--data",
+                str(_tiny_cifar_zip(tmp_path)),
+                "--random-inputs",
+                "4",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| resnet20-test.th |"))
     cells = [c.strip() for c in row.strip("|").split("|")]

@@ -1,4 +1,5 @@
 """Every command meets bad input with one clear line on stderr (exit 2), never a traceback."""
+
 import dataclasses
 import json
 import os
@@ -60,10 +61,19 @@ BAD = [
     # (argv, a fragment of the message); {root} is the fixture folder
     (["train", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
     (["train", "--epochs", "2.5"], "argument --epochs: invalid int value"),
-    (["train", "--workers", "-1", "--out", "{root}/w"], "num_workers must be an integer in 0..256 (0: load in the main process)"),
-    (["train", "--attention", "sam", "--out", "{root}/x"], "unknown attention 'sam' (did you mean 'nlsam'?); valid: none, nlsam"),
+    (
+        ["train", "--workers", "-1", "--out", "{root}/w"],
+        "num_workers must be an integer in 0..256 (0: load in the main process)",
+    ),
+    (
+        ["train", "--attention", "sam", "--out", "{root}/x"],
+        "unknown attention 'sam' (did you mean 'nlsam'?); valid: none, nlsam",
+    ),
     (["train", "--model", "resnet21", "--out", "{root}/x"], "unknown model 'resnet21'"),
-    (["train", "--model-option", "foo=1", "--out", "{root}/x"], "unknown option 'foo' for model resnet20; valid: attention,"),
+    (
+        ["train", "--model-option", "foo=1", "--out", "{root}/x"],
+        "unknown option 'foo' for model resnet20; valid: attention,",
+    ),
     (["train", "--model-option", "nlsam_pool", "--out", "{root}/x"], "expected KEY=VALUE"),
     (["train", "--out", "{root}/a_file"], "--out {root}/a_file is a file, not a directory"),
     (["train", "--out", "/proc/nlsam-run"], "--out /proc/nlsam-run cannot be created"),
@@ -131,21 +141,27 @@ def test_offline_download_is_one_line(tmp_path, monkeypatch, capsys):
         raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    err = _one_line_error(capsys, ["train", "--data", "cifar10", "--data-dir", str(tmp_path / "d"), "--download",
-                                   "--out", str(tmp_path / "run")])
+    err = _one_line_error(
+        capsys,
+        ["train", "--data", "cifar10", "--data-dir", str(tmp_path / "d"), "--download", "--out", str(tmp_path / "run")],
+    )
     assert "could not download" in err and "cifar-10-python.tar.gz" in err
 
 
 def test_no_misleading_resize_message_before_an_option_error(tmp_path, capsys):
-    err = _one_line_error(capsys, ["train", "--data", TINY["data"], "--model-option", "nlsam_pool=3",
-                                   "--out", str(tmp_path / "run")])
+    err = _one_line_error(
+        capsys, ["train", "--data", TINY["data"], "--model-option", "nlsam_pool=3", "--out", str(tmp_path / "run")]
+    )
     assert "not divisible by the pooling kernel k=3" in err
     assert "resizing" not in capsys.readouterr().out
 
 
 def test_a_broken_pipe_ends_quietly():
-    proc = subprocess.Popen([sys.executable, "-m", "nlsam", "profile", "resnet110", "--breakdown"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nlsam", "profile", "resnet110", "--breakdown"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()  # like `| head -0`: the reader is gone before anything is written
     err = proc.stderr.read().decode()
     proc.wait()
@@ -167,12 +183,38 @@ def test_every_config_field_is_a_flag(tmp_path):
     dests = {a.dest for a in train_parser._actions}
     missing = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in dests]
     assert not missing, f"config fields without a flag: {missing}"
-    args = parser.parse_args(["train", "--momentum", "0.8", "--nesterov", "--gamma", "0.5", "--warmup-lr", "0.01",
-                              "--grad-clip", "2", "--log-every", "7", "--eval-batch-size", "99", "--no-channels-last",
-                              "--cache-dir", str(tmp_path)])
-    assert (args.momentum, args.nesterov, args.gamma, args.warmup_lr, args.grad_clip, args.log_every,
-            args.eval_batch_size, args.channels_last, args.cache_dir) == (0.8, True, 0.5, 0.01, 2.0, 7, 99, False,
-                                                                          str(tmp_path))
+    args = parser.parse_args(
+        [
+            "train",
+            "--momentum",
+            "0.8",
+            "--nesterov",
+            "--gamma",
+            "0.5",
+            "--warmup-lr",
+            "0.01",
+            "--grad-clip",
+            "2",
+            "--log-every",
+            "7",
+            "--eval-batch-size",
+            "99",
+            "--no-channels-last",
+            "--cache-dir",
+            str(tmp_path),
+        ]
+    )
+    assert (
+        args.momentum,
+        args.nesterov,
+        args.gamma,
+        args.warmup_lr,
+        args.grad_clip,
+        args.log_every,
+        args.eval_batch_size,
+        args.channels_last,
+        args.cache_dir,
+    ) == (0.8, True, 0.5, 0.01, 2.0, 7, 99, False, str(tmp_path))
     assert "builtin:N_TRAIN" in train_parser.format_help()
 
 
@@ -194,8 +236,26 @@ def test_eval_says_which_checkpoint_it_used(files, capsys):
 
 
 def test_a_network_too_deep_for_its_input_warns(tmp_path, capsys):
-    assert main(["train", "--data", "builtin:64:32:0", "--model", "resnet50", "--attention", "none", "--epochs", "1",
-                 "--batch-size", "32", "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "builtin:64:32:0",
+                "--model",
+                "resnet50",
+                "--attention",
+                "none",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "warning: resnet50 reduces 32x32 images to a 1x1 last feature map" in err and "--image-size 224" in err
 

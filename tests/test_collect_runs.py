@@ -1,6 +1,7 @@
 """The 30-epoch study's collect_runs.py: finished runs go to the page with their final weights
 (safetensors) but no checkpoint, unfinished ones with a checkpoint whose paths name no machine, so
 the next machine resumes them."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -40,8 +41,15 @@ def test_finished_runs_keep_their_weights_and_unfinished_ones_their_checkpoints(
     machine_data = str(tmp_path / "machine" / "data" / "cifar10-jpg.zip")
     study_dir = tmp_path / "machine" / "studies" / "s"
     study_dir.mkdir(parents=True)
-    save_yaml({"name": "s", "base": {"data": machine_data, "model": "resnet20", "epochs": 2},
-               "grid": {"attention": [None, "nlsam"]}, "seeds": [0, 1]}, study_dir / "study.yaml")
+    save_yaml(
+        {
+            "name": "s",
+            "base": {"data": machine_data, "model": "resnet20", "epochs": 2},
+            "grid": {"attention": [None, "nlsam"]},
+            "seeds": [0, 1],
+        },
+        study_dir / "study.yaml",
+    )
     study = load_study(study_dir / "study.yaml", out=study_dir)
     done, partial, _, not_started = study.runs
     _make_run(done, machine_data, epochs_done=2, checkpoint=True)
@@ -56,7 +64,11 @@ def test_finished_runs_keep_their_weights_and_unfinished_ones_their_checkpoints(
     _script().main(study_dir, here=page)
 
     assert sorted(p.name for p in (page / "runs" / done.name).iterdir()) == [
-        "config.yaml", "meta.json", "metrics.jsonl", "model.safetensors"]
+        "config.yaml",
+        "meta.json",
+        "metrics.jsonl",
+        "model.safetensors",
+    ]
     from safetensors.torch import load_file
 
     weights = load_file(str(page / "runs" / done.name / "model.safetensors"))
@@ -71,7 +83,9 @@ def test_finished_runs_keep_their_weights_and_unfinished_ones_their_checkpoints(
     state = load_checkpoint(kept / "last.pt")
     assert state["config"]["data"] == "../shared/data/cifar10-jpg.zip"
     assert state["history"] == [{"epoch": 1, "test_top1": 51.0}]
-    assert (page / "unfinished" / "logs" / f"{partial.name}.log").read_text() == "epoch 1/2 ... ../shared/data/cifar10-jpg.zip\n"
+    assert (
+        page / "unfinished" / "logs" / f"{partial.name}.log"
+    ).read_text() == "epoch 1/2 ... ../shared/data/cifar10-jpg.zip\n"
 
     # the run finishes on the next machine: it moves to runs/ and unfinished/ is gone
     (partial.run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')

@@ -2,6 +2,7 @@
 ResNet-20, one round of two batches) with ``torch.compile`` replaced by the identity, so the
 test checks the script's measuring, arithmetic and table, not the compiler (which the
 benchmark itself runs)."""
+
 import importlib.util
 import re
 from pathlib import Path
@@ -24,8 +25,25 @@ def test_compile_payoff_tiny(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compiled.append(model) or model)
     bench = _load_script()
     out = tmp_path / "compile_payoff.md"
-    argv = ["--data", "builtin", "--models", "resnet20", "--attention", "none", "nlsam", "--amp", "off",
-            "--rounds", "1", "--steps", "2", "--epochs", "3", "--out", str(out)]
+    argv = [
+        "--data",
+        "builtin",
+        "--models",
+        "resnet20",
+        "--attention",
+        "none",
+        "nlsam",
+        "--amp",
+        "off",
+        "--rounds",
+        "1",
+        "--steps",
+        "2",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+    ]
     text = bench.main(argv)
     assert out.read_text() == text and text in capsys.readouterr().out
     assert len(compiled) == 2  # one compiled copy per network

@@ -1,5 +1,6 @@
 """Every numeric option has its valid range, declared once and checked before any work; YAML
 values and files are read without aliases, within bounds, and quoted short in messages."""
+
 import collections
 import dataclasses
 import math
@@ -45,8 +46,11 @@ BAD_SETTINGS = [
     (["--warmup-lr", "-1"], dict(warmup_lr=-1), "warmup_lr must be a finite number > 0"),
     (["--momentum", "5"], dict(momentum=5), "momentum must be a finite number in [0, 1)"),
     (["--momentum", "1"], dict(momentum=1.0), "momentum must be a finite number in [0, 1)"),
-    (["--warmup-epochs", "5", "--epochs", "1"], dict(warmup_epochs=5, epochs=1),
-     "warmup_epochs (5) must be fewer than epochs (1)"),
+    (
+        ["--warmup-epochs", "5", "--epochs", "1"],
+        dict(warmup_epochs=5, epochs=1),
+        "warmup_epochs (5) must be fewer than epochs (1)",
+    ),
     (["--warmup-epochs", "3", "--epochs", "3"], dict(warmup_epochs=3, epochs=3), "never trains at the peak lr"),
     (["--lr", "inf"], dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
     (["--lr", "nan"], dict(lr="nan"), "lr must be a finite number > 0, got nan"),
@@ -56,8 +60,11 @@ BAD_SETTINGS = [
     (["--weight-decay", "-1"], dict(weight_decay=-1), "weight_decay must be a finite number >= 0"),
     (["--weight-decay", "inf"], dict(weight_decay=float("inf")), "weight_decay must be a finite number >= 0"),
     (["--label-smoothing", "1"], dict(label_smoothing=1), "label_smoothing must be a finite number in [0, 1)"),
-    (["--epochs", "99999999999999999999999"], dict(epochs=99999999999999999999999),
-     "epochs must be an integer in 1..10000 (the paper's longest schedule is 164 epochs"),
+    (
+        ["--epochs", "99999999999999999999999"],
+        dict(epochs=99999999999999999999999),
+        "epochs must be an integer in 1..10000 (the paper's longest schedule is 164 epochs",
+    ),
     (["--epochs", "0"], dict(epochs=0), "epochs must be an integer in 1..10000, got 0"),
     (["--batch-size", "1000000"], dict(batch_size=10**6), "batch_size must be an integer in 1..65536"),
     (["--eval-batch-size", "0"], dict(eval_batch_size=0), "eval_batch_size must be an integer in 1..65536"),
@@ -66,10 +73,16 @@ BAD_SETTINGS = [
     (["--log-every", "0"], dict(log_every=0), "log_every must be an integer in 1..1,000,000,000"),
     (["--seed", "-1"], dict(seed=-1), "seed must be an integer in 0..4,294,967,295"),
     (["--seed", "99999999999999999999999"], dict(seed=99999999999999999999999), "seed must be an integer"),
-    (["--scheduler", "step", "--milestones", "0"], dict(scheduler="step", milestones=[0]),
-     "each of milestones must be an integer in 1..9999"),
-    (["--scheduler", "step", "--milestones", "3", "9", "--epochs", "6"], dict(scheduler="step", milestones=[3, 9], epochs=6),
-     "milestones [9] are not before the last epoch (6 epochs)"),
+    (
+        ["--scheduler", "step", "--milestones", "0"],
+        dict(scheduler="step", milestones=[0]),
+        "each of milestones must be an integer in 1..9999",
+    ),
+    (
+        ["--scheduler", "step", "--milestones", "3", "9", "--epochs", "6"],
+        dict(scheduler="step", milestones=[3, 9], epochs=6),
+        "milestones [9] are not before the last epoch (6 epochs)",
+    ),
     (["--data", ""], dict(data=""), "data must name a dataset"),
     (["--data", "  "], dict(data="  "), "for the current directory write ."),
 ]
@@ -113,8 +126,9 @@ def test_every_numeric_field_declares_its_range_once():
             assert value is None or valid.contains(value), f.name
 
 
-@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(TrainConfig)
-                                  if _numeric(typing.get_type_hints(TrainConfig)[f.name])])
+@pytest.mark.parametrize(
+    "name", [f.name for f in dataclasses.fields(TrainConfig) if _numeric(typing.get_type_hints(TrainConfig)[f.name])]
+)
 def test_validate_checks_each_field_from_its_declaration(name):
     hints = typing.get_type_hints(TrainConfig)
     valid = TrainConfig.__dataclass_fields__[name].metadata["valid"]
@@ -136,8 +150,14 @@ def test_validate_checks_each_field_from_its_declaration(name):
 def test_help_shows_the_ranges():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     text = " ".join(train.format_help().split())
-    for fragment in ("training epochs; valid: 1..10000", "SGD momentum; valid: [0, 1)", "peak learning rate; valid: > 0",
-                     "valid: > 0 or none", "valid: (0, 1]", "valid: 0..256"):
+    for fragment in (
+        "training epochs; valid: 1..10000",
+        "SGD momentum; valid: [0, 1)",
+        "peak learning rate; valid: > 0",
+        "valid: > 0 or none",
+        "valid: (0, 1]",
+        "valid: 0..256",
+    ):
         assert fragment in text, fragment
 
 
@@ -151,8 +171,18 @@ def test_an_optional_number_can_be_unset_by_a_flag(tmp_path):
 
 
 def test_valid_edges_are_accepted():
-    TrainConfig(epochs=10_000, momentum=0.0, label_smoothing=0.0, gamma=1.0, warmup_epochs=9.5, seed=2**32 - 1,
-                num_workers=0, scheduler="step", milestones=[1, 9_999], grad_clip=1e-6).validate()
+    TrainConfig(
+        epochs=10_000,
+        momentum=0.0,
+        label_smoothing=0.0,
+        gamma=1.0,
+        warmup_epochs=9.5,
+        seed=2**32 - 1,
+        num_workers=0,
+        scheduler="step",
+        milestones=[1, 9_999],
+        grad_clip=1e-6,
+    ).validate()
     TrainConfig.from_dict(dict(epochs=2, warmup_epochs=1.5, lr="1e-4", warmup_lr=1e-5))
 
 
@@ -188,13 +218,15 @@ def test_a_model_option_out_of_range_is_one_line(tmp_path, capsys, monkeypatch, 
     import nlsam.data
 
     monkeypatch.setattr(nlsam.data, "build_data", lambda *a, **k: pytest.fail("data loaded for a bad option"))
-    err = _one_line_error(capsys, ["train", "--attention", attention, "--model-option", option,
-                                   "--out", str(tmp_path / "run")])
+    err = _one_line_error(
+        capsys, ["train", "--attention", attention, "--model-option", option, "--out", str(tmp_path / "run")]
+    )
     assert fragment in err
     key, value = option.split("=", 1)
     with pytest.raises(ValueError) as info:
-        nlsam.create_model("resnet20", attention=None if attention == "none" else attention,
-                           **{key: yaml.safe_load(value)})
+        nlsam.create_model(
+            "resnet20", attention=None if attention == "none" else attention, **{key: yaml.safe_load(value)}
+        )
     assert fragment in str(info.value)
 
 
@@ -245,7 +277,9 @@ def test_yaml_aliases_are_refused_in_configs_studies_and_options(tmp_path, capsy
     assert "anchors and aliases" in err and "line 2" in err
     err = _one_line_error(capsys, ["study", str(bomb)])
     assert f"config file {bomb} is not valid YAML" in err
-    err = _one_line_error(capsys, ["train", "--model-option", "nlsam_stages=[&a [3], *a]", "--out", str(tmp_path / "r")])
+    err = _one_line_error(
+        capsys, ["train", "--model-option", "nlsam_stages=[&a [3], *a]", "--out", str(tmp_path / "r")]
+    )
     assert "anchors and aliases (&a) are not accepted" in err
     with pytest.raises(ValueError, match="anchors and aliases"):
         load_yaml(bomb)
@@ -256,7 +290,9 @@ def test_deep_nesting_and_large_files_are_refused(tmp_path, capsys):
     deep.write_text("model_options: {nlsam_stages: " + "[" * 5000 + "]" * 5000 + "}\n")
     err = _one_line_error(capsys, ["train", "-c", str(deep), "--out", str(tmp_path / "run")])
     assert "nested more than 32 deep" in err
-    err = _one_line_error(capsys, ["train", "--model-option", "nlsam_stages=" + "[" * 5000, "--out", str(tmp_path / "r")])
+    err = _one_line_error(
+        capsys, ["train", "--model-option", "nlsam_stages=" + "[" * 5000, "--out", str(tmp_path / "r")]
+    )
     assert "nested more than 32 deep" in err
     large = tmp_path / "large.yaml"
     large.write_text("epochs: 1\n" + "# padding\n" * (MAX_YAML_BYTES // 10 + 1))
@@ -269,8 +305,13 @@ def test_deep_nesting_and_large_files_are_refused(tmp_path, capsys):
 
 def test_a_long_value_is_quoted_short(tmp_path, capsys):
     config = tmp_path / "long.yaml"
-    config.write_text("model_options: {nlsam_stages: [" + ", ".join(["7"] * 10_000) + "]}\nepochs: [" +
-                      ", ".join(["1"] * 5000) + "]\n")
+    config.write_text(
+        "model_options: {nlsam_stages: ["
+        + ", ".join(["7"] * 10_000)
+        + "]}\nepochs: ["
+        + ", ".join(["1"] * 5000)
+        + "]\n"
+    )
     err = _one_line_error(capsys, ["train", "-c", str(config), "--out", str(tmp_path / "run")])
     assert "epochs in" in err and "list of 5,000 items" in err
     config.write_text("model_options: {nlsam_stages: [" + ", ".join(["7"] * 10_000) + "]}\n")
@@ -279,7 +320,9 @@ def test_a_long_value_is_quoted_short(tmp_path, capsys):
     config.write_text("attention: " + "x" * 50_000 + "\n")
     err = _one_line_error(capsys, ["train", "-c", str(config), "--out", str(tmp_path / "run")])
     assert "unknown attention 'xxxx" in err and "str of 50,000 characters" in err
-    err = _one_line_error(capsys, ["train", "--model-option", "nlsam_pool=" + "9" * 20_000, "--out", str(tmp_path / "r")])
+    err = _one_line_error(
+        capsys, ["train", "--model-option", "nlsam_pool=" + "9" * 20_000, "--out", str(tmp_path / "r")]
+    )
     assert "at most 10,000 are accepted" in err
 
 

@@ -1,4 +1,5 @@
 """Tests of nlsam.data: every dataset is written by the tests themselves in tmp_path."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,16 +52,27 @@ def _write_cifar10(root: Path, per_batch: int = 6, n_test: int = 10) -> Path:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [(i + j) % 10 for j in range(per_batch)]
         _pickle_official(
-            {"batch_label": f"training batch {i} of 5", "labels": labels, "data": data,
-             "filenames": [f"f{j}.png" for j in range(per_batch)]},
-            folder / f"data_batch_{i}", bytes_keys=(i == 1),
+            {
+                "batch_label": f"training batch {i} of 5",
+                "labels": labels,
+                "data": data,
+                "filenames": [f"f{j}.png" for j in range(per_batch)],
+            },
+            folder / f"data_batch_{i}",
+            bytes_keys=(i == 1),
         )
     data = rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)
-    _pickle_official({"batch_label": "testing batch 1 of 1", "labels": [j % 10 for j in range(n_test)],
-                      "data": data, "filenames": []}, folder / "test_batch")
+    _pickle_official(
+        {
+            "batch_label": "testing batch 1 of 1",
+            "labels": [j % 10 for j in range(n_test)],
+            "data": data,
+            "filenames": [],
+        },
+        folder / "test_batch",
+    )
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    _pickle_official({"num_cases_per_batch": per_batch, "label_names": names, "num_vis": 3072},
-                     folder / "batches.meta")
+    _pickle_official({"num_cases_per_batch": per_batch, "label_names": names, "num_vis": 3072}, folder / "batches.meta")
     return folder
 
 
@@ -70,12 +82,22 @@ def _write_cifar100(root: Path, n_train: int = 20, n_test: int = 8) -> Path:
     rng = np.random.default_rng(1)
     for split, n in (("train", n_train), ("test", n_test)):
         _pickle_official(
-            {"filenames": [], "batch_label": split, "fine_labels": [(7 * j) % 100 for j in range(n)],
-             "coarse_labels": [j % 20 for j in range(n)], "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)},
+            {
+                "filenames": [],
+                "batch_label": split,
+                "fine_labels": [(7 * j) % 100 for j in range(n)],
+                "coarse_labels": [j % 20 for j in range(n)],
+                "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            },
             folder / split,
         )
-    _pickle_official({"fine_label_names": [f"class{i:02d}" for i in range(100)],
-                      "coarse_label_names": [f"super{i}" for i in range(20)]}, folder / "meta")
+    _pickle_official(
+        {
+            "fine_label_names": [f"class{i:02d}" for i in range(100)],
+            "coarse_label_names": [f"super{i}" for i in range(20)],
+        },
+        folder / "meta",
+    )
     return folder
 
 
@@ -182,7 +204,7 @@ def test_random_crop_flip_is_shifted_window_of_padded_image():
     xp = F.pad(x, (pad, pad, pad, pad))
 
     def window(i, dy, dx, fl):
-        w = xp[i, :, dy:dy + 8, dx:dx + 10]
+        w = xp[i, :, dy : dy + 8, dx : dx + 10]
         return w.flip(2) if fl else w
 
     seen = set()
@@ -261,8 +283,10 @@ def test_shard_indices_disjoint_and_complete():
 
 
 def test_loaders_shard_over_two_ranks():
-    ranks = [D.build_data("builtin:300:101", batch_size=32, eval_batch_size=16, rank=r, world_size=2,
-                          augment=False, seed=7) for r in range(2)]
+    ranks = [
+        D.build_data("builtin:300:101", batch_size=32, eval_batch_size=16, rank=r, world_size=2, augment=False, seed=7)
+        for r in range(2)
+    ]
     full = D.build_data("builtin:300:101", eval_batch_size=1000)
     key = lambda x: x.numpy().tobytes()  # noqa: E731
     train_sets = []

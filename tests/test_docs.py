@@ -1,4 +1,5 @@
 """The documentation's own checks: its links lead somewhere, and results pages keep their files."""
+
 from __future__ import annotations
 
 import re
@@ -41,15 +42,29 @@ def test_every_relative_link_in_the_docs_leads_to_a_file():
     assert not broken, "links to files that are not in the repository:\n" + "\n".join(broken)
 
 
-@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
-                    reason="needs a git checkout of the repository")
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout of the repository"
+)
 def test_results_pages_keep_their_run_folders_but_not_checkpoints():
     run = "docs/results/some_study/runs/attention=nlsam,seed=0"
     unfinished = "docs/results/some_study/unfinished/runs/attention=nlsam,seed=1"
-    kept = [f"{run}/metrics.jsonl", f"{run}/meta.json", f"{run}/config.yaml",
-            f"{unfinished}/last.pt", f"{unfinished}/metrics.jsonl"]   # an unfinished run's last checkpoint
-    ignored = [f"{run}/last.pt", f"{run}/best.pt", f"{unfinished}/best.pt", "runs/my-run/metrics.jsonl",
-               "studies/x/runs/a/metrics.jsonl", "studies/x/report.md", "studies/x/unfinished/runs/a/last.pt"]
-    result = subprocess.run(["git", "check-ignore", "--no-index", *kept, *ignored], cwd=ROOT,
-                            capture_output=True, text=True)
+    kept = [
+        f"{run}/metrics.jsonl",
+        f"{run}/meta.json",
+        f"{run}/config.yaml",
+        f"{unfinished}/last.pt",
+        f"{unfinished}/metrics.jsonl",
+    ]  # an unfinished run's last checkpoint
+    ignored = [
+        f"{run}/last.pt",
+        f"{run}/best.pt",
+        f"{unfinished}/best.pt",
+        "runs/my-run/metrics.jsonl",
+        "studies/x/runs/a/metrics.jsonl",
+        "studies/x/report.md",
+        "studies/x/unfinished/runs/a/last.pt",
+    ]
+    result = subprocess.run(
+        ["git", "check-ignore", "--no-index", *kept, *ignored], cwd=ROOT, capture_output=True, text=True
+    )
     assert sorted(result.stdout.split()) == sorted(ignored)

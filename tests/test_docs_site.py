@@ -1,5 +1,6 @@
 """The documentation site: it builds with every warning an error, its API reference shows every
 public name, the README stays a front page, and no text sends a user to the wrong package."""
+
 from __future__ import annotations
 
 import importlib
@@ -51,9 +52,22 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("docs") / "site"
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
-         "--site-dir", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, "mkdocs build --strict failed:\n" + result.stdout + result.stderr
     return out
@@ -61,8 +75,14 @@ def site(tmp_path_factory):
 
 @pytest.mark.slow
 def test_site_builds_with_warnings_as_errors(site):
-    for page in ("index.html", "getting-started/index.html", "guides/training/index.html",
-                 "inspect/index.html", "results/index.html", "api/attention/index.html"):
+    for page in (
+        "index.html",
+        "getting-started/index.html",
+        "guides/training/index.html",
+        "inspect/index.html",
+        "results/index.html",
+        "api/attention/index.html",
+    ):
         assert (site / page).is_file(), page
     assert not list(site.rglob("*.pt")), "checkpoints kept for resuming a study are no part of the site"
 
@@ -117,8 +137,9 @@ def test_taken_name_finder():
     assert not _installs_taken_name(f"[`{name}.NLSAM`][{name}.attention.NLSAM]")
 
 
-@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
-                    reason="needs a git checkout of the repository")
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout of the repository"
+)
 def test_no_text_installs_the_taken_name():
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     wrong = []
@@ -132,5 +153,4 @@ def test_no_text_installs_the_taken_name():
         for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
             if _installs_taken_name(line):
                 wrong.append(f"{rel}:{number}: {line.strip()}")
-    assert not wrong, ("the package index's nlsam is another project; install torch-nlsam:\n"
-                       + "\n".join(wrong))
+    assert not wrong, "the package index's nlsam is another project; install torch-nlsam:\n" + "\n".join(wrong)

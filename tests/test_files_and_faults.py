@@ -1,6 +1,7 @@
 """Files and faults: what a write does to what is already there, and how the command line ends
 when the system fails it (a full disk, a file-size limit, Ctrl-C, an unreadable file) or a run
 directory holds something unexpected. Every failure is one line and a Unix exit status."""
+
 import errno
 import os
 import socket
@@ -199,8 +200,10 @@ def test_a_write_error_names_the_file_and_survives_pickling():
     import pickle
 
     error = _io.WriteError("/runs/x/last.pt", OSError(errno.EFBIG, os.strerror(errno.EFBIG)))
-    assert str(error) == ("cannot write /runs/x/last.pt: File too large (the file is larger than the "
-                          "file-size limit of this shell (`ulimit -f`) or file system)")
+    assert str(error) == (
+        "cannot write /runs/x/last.pt: File too large (the file is larger than the "
+        "file-size limit of this shell (`ulimit -f`) or file system)"
+    )
     again = pickle.loads(pickle.dumps(error))  # a study's trainer reports it from another process
     assert isinstance(again, OSError) and again.errno == errno.EFBIG and str(again) == str(error)
 
@@ -212,8 +215,9 @@ def _temporaries(folder):
 def test_a_full_disk_while_writing_a_checkpoint_is_one_line(tmp_path, failing_writes, capsys):
     out = tmp_path / "run"
     failing_writes(str(out / ".last.pt."), _no_space())
-    err = _one_line(capsys, ["train", "--data", TINY["data"], "--epochs", "1", "--batch-size", "64",
-                             "--out", str(out)], code=1)
+    err = _one_line(
+        capsys, ["train", "--data", TINY["data"], "--epochs", "1", "--batch-size", "64", "--out", str(out)], code=1
+    )
     assert f"nlsam train: error: cannot write {out / 'last.pt'}: No space left on device" in err
     assert "free some space" in err and f"nlsam train --out {out} --resume" in err
     assert not _temporaries(out) and not (out / "last.pt").exists() and (out / "config.yaml").is_file()
@@ -270,9 +274,24 @@ def test_a_file_size_limit_is_one_line(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, resource.RLIM_INFINITY))
 
     proc = subprocess.run(
-        [sys.executable, "-m", "nlsam", "train", "--data", TINY["data"], "--epochs", "1", "--batch-size", "64",
-         "--out", str(out)],
-        preexec_fn=limit_file_size, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "nlsam",
+            "train",
+            "--data",
+            TINY["data"],
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--out",
+            str(out),
+        ],
+        preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env=dict(os.environ, NLSAM_CACHE_DIR=str(tmp_path / "cache")),
     )
     assert proc.returncode == 1, proc.stderr
@@ -350,9 +369,14 @@ def test_eval_into_a_full_standard_output_is_one_line(run, tmp_path):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "nlsam", "eval", str(run), "--device", "cpu"],
-                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=600,
-                              env=dict(os.environ, NLSAM_CACHE_DIR=str(tmp_path / "cache")))
+        proc = subprocess.run(
+            [sys.executable, "-m", "nlsam", "eval", str(run), "--device", "cpu"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=600,
+            env=dict(os.environ, NLSAM_CACHE_DIR=str(tmp_path / "cache")),
+        )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr == "nlsam eval: error: cannot write to standard output: No space left on device\n"
 
@@ -365,11 +389,14 @@ def _edited_checkpoint(run, to, edit):
     return to
 
 
-@pytest.mark.parametrize("config, says", [
-    (["resnet20"], "its config is a list, not a mapping of settings"),
-    ("resnet20", "its config is a str, not a mapping of settings"),
-    ({"attention": "nlsam"}, "its config names no model"),
-])
+@pytest.mark.parametrize(
+    "config, says",
+    [
+        (["resnet20"], "its config is a list, not a mapping of settings"),
+        ("resnet20", "its config is a str, not a mapping of settings"),
+        ({"attention": "nlsam"}, "its config names no model"),
+    ],
+)
 def test_a_checkpoint_whose_config_is_not_a_mapping_is_one_line(run, tmp_path, capsys, config, says):
     path = _edited_checkpoint(run, tmp_path / "odd.pt", lambda state: state.update(config=config))
     for argv in (["eval", str(path)], ["export", str(path), "--format", "torchscript", "--out", str(tmp_path / "x")]):
@@ -391,8 +418,23 @@ def test_init_from_torchvision_offline_is_one_line(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(torch.hub, "urlopen", offline)  # torch.hub holds its own reference
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights cached from an earlier run
     capsys.readouterr()
-    code = main(["train", "--data", "builtin:64:32:0", "--model", "resnet18", "--attention", "none",
-                 "--init-from", "torchvision:resnet18", "--epochs", "1", "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--data",
+            "builtin:64:32:0",
+            "--model",
+            "resnet18",
+            "--attention",
+            "none",
+            "--init-from",
+            "torchvision:resnet18",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     lines = [line for line in err.splitlines() if not line.startswith("Downloading: ")]  # torch.hub's own
@@ -488,8 +530,11 @@ def test_a_class_list_mismatch_names_the_class(run, tmp_path, capsys):
     assert "the same classes in another order: class 0 is" in err
 
 
-@pytest.mark.parametrize("garbage", [os.urandom(300) + b"\xff\xfe", b"not json at all\n", b"42\n[1, 2]\n"],
-                         ids=["bytes", "text", "json-but-not-rows"])
+@pytest.mark.parametrize(
+    "garbage",
+    [os.urandom(300) + b"\xff\xfe", b"not json at all\n", b"42\n[1, 2]\n"],
+    ids=["bytes", "text", "json-but-not-rows"],
+)
 def test_resume_rebuilds_a_garbage_metrics_file_from_last_pt(run, tmp_path, capsys, garbage):
     from nlsam.engine.run_dir import read_metrics
 

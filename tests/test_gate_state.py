@@ -1,4 +1,5 @@
 """The attention gate travels with the weights: a state dict restores the gate it was saved with."""
+
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ def _perturbed_identity_network() -> torch.nn.Module:
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "attention" in name:
-                param.add_(0.5 * torch.randn_like(param))   # the gate now matters
+                param.add_(0.5 * torch.randn_like(param))  # the gate now matters
     return model
 
 
@@ -38,7 +39,7 @@ def test_a_state_dict_from_before_the_gate_was_saved_keeps_the_receiving_gate():
     saved = _perturbed_identity_network()
     old = {k: v for k, v in saved.state_dict().items() if not k.endswith("gate.scale")}
     model = nlsam.create_model("resnet20", attention="nlsam", attention_init="identity").eval()
-    model.load_state_dict(old)   # strict: no missing key
+    model.load_state_dict(old)  # strict: no missing key
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(model(x), saved(x), atol=1e-6)
 

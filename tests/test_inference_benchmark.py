@@ -1,5 +1,6 @@
 """benchmarks/inference_latency.py, imported by path and run on a tiny setting (resnet20 at its
 native 32x32, batch 1, one round of one call): every row of its table is there and parses."""
+
 import importlib.util
 import re
 from pathlib import Path
@@ -25,8 +26,20 @@ def test_inference_latency_tiny(tmp_path, capsys):
     pytest.importorskip("onnxscript", reason="nlsam export --format onnx needs onnxscript")
     bench = _load_script()
     out = tmp_path / "docs" / "inference_latency.md"
-    argv = ["--models", "resnet20", "--batch-sizes", "1", "--rounds", "1", "--reps", "1", "--threads", "1",
-            "--out", str(out)]
+    argv = [
+        "--models",
+        "resnet20",
+        "--batch-sizes",
+        "1",
+        "--rounds",
+        "1",
+        "--reps",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     threads = torch.get_num_threads()
     try:
         text = bench.main(argv)
@@ -43,8 +56,9 @@ def test_inference_latency_tiny(tmp_path, capsys):
     assert f"onnxruntime {ort.__version__}" in machine and "intra_op_num_threads 1" in machine
 
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| resnet20 |")]
-    assert {(r[1], r[3]) for r in rows} == {(runtime, net) for runtime in bench.RUNTIMES
-                                           for net in ("plain", "+ NL-SAM")}
+    assert {(r[1], r[3]) for r in rows} == {
+        (runtime, net) for runtime in bench.RUNTIMES for net in ("plain", "+ NL-SAM")
+    }
     assert len(rows) == 6
     for _model, _runtime, batch, network, ms, images_s, overhead, reps in rows:
         assert batch == "1" and reps == "1"

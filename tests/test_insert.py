@@ -1,4 +1,5 @@
 """nlsam.insert: attention into torchvision, timm and nlsam ResNets and any other network."""
+
 import pytest
 import torch
 from torch import nn
@@ -93,7 +94,9 @@ def test_default_pool_at_224_and_lowered_at_other_sizes():
     model = torchvision.models.resnet50()
     report = nlsam.insert(model, "nlsam", input_size=80)  # stages 3-5: 10x10, 5x5, 3x3
     assert {i.stage: (i.feature_size, i.module.pool) for i in report} == {
-        3: ((10, 10), 2), 4: ((5, 5), 1), 5: ((3, 3), 1)
+        3: ((10, 10), 2),
+        4: ((5, 5), 1),
+        5: ((3, 3), 1),
     }
 
 
@@ -129,8 +132,12 @@ def test_mobilenet_after_predicate_identity():
     x = torch.randn(1, 3, 64, 64)
     before = _outputs(model, x)
     report = nlsam.insert(
-        model, "se+nlsam", after=lambda name, m: name in ("features.3", "features.8"),
-        input_size=64, init="identity", nlsam_reduction=4,  # features.8: 4 x 4 pooled by 2, N = 4 positions
+        model,
+        "se+nlsam",
+        after=lambda name, m: name in ("features.3", "features.8"),
+        input_size=64,
+        init="identity",
+        nlsam_reduction=4,  # features.8: 4 x 4 pooled by 2, N = 4 positions
     )
     assert [(i.path, i.channels) for i in report] == [("features.3.1", 24), ("features.8.1", 48)]
     assert (_outputs(model, x) - before).abs().max() <= 1e-5
@@ -179,7 +186,9 @@ def test_error_stage_attention_in_a_stage_that_is_not_a_sequence():
 
 
 def test_error_after_name_that_is_not_a_module():
-    with pytest.raises(ValueError, match=r"'features.88' \(in after=\) is not a module of VGG; did you mean features.8"):
+    with pytest.raises(
+        ValueError, match=r"'features.88' \(in after=\) is not a module of VGG; did you mean features.8"
+    ):
         nlsam.insert(torchvision.models.vgg11(), "nlsam", after=["features.88"], input_size=64)
 
 
@@ -187,7 +196,8 @@ def test_error_pool_that_does_not_divide_leaves_the_model_unchanged():
     model = torchvision.models.resnet18()
     keys = list(model.state_dict())
     with pytest.raises(
-        ValueError, match=r"does not fit layer4.0.bn2 \(stage 5\), a 512x2x2 feature map at input size 64x64.*valid nlsam_pool k here: 1, 2"
+        ValueError,
+        match=r"does not fit layer4.0.bn2 \(stage 5\), a 512x2x2 feature map at input size 64x64.*valid nlsam_pool k here: 1, 2",
     ):
         # (r = 1: stage 4's 4 x 4 map pooled by 4 has one position, fewer than the default r)
         nlsam.insert(model, "nlsam", input_size=64, nlsam_pool=4, nlsam_reduction=1)

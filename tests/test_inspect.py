@@ -1,4 +1,5 @@
 """nlsam cam / attention / predict / export, end to end on tiny trained checkpoints."""
+
 import json
 import subprocess
 import sys
@@ -29,9 +30,19 @@ def runs(tmp_path_factory):
     mp.setenv("NLSAM_CACHE_DIR", str(root / "cache"))
     try:
         for name, attention in (("base", None), ("nlsam", "nlsam"), ("ge", "ge+nlsam")):
-            train(TrainConfig.from_dict(dict(
-                data="builtin:256:64:0", model="resnet20", attention=attention, epochs=1, batch_size=64,
-                log_every=1000, out=str(root / name))))
+            train(
+                TrainConfig.from_dict(
+                    dict(
+                        data="builtin:256:64:0",
+                        model="resnet20",
+                        attention=attention,
+                        epochs=1,
+                        batch_size=64,
+                        log_every=1000,
+                        out=str(root / name),
+                    )
+                )
+            )
     finally:
         mp.undo()
     from nlsam.analysis.figures import save_test_images
@@ -40,7 +51,8 @@ def runs(tmp_path_factory):
     assert len(images) == N_CLASSES
     big = root / "big.jpg"  # a large RGBA photo-like image, not square
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 420, 4), dtype=np.uint8), "RGBA").convert(
-        "RGB").save(big)
+        "RGB"
+    ).save(big)
     gray = root / "gray.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (20, 50), dtype=np.uint8), "L").save(gray)
     text = root / "notes.png"
@@ -52,8 +64,19 @@ def runs(tmp_path_factory):
     save_checkpoint(dict(state, config=dict(state["config"], model="resnet32")), mismatched)
     old = root / "old.pt"
     torch.save(dict(state, format_version=0), old)
-    return dict(root=root, base=root / "base", nlsam=root / "nlsam", ge=root / "ge", images=images, big=big,
-                gray=gray, text=text, garbage=garbage, mismatched=mismatched, old=old)
+    return dict(
+        root=root,
+        base=root / "base",
+        nlsam=root / "nlsam",
+        ge=root / "ge",
+        images=images,
+        big=big,
+        gray=gray,
+        text=text,
+        garbage=garbage,
+        mismatched=mismatched,
+        old=old,
+    )
 
 
 def _run(capsys, argv):
@@ -122,8 +145,9 @@ def test_predict_matches_model_and_any_size(runs, capsys):
 def test_cam_side_by_side(runs, capsys, tmp_path):
     out_dir = tmp_path / "cam"
     images = [runs["images"][0], runs["images"][5], runs["big"]]
-    code, out, err = _run(capsys, ["cam", runs["base"], *images, "--compare", runs["nlsam"],
-                                   "--compare", runs["ge"], "--out", out_dir])
+    code, out, err = _run(
+        capsys, ["cam", runs["base"], *images, "--compare", runs["nlsam"], "--compare", runs["ge"], "--out", out_dir]
+    )
     assert code == 0, err
     written = sorted(out_dir.iterdir())
     assert [p.name for p in written] == sorted(p.stem + ".png" for p in images)
@@ -132,9 +156,25 @@ def test_cam_side_by_side(runs, capsys, tmp_path):
         width, height = _png(path)
         assert 700 < width < 2000 and 200 < height < 600 and width > 2.5 * height  # 4 panels + colour bar
     # one grid figure, a class given by name, custom labels
-    code, _, err = _run(capsys, ["cam", runs["base"], *runs["images"][:3], "--compare", runs["nlsam"],
-                                 "--target-class", "square", "--labels", "ResNet-20", "+ NL-SAM",
-                                 "--out", out_dir, "--grid", "grid.png"])
+    code, _, err = _run(
+        capsys,
+        [
+            "cam",
+            runs["base"],
+            *runs["images"][:3],
+            "--compare",
+            runs["nlsam"],
+            "--target-class",
+            "square",
+            "--labels",
+            "ResNet-20",
+            "+ NL-SAM",
+            "--out",
+            out_dir,
+            "--grid",
+            "grid.png",
+        ],
+    )
     assert code == 0, err
     width, height = _png(out_dir / "grid.png")
     assert height > width  # 3 rows of 3 panels
@@ -223,8 +263,21 @@ def test_attention_command(runs, capsys, tmp_path):
     for image in (runs["images"][1], runs["big"]):
         width, height = _png(out_dir / (image.stem + ".png"))
         assert 400 < width < 1500 and 300 < height < 1200
-    code, _, err = _run(capsys, ["attention", runs["nlsam"], runs["images"][1], "--stage", "3",
-                                 "--range", "0", "1", "--out", tmp_path / "att3"])
+    code, _, err = _run(
+        capsys,
+        [
+            "attention",
+            runs["nlsam"],
+            runs["images"][1],
+            "--stage",
+            "3",
+            "--range",
+            "0",
+            "1",
+            "--out",
+            tmp_path / "att3",
+        ],
+    )
     assert code == 0, err
     width3, height3 = _png(tmp_path / "att3" / (runs["images"][1].stem + ".png"))
     assert height3 < height  # one stage row instead of two
@@ -235,21 +288,25 @@ def test_attention_labels_name_map_and_gate(runs):
     from nlsam.analysis.predict import load_images, load_inspected
 
     inspected = load_inspected(runs["nlsam"])
-    (path, img), = load_images(runs["images"][:1])
+    ((path, img),) = load_images(runs["images"][:1])
 
     def stage_labels(fig):
         labels = [" ".join(ax.get_ylabel().split()) for ax in fig.axes]
         return [label for label in labels if label.startswith("stage")]
 
     assert stage_labels(attention_figure(inspected, path, img)) == [
-        "stage 2 16x16 map, 8x8 gate (k=2)", "stage 3 8x8 map, 4x4 gate (k=2)"]
+        "stage 2 16x16 map, 8x8 gate (k=2)",
+        "stage 3 8x8 map, 4x4 gate (k=2)",
+    ]
     # what the label says: the 16 x 16 map of stage 2 holds 8 x 8 distinct 2 x 2 cells
     _, maps = attention_maps(inspected.model, inspected.prepare(img))
     cells = maps[0].map.reshape(8, 2, 8, 2)
     assert torch.equal(cells, cells[:, :1, :, :1].expand_as(cells))
     # away from the training size the module pools adaptively to its trained grid
     assert stage_labels(attention_figure(inspected, path, img, input_size=(48, 40))) == [
-        "stage 2 24x20 map, 8x8 gate (adaptive pooling)", "stage 3 12x10 map, 4x4 gate (adaptive pooling)"]
+        "stage 2 24x20 map, 8x8 gate (adaptive pooling)",
+        "stage 3 12x10 map, 4x4 gate (adaptive pooling)",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,8 +442,18 @@ def test_export_rejects_unusable_out_before_any_work(runs, capsys, tmp_path, mon
 
 @pytest.mark.parametrize("tolerance", ["-1e-4", "nan"])
 def test_export_rejects_a_tolerance_below_zero(runs, capsys, tmp_path, tolerance):
-    code, out, err = _run(capsys, ["export", runs["nlsam"], "--format", "safetensors", "--out",
-                                   tmp_path / "m.safetensors", f"--tolerance={tolerance}"])
+    code, out, err = _run(
+        capsys,
+        [
+            "export",
+            runs["nlsam"],
+            "--format",
+            "safetensors",
+            "--out",
+            tmp_path / "m.safetensors",
+            f"--tolerance={tolerance}",
+        ],
+    )
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1
     assert lines[0].startswith("nlsam export: error: --tolerance must be a number >= 0")
@@ -419,25 +486,39 @@ BAD_CASES = {
     "text file as image": (lambda r: ["attention", r["nlsam"], r["images"][0], r["text"]], "cannot read image"),
     "directory as image": (lambda r: ["predict", r["nlsam"], r["root"] / "images"], "is a directory"),
     "garbage checkpoint": (lambda r: ["cam", r["garbage"], r["images"][0]], "cannot read"),
-    "garbage compared checkpoint": (lambda r: ["cam", r["nlsam"], r["images"][0], "--compare", r["garbage"]],
-                                    "cannot read"),
+    "garbage compared checkpoint": (
+        lambda r: ["cam", r["nlsam"], r["images"][0], "--compare", r["garbage"]],
+        "cannot read",
+    ),
     "missing checkpoint": (lambda r: ["predict", r["root"] / "missing.pt", r["images"][0]], "checkpoint not found"),
-    "weights of another model": (lambda r: ["export", r["mismatched"], "--format", "onnx"],
-                                 "does not match the network"),
+    "weights of another model": (
+        lambda r: ["export", r["mismatched"], "--format", "onnx"],
+        "does not match the network",
+    ),
     "old checkpoint version": (lambda r: ["attention", r["old"], r["images"][0]], "format version 0"),
-    "class index out of range": (lambda r: ["cam", r["nlsam"], r["images"][0], "--target-class", "8"],
-                                 "valid indices are 0..7"),
-    "unknown class name": (lambda r: ["cam", r["nlsam"], r["images"][0], "--target-class", "zebra"],
-                           "unknown target class 'zebra'"),
-    "stage without NL-SAM": (lambda r: ["attention", r["nlsam"], r["images"][0], "--stage", "1"],
-                             "valid: 2, 3"),
-    "network without NL-SAM": (lambda r: ["attention", r["base"], r["images"][0]], "has no spatial attention maps to show"),
+    "class index out of range": (
+        lambda r: ["cam", r["nlsam"], r["images"][0], "--target-class", "8"],
+        "valid indices are 0..7",
+    ),
+    "unknown class name": (
+        lambda r: ["cam", r["nlsam"], r["images"][0], "--target-class", "zebra"],
+        "unknown target class 'zebra'",
+    ),
+    "stage without NL-SAM": (lambda r: ["attention", r["nlsam"], r["images"][0], "--stage", "1"], "valid: 2, 3"),
+    "network without NL-SAM": (
+        lambda r: ["attention", r["base"], r["images"][0]],
+        "has no spatial attention maps to show",
+    ),
     "bad top-k": (lambda r: ["predict", r["nlsam"], r["images"][0], "--topk", "0"], "--topk"),
     "labels count": (lambda r: ["cam", r["nlsam"], r["images"][0], "--labels", "a", "b"], "--labels got 2"),
-    "unknown colour map": (lambda r: ["attention", r["nlsam"], r["images"][0], "--cmap", "nope"],
-                           "unknown colour map 'nope'"),
-    "grid name with a folder": (lambda r: ["cam", r["nlsam"], r["images"][0], "--grid", "a/b.png"],
-                                "--grid takes a file name"),
+    "unknown colour map": (
+        lambda r: ["attention", r["nlsam"], r["images"][0], "--cmap", "nope"],
+        "unknown colour map 'nope'",
+    ),
+    "grid name with a folder": (
+        lambda r: ["cam", r["nlsam"], r["images"][0], "--grid", "a/b.png"],
+        "--grid takes a file name",
+    ),
 }
 
 
@@ -483,7 +564,9 @@ def test_missing_package_message(runs, capsys, tmp_path, monkeypatch):
 
 
 def test_import_stays_light():
-    code = ("import sys, nlsam, nlsam.cli; nlsam.cli.build_parser(); "
-            "print([m for m in ('matplotlib', 'pytorch_grad_cam', 'onnx', 'onnxruntime', 'cv2') if m in sys.modules])")
+    code = (
+        "import sys, nlsam, nlsam.cli; nlsam.cli.build_parser(); "
+        "print([m for m in ('matplotlib', 'pytorch_grad_cam', 'onnx', 'onnxruntime', 'cv2') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

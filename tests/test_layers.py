@@ -2,6 +2,7 @@
 [tool.importlinter] section of pyproject.toml) hold, and what each package offers is its
 ``__all__``: every name there exists, every other name of a public module starts with ``_``, and
 code outside a package imports only names its ``__all__`` offers."""
+
 from __future__ import annotations
 
 import ast
@@ -64,8 +65,10 @@ def _lint_imports() -> str:
         pytest.skip("import-linter is not installed: pip install -e '.[dev]'")
     version = importlib.metadata.version("import-linter")
     if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < IMPORT_LINTER_MIN:
-        pytest.skip(f"import-linter {version} lacks the private_modules contract; it needs "
-                    f"{'.'.join(map(str, IMPORT_LINTER_MIN))} or later")
+        pytest.skip(
+            f"import-linter {version} lacks the private_modules contract; it needs "
+            f"{'.'.join(map(str, IMPORT_LINTER_MIN))} or later"
+        )
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     exe = shutil.which("lint-imports", path=path)
     if exe is None:
@@ -75,8 +78,9 @@ def _lint_imports() -> str:
 
 @pytest.mark.slow
 def test_import_contracts_hold():
-    result = subprocess.run([_lint_imports(), "--no-cache", "--no-logo"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [_lint_imports(), "--no-cache", "--no-logo"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, "lint-imports found broken contracts:\n" + result.stdout + result.stderr
     assert "0 broken" in result.stdout
 
@@ -128,8 +132,9 @@ def test_public_modules_declare_every_public_name():
         extra = _defined_names(module_name) - set(module.__all__) - NOT_IN_ALL.get(module_name, set())
         extra = {n for n in extra if not nlsam.models.is_model(n)}
         undeclared += [f"{module_name}.{name}" for name in sorted(extra)]
-    assert not undeclared, ("public names in no __all__ (add them to it, with a docstring, or "
-                            "start them with _):\n" + "\n".join(undeclared))
+    assert not undeclared, (
+        "public names in no __all__ (add them to it, with a docstring, or start them with _):\n" + "\n".join(undeclared)
+    )
 
 
 def test_each_package_offers_the_names_of_its_modules():
@@ -145,8 +150,9 @@ def test_each_package_offers_the_names_of_its_modules():
             if module_name.rsplit(".", 1)[0] != package_name:
                 continue
             module = importlib.import_module(module_name)
-            missing += [f"{package_name}: {module_name}.{n}" for n in getattr(module, "__all__", ())
-                        if n not in package.__all__]
+            missing += [
+                f"{package_name}: {module_name}.{n}" for n in getattr(module, "__all__", ()) if n not in package.__all__
+            ]
     assert not missing, "names of a public module that its package's __all__ leaves out:\n" + "\n".join(missing)
 
 
@@ -179,8 +185,10 @@ def _imports(path: Path, module: str, is_package: bool) -> Iterator[tuple]:
 
 
 def _sources() -> Dict[Path, tuple]:
-    files = {p: (".".join(p.relative_to(SRC.parent).with_suffix("").parts), p.name == "__init__.py")
-             for p in SRC.rglob("*.py")}
+    files = {
+        p: (".".join(p.relative_to(SRC.parent).with_suffix("").parts), p.name == "__init__.py")
+        for p in SRC.rglob("*.py")
+    }
     files = {p: (m[: -len(".__init__")] if m.endswith(".__init__") else m, pkg) for p, (m, pkg) in files.items()}
     files.update({p: ("benchmarks." + p.stem, False) for p in (ROOT / "benchmarks").glob("*.py")})
     return files

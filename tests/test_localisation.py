@@ -1,5 +1,6 @@
 """The locate data, the localisation scores on maps and masks with known answers, batch
 Grad-CAM, ``nlsam locate`` and the localisation columns of ``nlsam report``."""
+
 import csv
 import json
 import math
@@ -214,7 +215,7 @@ def test_batch_grad_cam(study):
     assert torch.isfinite(maps).all() and (maps >= 0).all()
     assert all(p.grad is None for p in model.parameters())  # the model keeps no gradients
     # one image at a time gives the same maps (no batch statistics in eval mode)
-    single = torch.cat([grad_cam_maps(model, x[i:i + 1])[0] for i in range(5)])
+    single = torch.cat([grad_cam_maps(model, x[i : i + 1])[0] for i in range(5)])
     assert torch.allclose(single, maps, atol=1e-5)
     true, _ = grad_cam_maps(model, x, d.labels)
     assert true.shape == (5, 8, 8)
@@ -236,8 +237,9 @@ def test_batch_grad_cam_matches_the_grad_cam_package(study):
         # the package: shift to 0, scale to 1, upsample (OpenCV, bilinear), shift and scale again
         ours = prepare_maps(maps)
         ours = ours / (1e-7 + ours.amax())
-        ours = torch.nn.functional.interpolate(ours.unsqueeze(1), size=(32, 32), mode="bilinear",
-                                               align_corners=False)[0, 0]
+        ours = torch.nn.functional.interpolate(ours.unsqueeze(1), size=(32, 32), mode="bilinear", align_corners=False)[
+            0, 0
+        ]
         ours = (ours - ours.min()) / (1e-7 + (ours - ours.min()).max())
         assert ours.max() > 0.99  # not a degenerate map
         assert torch.allclose(ours, torch.from_numpy(heat), atol=1e-4), (ours - torch.from_numpy(heat)).abs().max()

@@ -73,6 +73,7 @@ def test_nlsam_placement_follows_the_paper():
     assert {(m.feature_size, m.grid_size) for m in per_stage["layer3"]} == {((8, 8), (4, 4))}
     n2, n3 = 64, 16
     extra = 18 * (2 * n2 * (n2 // 8) + n2 // 8 + n2) + 18 * (2 * n3 * (n3 // 8) + n3 // 8 + n3)
+
     def count(m):
         return sum(p.numel() for p in m.parameters())
 
@@ -144,7 +145,10 @@ def test_grad_checkpointing_after_pruning_stages():
 
 
 SMALL_BLOCKS = {
-    "basic": BasicBlock, "bottleneck": Bottleneck, "preact_basic": PreActBasicBlock, "preact_bottleneck": PreActBottleneck
+    "basic": BasicBlock,
+    "bottleneck": Bottleneck,
+    "preact_basic": PreActBasicBlock,
+    "preact_bottleneck": PreActBottleneck,
 }
 
 
@@ -152,8 +156,9 @@ SMALL_BLOCKS = {
 @pytest.mark.parametrize("attention", ["nlsam", "cbam+nlsam", "ge+nlsam", "bam"])
 def test_torchscript(block, attention):
     """Every block type and every kind of attention module scripts (one block per stage keeps it quick)."""
-    model = ResNet(SMALL_BLOCKS[block], [1, 1, 1], [16, 32, 64], stem="cifar", input_size=32, num_classes=10,
-                   attention=attention).eval()
+    model = ResNet(
+        SMALL_BLOCKS[block], [1, 1, 1], [16, 32, 64], stem="cifar", input_size=32, num_classes=10, attention=attention
+    ).eval()
     scripted = torch.jit.script(model)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(scripted(x), model(x))
@@ -164,8 +169,9 @@ def test_torch_export_cifar(name):
     if name == "resnet20":
         model = create_model(name, attention="se+nlsam").eval()
     else:  # the pre-activation bottleneck of preresnet164, one block per stage
-        model = ResNet(PreActBottleneck, [1, 1, 1], [16, 32, 64], stem="cifar", input_size=32, num_classes=10,
-                       attention="se+nlsam").eval()
+        model = ResNet(
+            PreActBottleneck, [1, 1, 1], [16, 32, 64], stem="cifar", input_size=32, num_classes=10, attention="se+nlsam"
+        ).eval()
     x = torch.randn(2, 3, 32, 32)
     batch = torch.export.Dim("batch", min=1, max=1024)
     exported = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})

@@ -3,6 +3,7 @@
 Each test compiles for real (torch.compile with the default inductor backend), so a fall-back to
 the eager path is turned into a failure: a test that compared eager with eager could not fail.
 """
+
 import copy
 import warnings
 

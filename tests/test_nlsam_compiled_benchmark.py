@@ -2,6 +2,7 @@
 ResNet-20, one round of two batches) with ``torch.compile`` replaced by the identity, so the
 test checks the script's measuring, arithmetic and tables, not the compiler (which the
 benchmark itself runs, and tests/test_nlsam_compiled.py checks)."""
+
 import importlib.util
 import re
 from pathlib import Path
@@ -31,8 +32,24 @@ def test_nlsam_compiled_benchmark_tiny(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(nlsam_module, "_COMPILED_ATTEND", None)
     bench = _load_script()
     out = tmp_path / "nlsam_compiled.md"
-    argv = ["--data", "builtin", "--models", "resnet20", "--amp", "off", "--rounds", "1", "--steps", "2",
-            "--module-reps", "1", "--batch-size", "16", "--out", str(out)]
+    argv = [
+        "--data",
+        "builtin",
+        "--models",
+        "resnet20",
+        "--amp",
+        "off",
+        "--rounds",
+        "1",
+        "--steps",
+        "2",
+        "--module-reps",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+    ]
     text = bench.main(argv)
     assert out.read_text() == text and text in capsys.readouterr().out
     assert compiled == [nlsam_module.NLSAM._attend]  # one compiled function, shared by every module
@@ -40,6 +57,7 @@ def test_nlsam_compiled_benchmark_tiny(tmp_path, monkeypatch, capsys):
     modules = _cells(text, "| resnet20 | ")
     shapes = [r[1] for r in modules if "x" in r[1] and r[1][0].isdigit()]
     assert shapes == ["32 x 16 x 16", "64 x 8 x 8"]  # ResNet-20's NL-SAM stages 2 and 3
+
     def interval(unit):
         return r"[+-]?\d+\.\d+" + unit + r" \[[+-]?\d+\.\d+, [+-]?\d+\.\d+\]"
 

@@ -1,4 +1,5 @@
 """--amp: which precision each mode resolves to, and how a CPU's native bf16 is detected."""
+
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ CPU = torch.device("cpu")
 
 def cpuinfo(tmp_path: Path, flags: str) -> Path:
     path = tmp_path / "cpuinfo"
-    path.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    path.write_text(
+        f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n"
+    )
     return path
 
 
@@ -24,12 +27,15 @@ def machine(monkeypatch):
     cpu_has_native_bf16.cache_clear()
 
 
-@pytest.mark.parametrize("flags, native", [
-    ("fpu sse2 avx2 avx512f avx512bw avx512_bf16", True),   # Zen 4, Cooper Lake
-    ("fpu sse2 avx2 avx512f amx_tile amx_bf16", True),       # Sapphire Rapids
-    ("fpu sse2 avx2 avx512f avx512bw", False),               # AVX-512 without bf16: emulated
-    ("fpu sse2 avx2", False),
-])
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ("fpu sse2 avx2 avx512f avx512bw avx512_bf16", True),  # Zen 4, Cooper Lake
+        ("fpu sse2 avx2 avx512f amx_tile amx_bf16", True),  # Sapphire Rapids
+        ("fpu sse2 avx2 avx512f avx512bw", False),  # AVX-512 without bf16: emulated
+        ("fpu sse2 avx2", False),
+    ],
+)
 def test_native_bf16_is_read_from_the_cpu_flags(machine, tmp_path, flags, native):
     assert cpu_has_native_bf16(cpuinfo(tmp_path, flags)) is native
 
@@ -72,8 +78,16 @@ def test_eval_takes_the_run_precision_unless_told(tmp_path, monkeypatch, capsys)
     from nlsam.engine import TrainConfig, train
 
     monkeypatch.setenv("NLSAM_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = dict(data="builtin:256:128:0", model="resnet20", attention="nlsam", batch_size=64, epochs=1,
-               log_every=1000, amp="bf16", out=str(tmp_path / "run"))
+    cfg = dict(
+        data="builtin:256:128:0",
+        model="resnet20",
+        attention="nlsam",
+        batch_size=64,
+        epochs=1,
+        log_every=1000,
+        amp="bf16",
+        out=str(tmp_path / "run"),
+    )
     summary = train(TrainConfig.from_dict(cfg))
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run"), "--json", "--device", "cpu", "--batch-size", "64"]) == 0

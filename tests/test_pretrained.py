@@ -1,5 +1,6 @@
 """nlsam.load_pretrained: torchvision / timm ResNet weights into nlsam's ResNets (offline: the
 weights are the state dicts of randomly initialised models)."""
+
 import pytest
 import torch
 
@@ -134,14 +135,19 @@ def test_create_model_and_timm_start_from_a_torchvision_state_dict(tmp_path):
     source = torchvision.models.resnet18().eval()
     torch.save(source.state_dict(), tmp_path / "r18.pth")
     x = torch.randn(1, 3, 224, 224)
-    model = nlsam.create_model("resnet18", attention="se+nlsam", attention_init="identity",
-                               pretrained=str(tmp_path / "r18.pth")).eval()
+    model = nlsam.create_model(
+        "resnet18", attention="se+nlsam", attention_init="identity", pretrained=str(tmp_path / "r18.pth")
+    ).eval()
     assert model.pretrained_report.missing == [] and model.pretrained_report.missing_attention
     with torch.no_grad():
         assert (model(x) - source(x)).abs().max() <= 1e-5
     timm = pytest.importorskip("timm")
-    from_timm = timm.create_model("nlsam_resnet18", pretrained=True, attention_init="identity",
-                                  pretrained_cfg_overlay=dict(file=str(tmp_path / "r18.pth"))).eval()
+    from_timm = timm.create_model(
+        "nlsam_resnet18",
+        pretrained=True,
+        attention_init="identity",
+        pretrained_cfg_overlay=dict(file=str(tmp_path / "r18.pth")),
+    ).eval()
     with torch.no_grad():
         assert (from_timm(x) - source(x)).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="no published weights for resnet20"):

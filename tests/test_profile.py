@@ -1,5 +1,6 @@
 """Cost accounting (nlsam.cost): hand-computed counts, agreement with fvcore and the
 published ResNet figures, the NL-SAM overhead on ResNet-50, and the `nlsam profile` command."""
+
 import json
 
 import pytest
@@ -189,9 +190,7 @@ def test_resnet50_nlsam_overhead(resnet50):
     # the overhead is exactly the cost of the NL-SAM modules
     nlsam_total = with_nlsam.type_cost("NLSAM")
     assert nlsam_total.count == 13
-    assert (nlsam_total.params, nlsam_total.macs, nlsam_total.flops) == (
-        extra["params"], extra["macs"], extra["flops"]
-    )
+    assert (nlsam_total.params, nlsam_total.macs, nlsam_total.flops) == (extra["params"], extra["macs"], extra["flops"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,8 +213,10 @@ def test_cli_breakdown(capsys):
 
 
 def test_cli_json(capsys):
-    assert main(["profile", "resnet20", "--attention", "nlsam", "--json",
-                 "--num-classes", "100", "--input-size", "32"]) == 0
+    assert (
+        main(["profile", "resnet20", "--attention", "nlsam", "--json", "--num-classes", "100", "--input-size", "32"])
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert {"params", "flops", "macs", "baseline", "overhead"} <= set(data)
     assert data["input_size"] == [3, 32, 32]

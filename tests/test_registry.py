@@ -1,5 +1,6 @@
 """A new attention module registered from outside nlsam works through every command, with no
 change to nlsam's code; the paper's modules come from the same registry."""
+
 import json
 import sys
 import textwrap
@@ -82,8 +83,26 @@ def test_an_outside_module_works_everywhere(toy, tmp_path, capsys):
     assert cost["attention"] == "toy" and cost["overhead"]["params"] == 9 * 10
 
     run = tmp_path / "run"
-    assert main(["train", "--import", toy, "--attention", "toy", "--data", TINY["data"], "--epochs", "1",
-                 "--batch-size", "64", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--import",
+                toy,
+                "--attention",
+                "toy",
+                "--data",
+                TINY["data"],
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert yaml.safe_load((run / "config.yaml").read_text())["imports"] == [toy]
 
     study = tmp_path / "study.yaml"
@@ -109,15 +128,17 @@ def test_compositions_are_sequences_of_registered_parts():
     assert [p.name for p in attention_parts("cbam")] == ["cbam_channel", "cbam_spatial"]
     assert list_attention()[:5] == ["nlsam", "se", "ge", "cbam", "bam"]
     assert {"nlsam_pool", "nlsam_stages", "channel_reduction", "se_reduction", "attention_init"} <= set(
-        attention_option_keys())
+        attention_option_keys()
+    )
 
 
 def test_options_reach_parts_by_name_and_group():
     options = split_attention_options(dict(channel_reduction=4, se_reduction=2, nlsam_pool={2: 2, 3: 1}))
     assert options["se"] == {"reduction": 2} and options["ge"] == {"reduction": 4}
     assert options["nlsam"] == {"pool": {2: 2, 3: 1}} and options["cbam_spatial"] == {}
-    module = create_attention("se+nlsam", 32, (16, 16), stage=2, stage_ids=[1, 2, 3], se_reduction=2,
-                              nlsam_pool={2: 4, 3: 1})
+    module = create_attention(
+        "se+nlsam", 32, (16, 16), stage=2, stage_ids=[1, 2, 3], se_reduction=2, nlsam_pool={2: 4, 3: 1}
+    )
     assert module[0].fc1.out_channels == 16 and module[1].pool == 4
     with pytest.raises(ValueError, match="unknown attention option 'nlsam_poll' \\(did you mean 'nlsam_pool'\\?\\)"):
         split_attention_options(dict(nlsam_poll=2))
@@ -157,12 +178,48 @@ def test_identity_init_of_built_modules_equals_the_option():
 def test_train_init_from_a_plain_run_starts_as_that_network(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NLSAM_CACHE_DIR", str(tmp_path / "cache"))
     base = tmp_path / "base"
-    assert main(["train", "--data", TINY["data"], "--attention", "none", "--epochs", "1", "--batch-size", "64",
-                 "--out", str(base)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                TINY["data"],
+                "--attention",
+                "none",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--out",
+                str(base),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     run = tmp_path / "nlsam"
-    assert main(["train", "--data", TINY["data"], "--attention", "nlsam", "--model-option", "attention_init=identity",
-                 "--init-from", str(base), "--epochs", "1", "--batch-size", "64", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                TINY["data"],
+                "--attention",
+                "nlsam",
+                "--model-option",
+                "attention_init=identity",
+                "--init-from",
+                str(base),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"init from {base / 'best.pt'}: loaded" in out and "attention tensors left at their init" in out
     from nlsam.engine.checkpoint import load_checkpoint

@@ -1,5 +1,6 @@
 """Released weights: nlsam.list_pretrained, loading by name (nlsam, timm, torch.hub), the
 download path with its sha256 check, the Hub folder export, and the shipped weights' cards."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,11 +25,34 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 def _record(name: str, model: str, arch: str, attention, state, **extra) -> dict:
     data = save({k: v.contiguous() for k, v in state.items()})
     return dict(
-        name=name, model=model, arch=arch, attention=attention, data="test data", data_file="test.zip",
-        data_sha256="0" * 64, epochs=1, seed=0, top1=12.5, variant_top1_mean=12.5, variant_top1_std=None,
-        variant_seeds=1, num_classes=10, classes=CLASSES, input_size=[3, 32, 32], mean=[0.5] * 3, std=[0.25] * 3,
-        params=1, flops=1, recipe="r", precision="bfloat16", machine="m", study="s", file=f"{name}.safetensors",
-        sha256=hashlib.sha256(data).hexdigest(), **extra), data
+        name=name,
+        model=model,
+        arch=arch,
+        attention=attention,
+        data="test data",
+        data_file="test.zip",
+        data_sha256="0" * 64,
+        epochs=1,
+        seed=0,
+        top1=12.5,
+        variant_top1_mean=12.5,
+        variant_top1_std=None,
+        variant_seeds=1,
+        num_classes=10,
+        classes=CLASSES,
+        input_size=[3, 32, 32],
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        params=1,
+        flops=1,
+        recipe="r",
+        precision="bfloat16",
+        machine="m",
+        study="s",
+        file=f"{name}.safetensors",
+        sha256=hashlib.sha256(data).hexdigest(),
+        **extra,
+    ), data
 
 
 @pytest.fixture
@@ -63,7 +87,9 @@ def test_list_pretrained_returns_one_record_per_weight(weights_dir):
 
 
 def test_unknown_weight_names_the_released_ones(weights_dir):
-    with pytest.raises(ValueError, match=r"no released weight 'nope'; released: ge_nlsam_resnet20.test, ge_resnet20.test"):
+    with pytest.raises(
+        ValueError, match=r"no released weight 'nope'; released: ge_nlsam_resnet20.test, ge_resnet20.test"
+    ):
         released.get_pretrained("nlsam:nope")
 
 
@@ -105,8 +131,9 @@ def test_a_weight_that_must_be_downloaded_is_checked_and_kept_in_the_hub_cache(w
     source.mkdir()
     torch.manual_seed(2)
     state = nlsam.create_model("resnet20", attention="ge").state_dict()
-    record, data = _record("ge_resnet20.remote", "ge_resnet20", "resnet20", "ge", state,
-                           url=(source / "w.safetensors").as_uri())
+    record, data = _record(
+        "ge_resnet20.remote", "ge_resnet20", "resnet20", "ge", state, url=(source / "w.safetensors").as_uri()
+    )
     (source / "w.safetensors").write_bytes(data)
     index = weights_dir["folder"] / "index.json"
     index.write_text(json.dumps(weights_dir["records"] + [record]))
@@ -135,7 +162,9 @@ def test_a_weight_that_must_be_downloaded_is_checked_and_kept_in_the_hub_cache(w
 
 def test_a_weight_neither_shipped_nor_downloadable_says_where_to_put_it(weights_dir):
     (weights_dir["folder"] / "ge_resnet20.test.safetensors").unlink()
-    with pytest.raises(DownloadError, match=r"put ge_resnet20.test.safetensors \(sha256 [0-9a-f]{64}\) in .*hub/checkpoints"):
+    with pytest.raises(
+        DownloadError, match=r"put ge_resnet20.test.safetensors \(sha256 [0-9a-f]{64}\) in .*hub/checkpoints"
+    ):
         released.pretrained_state_dict("ge_resnet20.test")
 
 
@@ -223,9 +252,20 @@ def tiny_run(tmp_path_factory):
     from nlsam.engine import TrainConfig, train
 
     root = tmp_path_factory.mktemp("hub")
-    train(TrainConfig.from_dict(dict(data="builtin:128:32:0", model="resnet20", attention="ge+nlsam", epochs=1,
-                                     batch_size=64, log_every=1000, out=str(root / "run"),
-                                     model_options={"nlsam_pool": 2})))
+    train(
+        TrainConfig.from_dict(
+            dict(
+                data="builtin:128:32:0",
+                model="resnet20",
+                attention="ge+nlsam",
+                epochs=1,
+                batch_size=64,
+                log_every=1000,
+                out=str(root / "run"),
+                model_options={"nlsam_pool": 2},
+            )
+        )
+    )
     return root / "run"
 
 
@@ -246,7 +286,9 @@ def test_export_hub_folder_loads_in_timm_with_the_runs_logits(tiny_run, tmp_path
     with torch.no_grad():
         assert torch.equal(model(x), expected(x))
     card = (out / "README.md").read_text()
-    assert card.startswith("---\n") and "library_name: timm" in card and "# Model card for ge_nlsam_resnet20.mine" in card
+    assert (
+        card.startswith("---\n") and "library_name: timm" in card and "# Model card for ge_nlsam_resnet20.mine" in card
+    )
     # writing it again replaces nlsam's own folder
     assert main(["export", str(tiny_run), "--format", "hub", "--out", str(out)]) == 0
 
@@ -268,9 +310,23 @@ def test_export_hub_never_writes_into_someone_elses_folder(tiny_run, tmp_path):
 def test_model_card_layout():
     from nlsam.analysis.hub import CardFacts, model_card
 
-    card = model_card(CardFacts(name="nlsam_resnet20.x", model="nlsam_resnet20", arch="resnet20", attention="nlsam",
-                                num_classes=10, input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.25,) * 3,
-                                data="CIFAR-10, JPEG copy", top1=87.5, top1_how="fp32", params=272_474, flops=82_000_000))
+    card = model_card(
+        CardFacts(
+            name="nlsam_resnet20.x",
+            model="nlsam_resnet20",
+            arch="resnet20",
+            attention="nlsam",
+            num_classes=10,
+            input_size=(3, 32, 32),
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+            data="CIFAR-10, JPEG copy",
+            top1=87.5,
+            top1_how="fp32",
+            params=272_474,
+            flops=82_000_000,
+        )
+    )
     front = re.match(r"---\n(.*?)\n---\n", card, re.S)
     assert front and "license: mit" in front.group(1) and "library_name: timm" in front.group(1)
     assert "81.03%" in card and "**Params (M):** 0.272" in card and "doi.org/10.1177/1729881420938927" in card

@@ -1,4 +1,5 @@
 """nlsam report: Student's t quantiles of the Welch interval, the figures, unfinished studies."""
+
 import json
 import math
 from pathlib import Path
@@ -107,7 +108,10 @@ def test_curves_of_one_epoch_runs_are_visible(tmp_path, monkeypatch):
     fig = saved["curves.png"]
     lines = fig.axes[0].get_lines()
     # one point per group (one epoch, mean over seeds 0 and 1): visible only with a marker
-    assert sorted((tuple(line.get_xdata()), tuple(line.get_ydata())) for line in lines) == [((1,), (41.0,)), ((1,), (42.0,))]
+    assert sorted((tuple(line.get_xdata()), tuple(line.get_ydata())) for line in lines) == [
+        ((1,), (41.0,)),
+        ((1,), (42.0,)),
+    ]
     for line in lines:
         assert line.get_visible() and line.get_marker() not in (None, "", " ", "None", "none")
         assert line.get_markersize() >= 3

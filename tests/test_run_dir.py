@@ -1,4 +1,5 @@
 """A run directory stays whole after a kill at any instant; one trainer per directory; resume rules."""
+
 import importlib
 import json
 import os
@@ -143,8 +144,12 @@ def test_killing_the_study_kills_its_trainers(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text(yaml.safe_dump(dict(base=dict(TINY, data="builtin:4096:128:0", epochs=50), seeds=[0])))
     env = dict(os.environ, NLSAM_CACHE_DIR=str(tmp_path / "cache"))
-    proc = subprocess.Popen([sys.executable, "-m", "nlsam", "study", str(study), "--out", str(tmp_path / "out")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nlsam", "study", str(study), "--out", str(tmp_path / "out")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     run = tmp_path / "out" / "runs" / "seed=0"
     deadline = time.time() + 120
     while lock_holder(run) is None and time.time() < deadline:
@@ -180,8 +185,11 @@ def test_study_counts_a_run_done_from_its_checkpoint_and_repairs_it(tmp_path, mo
     study_file.write_text(yaml.safe_dump(dict(base=dict(TINY, epochs=1), seeds=[0])))
     study = load_study(study_file, out=tmp_path / "out")
     run = study.runs[0]
-    monkeypatch.setattr(train_module, "_checkpoint_hook",
-                        lambda where: (_ for _ in ()).throw(Killed) if where == "before metrics.jsonl" else None)
+    monkeypatch.setattr(
+        train_module,
+        "_checkpoint_hook",
+        lambda where: (_ for _ in ()).throw(Killed) if where == "before metrics.jsonl" else None,
+    )
     with pytest.raises(Killed):
         train(run.config)
     assert not (run.run_dir / "metrics.jsonl").exists() and run_state(run) == "done"

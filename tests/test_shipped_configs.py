@@ -1,6 +1,7 @@
 """The paper's training configs and study files ship inside the package and are reached by name:
 ``nlsam train -c NAME``, ``nlsam study NAME``, ``nlsam list configs``; a path still works and an
 existing one wins; an unknown name is one line that lists the valid ones."""
+
 import importlib
 import importlib.resources
 from pathlib import Path
@@ -33,10 +34,20 @@ def _one_line_error(capsys, argv):
 
 
 def test_the_paper_configs_and_studies_are_shipped():
-    assert {"cifar10_resnet110_nlsam", "cifar100_resnet110_nlsam", "imagenet_resnet50_nlsam",
-            "cifar10_resnet20_fast"} <= set(list_configs())
-    assert {"table1_reduction", "table2_stage_k", "table3_interpolation", "table5_depth", "table7_imagenet",
-            "figure4_combinations"} <= set(list_studies())
+    assert {
+        "cifar10_resnet110_nlsam",
+        "cifar100_resnet110_nlsam",
+        "imagenet_resnet50_nlsam",
+        "cifar10_resnet20_fast",
+    } <= set(list_configs())
+    assert {
+        "table1_reduction",
+        "table2_stage_k",
+        "table3_interpolation",
+        "table5_depth",
+        "table7_imagenet",
+        "figure4_combinations",
+    } <= set(list_studies())
     assert list_configs() == sorted(list_configs()) and list_studies() == sorted(list_studies())
     assert not set(list_configs()) & set(list_studies())
 
@@ -52,8 +63,22 @@ def test_every_shipped_config_loads_and_validates_by_name(name):
 
 
 def test_train_takes_a_config_by_name(trained, tmp_path):
-    assert main(["train", "-c", "cifar10_resnet110_nlsam", "--data", "builtin", "--lr", "0.05",
-                 "--out", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "-c",
+                "cifar10_resnet110_nlsam",
+                "--data",
+                "builtin",
+                "--lr",
+                "0.05",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     (cfg,) = trained
     assert (cfg.model, cfg.attention, cfg.epochs, cfg.milestones) == ("resnet110", "nlsam", 164, [82, 123])
     assert (cfg.data, cfg.lr) == ("builtin", 0.05)  # the flags override the config
@@ -71,11 +96,14 @@ def test_every_shipped_study_parses_by_name(name, tmp_path, capsys):
     assert "attention=" in out or "seed=" in out, out
 
 
-@pytest.mark.parametrize("argv, kind, names", [
-    (["train", "-c", "cifar10_resnet21_nlsam"], "config", list_configs),
-    (["train", "-c", "cifar10_resnet21_nlsam.yaml"], "config", list_configs),
-    (["study", "table9_depth", "--dry-run"], "study", list_studies),
-])
+@pytest.mark.parametrize(
+    "argv, kind, names",
+    [
+        (["train", "-c", "cifar10_resnet21_nlsam"], "config", list_configs),
+        (["train", "-c", "cifar10_resnet21_nlsam.yaml"], "config", list_configs),
+        (["study", "table9_depth", "--dry-run"], "study", list_studies),
+    ],
+)
 def test_an_unknown_name_is_one_line_listing_the_valid_names(argv, kind, names, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     err = _one_line_error(capsys, argv)
@@ -124,10 +152,10 @@ def test_list_configs_names_each_file_with_its_description(capsys):
     assert "studies (nlsam study NAME):" in lines
     split = lines.index("studies (nlsam study NAME):")
     assert [line.split()[0] for line in lines[1:split]] == list_configs()
-    assert [line.split()[0] for line in lines[split + 1:]] == list_studies()
+    assert [line.split()[0] for line in lines[split + 1 :]] == list_studies()
     for line, name in zip(lines[1:split], list_configs()):
         assert line.startswith(f"  {name} ") and line.endswith(description(config_path(name)))
-    for line, name in zip(lines[split + 1:], list_studies()):
+    for line, name in zip(lines[split + 1 :], list_studies()):
         assert line.startswith(f"  {name} ") and line.endswith(description(study_path(name)))
     assert "  table5_depth" in out and "Table 5" in out
     assert main(["list"]) == 0  # every list, the configs among them
@@ -162,7 +190,10 @@ def test_pyproject_puts_every_shipped_file_in_the_wheel():
         pytest.skip("needs the repository's pyproject.toml")
     globs = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["nlsam.configs"]
     folder = ROOT / "src" / "nlsam" / "configs"
-    data = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.suffix != ".py"
-            and "__pycache__" not in p.parts}
+    data = {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts
+    }
     assert data and all(any(Path(f).match(g) and f.count("/") == g.count("/") for g in globs) for f in data), globs
     assert not (ROOT / "configs").exists(), "the configs live in src/nlsam/configs/ only"

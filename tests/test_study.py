@@ -32,27 +32,44 @@ def test_smallest_study_file_is_accepted(tmp_path):
     study = load_study(write_study(tmp_path, SMALLEST), out=tmp_path / "out")
     # seed-major: a study stopped part-way has whole seeds of every variant
     assert [r.name for r in study.runs] == [
-        "attention=none,seed=0", "attention=nlsam,seed=0", "attention=none,seed=1", "attention=nlsam,seed=1"]
+        "attention=none,seed=0",
+        "attention=nlsam,seed=0",
+        "attention=none,seed=1",
+        "attention=nlsam,seed=1",
+    ]
     assert all(r.config.data == "builtin" and r.config.epochs == 1 for r in study.runs)
     assert study.runs[0].config.attention is None and study.runs[3].config.seed == 1
 
 
 def test_model_options_grid_and_variants(tmp_path):
-    path = write_study(tmp_path, base=dict(TINY_BASE, attention="nlsam"),
-                       grid={"model_options.nlsam_reduction": [2, 8]}, variants=[{"attention": None}], seeds=[0])
+    path = write_study(
+        tmp_path,
+        base=dict(TINY_BASE, attention="nlsam"),
+        grid={"model_options.nlsam_reduction": [2, 8]},
+        variants=[{"attention": None}],
+        seeds=[0],
+    )
     study = load_study(path, out=tmp_path / "out")
     assert [r.config.model_options for r in study.runs] == [{"nlsam_reduction": 2}, {"nlsam_reduction": 8}, {}]
     assert study.runs[2].config.attention is None
 
 
 def test_a_variant_can_run_on_fewer_seeds(tmp_path):
-    path = write_study(tmp_path, base=TINY_BASE, grid={"attention": [None, "nlsam"]},
-                       variants=[{"attention": "nlsam", "model_options.nlsam_reduction": 2, "seeds": [0]}],
-                       seeds=[0, 1])
+    path = write_study(
+        tmp_path,
+        base=TINY_BASE,
+        grid={"attention": [None, "nlsam"]},
+        variants=[{"attention": "nlsam", "model_options.nlsam_reduction": 2, "seeds": [0]}],
+        seeds=[0, 1],
+    )
     study = load_study(path, out=tmp_path / "out")
     assert [r.name for r in study.runs] == [
-        "attention=none,seed=0", "attention=nlsam,seed=0", "attention=nlsam,nlsam_reduction=2,seed=0",
-        "attention=none,seed=1", "attention=nlsam,seed=1"]
+        "attention=none,seed=0",
+        "attention=nlsam,seed=0",
+        "attention=nlsam,nlsam_reduction=2,seed=0",
+        "attention=none,seed=1",
+        "attention=nlsam,seed=1",
+    ]
     assert "seeds" not in study.runs[2].group and study.runs[2].config.model_options == {"nlsam_reduction": 2}
 
 
@@ -61,10 +78,19 @@ def test_a_variant_can_run_on_fewer_seeds(tmp_path):
     [
         (dict(base={"epoch": 1}), "unknown key 'epoch' in .*base.*did you mean 'epochs'.*valid keys:"),
         (dict(base=TINY_BASE, grid={"attenton": ["nlsam"]}), "unknown key 'attenton'.*valid keys:"),
-        (dict(base=TINY_BASE, grid={"attention": ["nlsam", "sam"]}), "unknown attention 'sam' \\(did you mean 'nlsam'\\?\\); valid: none, nlsam"),
+        (
+            dict(base=TINY_BASE, grid={"attention": ["nlsam", "sam"]}),
+            "unknown attention 'sam' \\(did you mean 'nlsam'\\?\\); valid: none, nlsam",
+        ),
         (dict(base=TINY_BASE, grid={"model": ["resnet21"]}), "unknown model 'resnet21'.*valid: .*resnet20"),
-        (dict(base=TINY_BASE, grid={"model_options.nlsam_pool": [3]}, seeds=[0]), "not divisible by the pooling kernel k=3"),
-        (dict(base=TINY_BASE, grid={"model_options.colour": ["red"]}), "unknown option 'colour' for model resnet20.*valid: attention, "),
+        (
+            dict(base=TINY_BASE, grid={"model_options.nlsam_pool": [3]}, seeds=[0]),
+            "not divisible by the pooling kernel k=3",
+        ),
+        (
+            dict(base=TINY_BASE, grid={"model_options.colour": ["red"]}),
+            "unknown option 'colour' for model resnet20.*valid: attention, ",
+        ),
         (dict(base=TINY_BASE, grid={"scheduler": ["poly"]}), "unknown scheduler 'poly'; valid: step"),
         (dict(base=TINY_BASE, seeds="zero"), "seeds must be a non-empty list of integers"),
         (dict(base=TINY_BASE, variants=[{"attention": None, "seeds": []}]), "variant seeds must be a non-empty list"),
@@ -89,8 +115,13 @@ def test_study_cli_rejects_bad_file_with_one_line(tmp_path, capsys):
 def test_run_skip_resume_and_report(tmp_path, capsys):
     from nlsam.engine import train
 
-    path = write_study(tmp_path, base=dict(TINY_BASE, epochs=2), grid={"attention": [None, "nlsam"]}, seeds=[0, 1],
-                       paper={"attention=nlsam": "+0.98 (published)"})
+    path = write_study(
+        tmp_path,
+        base=dict(TINY_BASE, epochs=2),
+        grid={"attention": [None, "nlsam"]},
+        seeds=[0, 1],
+        paper={"attention=nlsam": "+0.98 (published)"},
+    )
     out = tmp_path / "out"
     study = load_study(path, out=out)
     # a run killed after its first epoch, as a crash would leave it
@@ -121,8 +152,14 @@ def test_run_skip_resume_and_report(tmp_path, capsys):
     assert rows["attention=none"]["n"] == "2" and rows["attention=none"]["delta"] == ""
     assert rows["attention=nlsam"]["vs"] == "attention=none" and rows["attention=nlsam"]["paired_n"] == "2"
     nl = rows["attention=nlsam"]
-    accs = {a: [json.loads((r.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["test_top1"]
-                for r in study.runs if r.config.attention == a] for a in (None, "nlsam")}
+    accs = {
+        a: [
+            json.loads((r.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["test_top1"]
+            for r in study.runs
+            if r.config.attention == a
+        ]
+        for a in (None, "nlsam")
+    }
     diff, low, high = welch_interval(accs["nlsam"], accs[None])
     assert float(nl["delta"]) == pytest.approx(diff, abs=1e-3)
     assert float(nl["delta_ci_low"]) == pytest.approx(low, abs=1e-3)
@@ -247,7 +284,6 @@ def test_rows_of_one_seed_and_of_no_finished_run():
     assert row["top-1 (%)"] == "no finished run" and row["Δ (95% CI)"] == ""
 
 
-
 def _finished_run(run, precision):
     """A run folder as a finished run leaves it, without checkpoints (a copied study)."""
     run.run_dir.mkdir(parents=True)
@@ -315,10 +351,17 @@ def test_a_seed_block_trains_in_one_precision_and_the_others_go_on(tmp_path, cap
 def test_a_paired_difference_leaves_out_seeds_of_two_precisions():
     from nlsam.analysis.report import GroupResult
 
-    plain = GroupResult("plain", {}, accuracies=[80.0, 81.0, 82.0], seeds=[0, 1, 2],
-                        precisions=["bfloat16", "float32", "float32"])
-    variant = GroupResult("nlsam", {}, accuracies=[81.0, 81.5, 83.0], seeds=[0, 1, 2],
-                          precisions=["float32", "float32", "float32"], partner=plain)
+    plain = GroupResult(
+        "plain", {}, accuracies=[80.0, 81.0, 82.0], seeds=[0, 1, 2], precisions=["bfloat16", "float32", "float32"]
+    )
+    variant = GroupResult(
+        "nlsam",
+        {},
+        accuracies=[81.0, 81.5, 83.0],
+        seeds=[0, 1, 2],
+        precisions=["float32", "float32", "float32"],
+        partner=plain,
+    )
     _, paired = variant.against_partner()
     assert paired[3] == 2 and abs(paired[0] - 0.75) < 1e-9  # seeds 1 and 2 only
     variant.precisions[0] = None  # not recorded: pairs with any

@@ -1,6 +1,7 @@
 """A study reports only what ran: its directory keeps the settings its runs trained with, a run
 is done only with a readable final checkpoint (or none kept), and bad study files, names and
 ``--set`` values get one clear line."""
+
 import json
 
 import pytest
@@ -77,8 +78,9 @@ def test_a_study_may_grow_and_change_what_a_resume_may_change(tmp_path, capsys):
     out = tmp_path / "out"
     fake_run(load_study(path, out=out).runs[0])
     # more seeds and another variant: new runs beside the held one
-    write_study(path, base=TINY_BASE, grid={"attention": [None]}, variants=[{"attention": "nlsam", "seeds": [0]}],
-                seeds=[0, 1])
+    write_study(
+        path, base=TINY_BASE, grid={"attention": [None]}, variants=[{"attention": "nlsam", "seeds": [0]}], seeds=[0, 1]
+    )
     assert main(["study", str(path), "--out", str(out), "--dry-run", "--set", "amp=off"]) == 0
     assert "3 runs, 1 done, 0 to resume, 2 to start" in capsys.readouterr().out
     # more epochs: a run with its last.pt is resumed to them ...
@@ -98,8 +100,10 @@ def test_the_report_gives_the_settings_the_runs_trained_with(tmp_path):
     for run in load_study(path, out=out).runs:
         fake_run(run)
     # a study.yaml that does not say what the runs trained with (as an older nlsam could leave it)
-    save_yaml(dict(name="s", base=dict(TINY_BASE, lr=0.05), grid={"attention": [None, "nlsam"]}, seeds=[0]),
-              out / "study.yaml")
+    save_yaml(
+        dict(name="s", base=dict(TINY_BASE, lr=0.05), grid={"attention": [None, "nlsam"]}, seeds=[0]),
+        out / "study.yaml",
+    )
     report = write_report(out).read_text()
     shared = next(line for line in report.splitlines() if line.startswith("Settings shared by all runs"))
     assert "`lr: 0.1`" in shared and "0.05" not in shared and "`epochs: 1`" in shared
@@ -186,7 +190,9 @@ def test_the_committed_figure4_folder_still_reports(tmp_path):
     write_report(copy)
     assert (copy / "results.csv").read_text() == (source / "results.csv").read_text()
     shared = next(row for row in (copy / "report.md").read_text().splitlines() if row.startswith("Settings shared"))
-    assert shared == next(row for row in (source / "report.md").read_text().splitlines() if row.startswith("Settings shared"))
+    assert shared == next(
+        row for row in (source / "report.md").read_text().splitlines() if row.startswith("Settings shared")
+    )
 
 
 # ----------------------------------------------------------------------------- 3. bad input, one line

@@ -1,4 +1,5 @@
 """timm integration: the ``{attention}_{arch}`` entry points of nlsam.models.timm_models."""
+
 import math
 import subprocess
 import sys
@@ -200,9 +201,7 @@ def test_features_only_other_wrappers(feature_cls):
 
 
 def test_num_classes_in_chans_and_nlsam_overrides():
-    model = timm.create_model(
-        "nlsam_resnet20", num_classes=5, in_chans=1, nlsam_reduction=4, drop_rate=0.25
-    )
+    model = timm.create_model("nlsam_resnet20", num_classes=5, in_chans=1, nlsam_reduction=4, drop_rate=0.25)
     assert model.num_classes == 5 and model.fc.out_features == 5
     assert model.conv1.in_channels == 1 and model.in_chans == 1
     assert model.head_drop.p == 0.25
@@ -335,9 +334,7 @@ def test_pretrained_from_own_file(tmp_path):
     )
     assert adapted.fc.out_features == 4
     torch.testing.assert_close(adapted.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
-    torch.testing.assert_close(
-        adapted.stages.layer3[0].conv1.weight, source.stages.layer3[0].conv1.weight
-    )
+    torch.testing.assert_close(adapted.stages.layer3[0].conv1.weight, source.stages.layer3[0].conv1.weight)
 
 
 # --- timm helpers that need methods ResNet may not have yet --------------------------------------
@@ -356,9 +353,7 @@ def test_layer_decay_optimizer():
     )
 
 
-@pytest.mark.skipif(
-    not hasattr(ResNet, "set_grad_checkpointing"), reason="ResNet has no set_grad_checkpointing"
-)
+@pytest.mark.skipif(not hasattr(ResNet, "set_grad_checkpointing"), reason="ResNet has no set_grad_checkpointing")
 def test_grad_checkpointing_gives_the_same_gradients():
     model = timm.create_model("se_nlsam_resnet20")
     x = _cifar_input()
@@ -371,9 +366,7 @@ def test_grad_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(
-    not hasattr(ResNet, "forward_intermediates"), reason="ResNet has no forward_intermediates"
-)
+@pytest.mark.skipif(not hasattr(ResNet, "forward_intermediates"), reason="ResNet has no forward_intermediates")
 def test_forward_intermediates_and_getter_features():
     model = timm.create_model("nlsam_resnet20").eval()
     x = _cifar_input()
@@ -383,8 +376,6 @@ def test_forward_intermediates_and_getter_features():
         assert [f.shape[1] for f in intermediates] == [16, 32, 64]
         last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
         assert [f.shape[1] for f in last_two] == [32, 64]
-    getter = timm.create_model(
-        "nlsam_resnet20", features_only=True, feature_cls="getter", out_indices=(0, 1)
-    )
+    getter = timm.create_model("nlsam_resnet20", features_only=True, feature_cls="getter", out_indices=(0, 1))
     assert getter.feature_info.channels() == [16, 32]
     assert [f.shape[1:] for f in getter(x)] == [(16, 32, 32), (32, 16, 16)]

@@ -125,11 +125,14 @@ def test_tensorboard_logs_every_epoch_metric(tmp_path):
 
 def test_killed_process_resumes_to_the_same_result(tmp_path):
     """SIGKILL a real `python -m nlsam train` mid-run, resume it, compare with a clean run."""
-    args = ["--data", "builtin:1024:128:0", "--epochs", "3", "--batch-size", "64", "--deterministic",
-            "--device", "cpu"]
+    args = ["--data", "builtin:1024:128:0", "--epochs", "3", "--batch-size", "64", "--deterministic", "--device", "cpu"]
     env = dict(os.environ, NLSAM_CACHE_DIR=str(tmp_path / "cache"))
-    proc = subprocess.Popen([sys.executable, "-m", "nlsam", "train", *args, "--out", str(tmp_path / "killed")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nlsam", "train", *args, "--out", str(tmp_path / "killed")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics = tmp_path / "killed" / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -210,9 +213,13 @@ def test_bad_config_inputs(tmp_path, capsys):
     assert main(["train", "-c", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
     assert main(["train", "--scheduler", "poly", "--out", str(tmp_path / "x")]) == 2
-    assert ("argument --scheduler: invalid choice: 'poly' (choose from 'step', 'cosine', 'linear', "
-            "'onecycle', 'constant')") in capsys.readouterr().err
-    assert main(["train", "--model", "resnet21", "--epochs", "1", "--data", TINY["data"], "--out", str(tmp_path / "y")]) == 2
+    assert (
+        "argument --scheduler: invalid choice: 'poly' (choose from 'step', 'cosine', 'linear', 'onecycle', 'constant')"
+    ) in capsys.readouterr().err
+    assert (
+        main(["train", "--model", "resnet21", "--epochs", "1", "--data", TINY["data"], "--out", str(tmp_path / "y")])
+        == 2
+    )
     assert "unknown model 'resnet21'" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "z")]) == 2
     assert main(["train", "--device", "cuda", "--out", str(tmp_path / "w")]) == (0 if torch.cuda.is_available() else 2)
@@ -249,8 +256,9 @@ def _free_port():
 
 
 def _ddp_worker(rank, world_size, port, out, result_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size)
+    )
     torch.set_num_threads(1)
     summary = train(TrainConfig.from_dict({**TINY, "epochs": 2, "out": out, "device": "cpu"}))
     Path(result_dir, f"rank{rank}.json").write_text(json.dumps(summary))
@@ -283,8 +291,9 @@ def _write_folder(root, size, mode, per_class=6):
 
 def test_other_peoples_data_28px_grayscale_is_resized_to_fit(tmp_path, capsys):
     _write_folder(tmp_path / "digits", 28, "L")
-    summary = train(TrainConfig.from_dict(
-        dict(data=str(tmp_path / "digits"), epochs=1, batch_size=4, out=str(tmp_path / "run"))))
+    summary = train(
+        TrainConfig.from_dict(dict(data=str(tmp_path / "digits"), epochs=1, batch_size=4, out=str(tmp_path / "run")))
+    )
     assert "resizing them to the network's native 32x32" in capsys.readouterr().out
     model = nlsam.load_model(tmp_path / "run")
     assert model.input_size == (32, 32) and model.classes == ["class0", "class1"]

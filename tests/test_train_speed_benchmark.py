@@ -1,6 +1,7 @@
 """benchmarks/train_speed.py on a tiny setting, against a fake reference trainer with the
 contract of akamaster/pytorch_resnet_cifar10's (a ``parser`` and ``train(...)`` that calls
 ``.cuda()`` on its inputs)."""
+
 import importlib.util
 import multiprocessing
 import sys
@@ -97,11 +98,32 @@ def test_tiny_benchmark_table(tmp_path, reference_dir, monkeypatch, capsys):
     # the fake reference's loader workers get our dataset class by fork only (the test loads the
     # script under a name that spawned workers could not import)
     workers = "2" if multiprocessing.get_start_method() == "fork" else "0"
-    text = bench.main([
-        "--reference-dir", str(reference_dir), "--data", "builtin:512:64:0", "--models", "resnet20",
-        "--rounds", "1", "--steps", "2", "--warmup", "1", "--amp", "off", "--batch-size", "32",
-        "--pipeline-batches", "2", "--reference-workers", workers, "--out", str(out),
-    ])
+    text = bench.main(
+        [
+            "--reference-dir",
+            str(reference_dir),
+            "--data",
+            "builtin:512:64:0",
+            "--models",
+            "resnet20",
+            "--rounds",
+            "1",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--amp",
+            "off",
+            "--batch-size",
+            "32",
+            "--pipeline-batches",
+            "2",
+            "--reference-workers",
+            workers,
+            "--out",
+            str(out),
+        ]
+    )
     assert out.read_text() == text
     assert (torch.Tensor.cuda, torch.nn.Module.cuda, torch.cuda.is_available) == cuda  # restored
     rows = [line for line in text.splitlines() if line.startswith("| resnet20 |")]

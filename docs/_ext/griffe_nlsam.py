@@ -15,6 +15,7 @@ It changes what the reference shows, never the code:
   simple tables (``=====  =====`` rulers) as Markdown tables, doctest examples (``>>>``) as
   code blocks, and a reST ``::`` before a code block as ``:``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -71,8 +72,7 @@ def _comment_above(code: str, lineno: int) -> str:
 
 
 def _describe_option(attr, call: ast.Call) -> None:
-    help_node = call.args[1] if len(call.args) > 1 else next(
-        (k.value for k in call.keywords if k.arg == "help"), None)
+    help_node = call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "help"), None)
     if isinstance(help_node, ast.Constant) and isinstance(help_node.value, str) and not attr.docstring:
         text = help_node.value
         attr.docstring = griffe.Docstring(text[:1].upper() + text[1:] + ".", parent=attr)
@@ -112,12 +112,14 @@ def _markdown_tables(text: str) -> str:
         spans = [m.span() for m in re.finditer(r"=+", lines[i])]
 
         def cells(line, spans=spans):
-            return [line[a:(spans[k + 1][0] if k + 1 < len(spans) else len(line))].strip()
-                    for k, (a, _) in enumerate(spans)]
+            return [
+                line[a : (spans[k + 1][0] if k + 1 < len(spans) else len(line))].strip()
+                for k, (a, _) in enumerate(spans)
+            ]
 
-        header = cells(" ".join(lines[i + 1:rulers[1]]))
+        header = cells(" ".join(lines[i + 1 : rulers[1]]))
         rows = []
-        for line in lines[rulers[1] + 1:rulers[2]]:
+        for line in lines[rulers[1] + 1 : rulers[2]]:
             row = cells(line)
             if rows and (not row[0] or any(c.endswith(",") for c in rows[-1])):
                 rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], row)]

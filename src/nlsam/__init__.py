@@ -1,10 +1,11 @@
 """nlsam: the nonlocal spatial attention module (NL-SAM) for PyTorch CNNs.
 
-    >>> import torch, nlsam
-    >>> model = nlsam.create_model("resnet110", num_classes=100, attention="nlsam")
-    >>> model(torch.randn(2, 3, 32, 32)).shape
-    torch.Size([2, 100])
+>>> import torch, nlsam
+>>> model = nlsam.create_model("resnet110", num_classes=100, attention="nlsam")
+>>> model(torch.randn(2, 3, 32, 32)).shape
+torch.Size([2, 100])
 """
+
 from .attention import (
     ATTENTION_NAMES,
     BAM,

@@ -1,6 +1,7 @@
 """Downloading with checksum verification, atomic writes and safe archive extraction, and the
 errors of a failed download, for datasets (:mod:`nlsam.data`) and weights (:mod:`nlsam.models`)
 alike. The errors are public as :class:`nlsam.data.DownloadError` and its kin."""
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,9 @@ def _reason(e: BaseException) -> str:
 def weights_download_error(name: str, where: str, exc: BaseException, hint: str) -> DownloadError:
     """The one-line error of weights that could not be downloaded: what, from where, why, and
     what to do (``hint``)."""
-    return DownloadError(f"could not download the weights {name} from {where} ({_reason(exc)}); "
-                         f"check the network connection; {hint}")
+    return DownloadError(
+        f"could not download the weights {name} from {where} ({_reason(exc)}); check the network connection; {hint}"
+    )
 
 
 def download_url(

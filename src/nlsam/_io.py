@@ -13,6 +13,7 @@ or a FIFO is written directly, as ``open()`` would, and never replaced; a direct
 device or a socket is refused. A write that fails (a full disk, a file-size limit) raises
 :class:`WriteError`, which names the file written, not the temporary one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,8 +84,15 @@ def write_target(path: PathLike) -> Tuple[Path, bool]:
         return target, False
     if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
         return target, True
-    kind = ("a directory" if stat.S_ISDIR(mode) else "a block device" if stat.S_ISBLK(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
     shown = f"{path} (-> {target})" if target != path else str(path)
     raise ValueError(
         f"refusing to write {shown}: it is {kind}; nlsam writes regular files (replaced atomically) "
@@ -220,8 +228,7 @@ def remove_stale_temporaries(folder: PathLike) -> int:
 _TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{6,}\.tmp")
 
 
-def read_torch_file(path: PathLike, map_location: Any = "cpu",
-                    mmap: bool = False) -> Any:
+def read_torch_file(path: PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` with one-line errors.
 
     A file that holds pickled code or Python objects is refused as such (never re-read it with
@@ -267,7 +274,9 @@ def _pickles_objects(path: Path) -> bool:
             if handle.read(1) != b"\x80":  # pickle protocol 2 and later start with PROTO
                 return False
             handle.seek(0)
-            return any(op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE")
-                       for op, _, _ in pickletools.genops(handle))
+            return any(
+                op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE")
+                for op, _, _ in pickletools.genops(handle)
+            )
     except Exception:  # truncated or not a pickle after all
         return False

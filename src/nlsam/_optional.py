@@ -1,5 +1,6 @@
 """Optional packages: imported only by the paths that need them, with a one-line error naming
 the ``pip install`` that fixes a missing one."""
+
 from __future__ import annotations
 
 import importlib

@@ -5,6 +5,7 @@ them in ``nlsam train --help``) and the options of the networks and attention mo
 Every range refuses ``inf`` and ``nan``, and ``bool`` where a number is asked for. Messages
 quote a user's value through :func:`short_repr`, never whole.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,7 @@ def short_repr(value: Any, limit: int = SHORT_REPR) -> str:
     text = _bounded_repr(value, limit + 1)
     if len(text) <= limit:
         return text
-    return f"{text[:limit - 3]}... ({_kind(value)})"
+    return f"{text[: limit - 3]}... ({_kind(value)})"
 
 
 def _kind(value: Any) -> str:
@@ -64,8 +65,11 @@ def _bounded_repr(value: Any, budget: int, _depth: int = 0) -> str:
                 break
             if isinstance(value, dict):
                 key, val = item
-                piece = (_bounded_repr(key, budget - length, _depth + 1) + ": "
-                         + _bounded_repr(val, budget - length, _depth + 1))
+                piece = (
+                    _bounded_repr(key, budget - length, _depth + 1)
+                    + ": "
+                    + _bounded_repr(val, budget - length, _depth + 1)
+                )
             else:
                 piece = _bounded_repr(item, budget - length, _depth + 1)
             piece = (", " if index else "") + piece

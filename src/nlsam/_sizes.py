@@ -1,5 +1,6 @@
 """Image and input sizes: an ``int`` or ``(H, W)`` given by a caller, or ``--input-size H [W]``
 given on a command line, as one ``(H, W)`` pair."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union
@@ -17,8 +18,7 @@ MAX_INPUT_PIXELS = 4096
 def check_max_side(height: int, width: int, what: str) -> None:
     """Raise a one-line ``ValueError`` when a side is over :data:`MAX_INPUT_PIXELS`, saying why."""
     if max(height, width) > MAX_INPUT_PIXELS:
-        shown = " x ".join(str(v) if len(str(v)) <= 12 else "a number of more than 12 digits"
-                           for v in (height, width))
+        shown = " x ".join(str(v) if len(str(v)) <= 12 else "a number of more than 12 digits" for v in (height, width))
         raise ValueError(
             f"{what} takes at most {MAX_INPUT_PIXELS} pixels a side, got {shown}: the network's "
             f"memory grows with H x W (at {MAX_INPUT_PIXELS} x {MAX_INPUT_PIXELS} a ResNet's first "
@@ -61,6 +61,7 @@ def parse_input_size(values: Optional[Sequence[int]], *, min_pixels: Optional[in
         if len(values) > 2:
             raise ValueError(f"--input-size takes H or H W, got {len(values)} numbers: {values}")
     elif len(values) > 2 or any(v < min_pixels for v in values):
-        raise ValueError(f"--input-size takes H [W], each at least {min_pixels} pixels; "
-                         f"got {' '.join(map(str, values))}")
+        raise ValueError(
+            f"--input-size takes H [W], each at least {min_pixels} pixels; got {' '.join(map(str, values))}"
+        )
     return values[0], values[-1]

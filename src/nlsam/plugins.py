@@ -5,6 +5,7 @@ mmcv's ``custom_imports`` does: ``nlsam train``, the trainers of ``nlsam study``
 process) and every command that rebuilds a network from a checkpoint import them first, so a
 module registered with :func:`nlsam.attention.register_attention` outside nlsam works everywhere.
 """
+
 from __future__ import annotations
 
 import importlib

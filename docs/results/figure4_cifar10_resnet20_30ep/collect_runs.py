@@ -22,6 +22,7 @@ Runs not started are left out. Then, from the repository root,
 
     python docs/results/figure4_cifar10_resnet20_30ep/collect_runs.py STUDY_DIR
 """
+
 import shutil
 import sys
 from pathlib import Path
@@ -93,8 +94,11 @@ def main(study_dir: Path, here: Path = HERE) -> None:
         if state == "done":
             copy_run(study_dir, run, here)
             weights = keep_weights(run, here)
-            for stale in (unfinished / "runs" / run.name, unfinished / "configs" / f"{run.name}.yaml",
-                          unfinished / "logs" / f"{run.name}.log"):
+            for stale in (
+                unfinished / "runs" / run.name,
+                unfinished / "configs" / f"{run.name}.yaml",
+                unfinished / "logs" / f"{run.name}.log",
+            ):
                 if stale.is_dir():
                     shutil.rmtree(stale)
                 elif stale.is_file():

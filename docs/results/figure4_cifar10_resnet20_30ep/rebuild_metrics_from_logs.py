@@ -11,14 +11,18 @@ loss, figure for figure.
 
     python rebuild_metrics_from_logs.py logs runs
 """
+
 import json
 import re
 import sys
 from pathlib import Path
 
-EPOCH = re.compile(r"^epoch (\d+)/(\d+): train loss ([\d.]+) top1 ([\d.]+)% \| test loss ([\d.]+) "
-                   r"top1 ([\d.]+)% top5 ([\d.]+)% \| (\d+) img/s, ([\d.]+) s$")
+EPOCH = re.compile(
+    r"^epoch (\d+)/(\d+): train loss ([\d.]+) top1 ([\d.]+)% \| test loss ([\d.]+) "
+    r"top1 ([\d.]+)% top5 ([\d.]+)% \| (\d+) img/s, ([\d.]+) s$"
+)
 PROG = re.compile(r"^epoch (\d+)/\d+ \[(\d+)/(\d+)\] loss [\d.]+ lr (\S+) ")
+
 
 def rebuild(log: Path, run_dir: Path) -> int:
     rows, lr, best = [], {}, 0.0
@@ -31,9 +35,20 @@ def rebuild(log: Path, run_dir: Path) -> int:
         if m:
             e, top1 = int(m[1]), float(m[6])
             best = max(best, top1)
-            rows.append(dict(epoch=e, lr=lr.get(e), train_loss=float(m[3]), train_top1=float(m[4]),
-                             test_loss=float(m[5]), test_top1=top1, test_top5=float(m[7]), best_top1=best,
-                             images_per_s=float(m[8]), epoch_time_s=float(m[9])))
+            rows.append(
+                dict(
+                    epoch=e,
+                    lr=lr.get(e),
+                    train_loss=float(m[3]),
+                    train_top1=float(m[4]),
+                    test_loss=float(m[5]),
+                    test_top1=top1,
+                    test_top5=float(m[7]),
+                    best_top1=best,
+                    images_per_s=float(m[8]),
+                    epoch_time_s=float(m[9]),
+                )
+            )
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)), log
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -45,6 +60,7 @@ def rebuild(log: Path, run_dir: Path) -> int:
         meta["precision"] = amp[1] if amp else "float32"
         meta_file.write_text(json.dumps(meta, indent=1))
     return len(rows)
+
 
 if __name__ == "__main__":
     logs, out = Path(sys.argv[1]), Path(sys.argv[2])

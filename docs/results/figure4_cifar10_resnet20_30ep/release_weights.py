@@ -17,6 +17,7 @@ Variants with no run that kept weights are left out, and said so. From the repos
 
     python docs/results/figure4_cifar10_resnet20_30ep/release_weights.py --data ../shared/data/cifar10-jpg.zip
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,14 +45,18 @@ WEIGHTS = ROOT / "src" / "nlsam" / "weights"
 TAG = "c10jpg_30ep"
 DATA_SHA256 = "c5684df82313ea32bb2a7e9c1c7772d539f06e2469924b6676286564bbe96f70"
 DATA = "CIFAR-10, JPEG copy (cifar10-jpg.zip)"
-RECIPE = ("cifar10_resnet20_fast: 30 epochs, batch 128, Nesterov SGD (momentum 0.9), one-cycle to lr 0.2, "
-          "weight decay 5e-4, label smoothing 0.1, pad-4 crop + flip, channels_last")
+RECIPE = (
+    "cifar10_resnet20_fast: 30 epochs, batch 128, Nesterov SGD (momentum 0.9), one-cycle to lr 0.2, "
+    "weight decay 5e-4, label smoothing 0.1, pad-4 crop + flip, channels_last"
+)
 STUDY = "figure4_cifar10_resnet20_30ep"
 MACHINES_BEFORE_RECORDING = "AMD EPYC (avx512_bf16), 2-core machines"  # the page names them
-NOTE = ("Released from the 30-epoch Figure 4 study (`docs/results/figure4_cifar10_resnet20_30ep.md`): every "
-        "variant trained with the same recipe and data order for a seed, in bf16 on a CPU. `top1` is this "
-        "network's own fp32 evaluation; the variant's figure is the mean of the final test top-1 the study "
-        "recorded for each finished seed (bf16 evaluation), with the sample standard deviation.")
+NOTE = (
+    "Released from the 30-epoch Figure 4 study (`docs/results/figure4_cifar10_resnet20_30ep.md`): every "
+    "variant trained with the same recipe and data order for a seed, in bf16 on a CPU. `top1` is this "
+    "network's own fp32 evaluation; the variant's figure is the mean of the final test top-1 the study "
+    "recorded for each finished seed (bf16 evaluation), with the sample standard deviation."
+)
 
 
 def sha256(path: Path) -> str:
@@ -84,7 +89,9 @@ def release(data: Path, runs: Path, out: Path, eval_batch_size: int = 500) -> Li
         finished = {s: t for s, t in finished.items() if t is not None}
         kept = [s for s in sorted(finished) if (runs / f"attention={label},seed={s}" / "model.safetensors").is_file()]
         if not kept:
-            print(f"{label}: no finished run kept its weights (finished seeds: {sorted(finished) or 'none'}); not released")
+            print(
+                f"{label}: no finished run kept its weights (finished seeds: {sorted(finished) or 'none'}); not released"
+            )
             continue
         seed = kept[0]
         run_dir = runs / f"attention={label},seed={seed}"
@@ -107,17 +114,40 @@ def release(data: Path, runs: Path, out: Path, eval_batch_size: int = 500) -> Li
         name = f"{model_name}.{TAG}"
         machines = ", ".join(meta.get("machines") or []) or MACHINES_BEFORE_RECORDING
         precision = str(meta.get("precision") or "")
-        variant = (f"{mean:.2f} ± {std:.2f}% over {len(values)} seeds (final test top-1, bf16 evaluation)"
-                   if std is not None else f"{mean:.2f}% (1 seed so far)")
+        variant = (
+            f"{mean:.2f} ± {std:.2f}% over {len(values)} seeds (final test top-1, bf16 evaluation)"
+            if std is not None
+            else f"{mean:.2f}% (1 seed so far)"
+        )
         record = dict(
-            name=name, model=model_name, arch=config["model"], attention=attention, data=DATA,
-            data_file="cifar10-jpg.zip", data_sha256=DATA_SHA256, epochs=epochs, seed=seed,
-            top1=round(float(result["top1"]), 2), variant_top1_mean=round(mean, 3),
-            variant_top1_std=None if std is None else round(std, 3), variant_seeds=len(values),
-            num_classes=len(meta["classes"]), classes=list(meta["classes"]), input_size=list(size),
-            mean=list(meta["mean"]), std=list(meta["std"]), params=int(cost.params), flops=int(cost.flops),
-            recipe=RECIPE, precision=precision, machine=machines, study=STUDY,
-            file=f"{name}.safetensors", sha256="", license="MIT", url=None,
+            name=name,
+            model=model_name,
+            arch=config["model"],
+            attention=attention,
+            data=DATA,
+            data_file="cifar10-jpg.zip",
+            data_sha256=DATA_SHA256,
+            epochs=epochs,
+            seed=seed,
+            top1=round(float(result["top1"]), 2),
+            variant_top1_mean=round(mean, 3),
+            variant_top1_std=None if std is None else round(std, 3),
+            variant_seeds=len(values),
+            num_classes=len(meta["classes"]),
+            classes=list(meta["classes"]),
+            input_size=list(size),
+            mean=list(meta["mean"]),
+            std=list(meta["std"]),
+            params=int(cost.params),
+            flops=int(cost.flops),
+            recipe=RECIPE,
+            precision=precision,
+            machine=machines,
+            study=STUDY,
+            file=f"{name}.safetensors",
+            sha256="",
+            license="MIT",
+            url=None,
         )
         out.mkdir(parents=True, exist_ok=True)
         # the network's own state dict, not the run's file: runs trained before an attention gate's
@@ -126,26 +156,45 @@ def release(data: Path, runs: Path, out: Path, eval_batch_size: int = 500) -> Li
         atomic_write_bytes(out / record["file"], weights)
         record["sha256"] = hashlib.sha256(weights).hexdigest()
         facts = CardFacts(
-            name=name, model=model_name, arch=config["model"], attention=attention,
-            num_classes=record["num_classes"], input_size=size, mean=meta["mean"], std=meta["std"],  # type: ignore[arg-type]
-            data=DATA, data_sha256=DATA_SHA256, top1=record["top1"],
+            name=name,
+            model=model_name,
+            arch=config["model"],
+            attention=attention,
+            num_classes=record["num_classes"],
+            input_size=size,
+            mean=meta["mean"],
+            std=meta["std"],  # type: ignore[arg-type]
+            data=DATA,
+            data_sha256=DATA_SHA256,
+            top1=record["top1"],
             top1_how=f"fp32 evaluation of the final weights (epoch {epochs}, seed {seed}) on the test split (10,000 images)",
-            params=record["params"], flops=record["flops"], recipe=RECIPE,
-            command=(f"nlsam train -c cifar10_resnet20_fast --attention {label} --seed {seed} --data cifar10-jpg.zip "
-                     f"(run by nlsam study {STUDY})"),
-            precision=precision, machine=machines, variant=variant, notes=[NOTE],
+            params=record["params"],
+            flops=record["flops"],
+            recipe=RECIPE,
+            command=(
+                f"nlsam train -c cifar10_resnet20_fast --attention {label} --seed {seed} --data cifar10-jpg.zip "
+                f"(run by nlsam study {STUDY})"
+            ),
+            precision=precision,
+            machine=machines,
+            variant=variant,
+            notes=[NOTE],
         )
         atomic_write_bytes(out / f"{name}.md", model_card(facts).encode())
         records.append(record)
         print(f"{name}: seed {seed}, top-1 {record['top1']:.2f}% (fp32), variant {variant}")
-    atomic_write_bytes(out / "index.json", (json.dumps(sorted(records, key=lambda r: r["name"]), indent=1) + "\n").encode())
+    atomic_write_bytes(
+        out / "index.json", (json.dumps(sorted(records, key=lambda r: r["name"]), indent=1) + "\n").encode()
+    )
     return records
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, type=Path, help="cifar10-jpg.zip")
-    parser.add_argument("--runs", type=Path, default=HERE / "runs", help="the study's run folders (default: this page's)")
+    parser.add_argument(
+        "--runs", type=Path, default=HERE / "runs", help="the study's run folders (default: this page's)"
+    )
     parser.add_argument("--out", type=Path, default=WEIGHTS, help="where the weights go (default: src/nlsam/weights)")
     args = parser.parse_args()
     got = sha256(args.data)

@@ -8,6 +8,7 @@ The ``nlsam`` commands that run them are in :mod:`nlsam.cli`; the cost counter i
 functions of those names (their modules are reached with ``from nlsam.analysis.predict import
 ...``), as ``nlsam.engine.train`` is.
 """
+
 from .attention_maps import AttentionMap, attention_figure, attention_maps, main_attention
 from .export import check_export, export_model, load_safetensors
 from .figures import check_cmap, png_bytes, save_test_images, write_files

@@ -10,6 +10,7 @@ distinct values as the module's gate: NL-SAM pools the feature map k x k before 
 (with the default nearest upsampling). The figure labels each stage with both sizes and shows
 the maps with nearest-neighbour upsampling, so the blocks stay visible.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,8 +90,10 @@ def attention_maps(
     block (or of the blocks of ``stage``), collected with forward hooks."""
     modules = _spatial_attention_modules(model)
     if not modules:
-        raise ValueError(f"this network has no attention module with a spatial map (trained without "
-                         f"one of {', '.join(_spatial_names())})")
+        raise ValueError(
+            f"this network has no attention module with a spatial map (trained without "
+            f"one of {', '.join(_spatial_names())})"
+        )
     stages = sorted({s for _, s, _, _ in modules if s is not None})
     if stage is not None:
         if stage not in stages:
@@ -103,8 +106,12 @@ def attention_maps(
         def hook(module, inputs, output):
             gate = module.attention_map(inputs[0]).detach()[0, 0]
             grid = getattr(module, "grid_size", None)  # NL-SAM's grid of distinct gate values
-            maps.append(AttentionMap(name, stage_id, block, gate, tuple(grid) if grid else None,
-                                     _pooling(module, tuple(gate.shape))))
+            maps.append(
+                AttentionMap(
+                    name, stage_id, block, gate, tuple(grid) if grid else None, _pooling(module, tuple(gate.shape))
+                )
+            )
+
         return hook
 
     try:
@@ -141,13 +148,16 @@ def attention_figure(
     for stage_id, items in groups.items():
         label = _map_label(items[0]).replace(", ", ",\n", 1)
         label = f"stage {stage_id}\n{label}" if stage_id is not None else label
-        blocks = [(f"block {m.block + 1}" if m.block is not None else m.name, m.map.numpy().astype(np.float32))
-                  for m in items]
+        blocks = [
+            (f"block {m.block + 1}" if m.block is not None else m.name, m.map.numpy().astype(np.float32)) for m in items
+        ]
         stages.append((label, blocks))
     cfg = inspected.data_config
     size = x.shape[-2:]
-    title = (f"{path.name}: {inspected.label} ({size[0]}x{size[1]} input), "
-             f"pred: {inspected.classes[pred]} (P={probs[pred]:.2f})")
+    title = (
+        f"{path.name}: {inspected.label} ({size[0]}x{size[1]} input), "
+        f"pred: {inspected.classes[pred]} (P={probs[pred]:.2f})"
+    )
     return _render_attention_figure(_display_image(x, cfg["mean"], cfg["std"]), stages, title, cmap, vrange)
 
 
@@ -166,8 +176,10 @@ def main_attention(args: argparse.Namespace) -> int:
         raise ValueError(f"--range needs LOW < HIGH, got {vrange[0]} {vrange[1]}")
     inspected = load_inspected(args.checkpoint)
     if not _spatial_attention_modules(inspected.model):
-        raise ValueError(f"{inspected.path} ({inspected.label}) has no spatial attention maps to show "
-                         f"(attention with one: {', '.join(_spatial_names())})")
+        raise ValueError(
+            f"{inspected.path} ({inspected.label}) has no spatial attention maps to show "
+            f"(attention with one: {', '.join(_spatial_names())})"
+        )
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")

@@ -19,6 +19,7 @@ proportion to the values, so a fixed absolute bound fails networks with large lo
 file goes (``--out``: a file, not a directory, in a place that can be written) is checked before
 any of this work, and every error names that file.
 """
+
 from __future__ import annotations
 
 import io
@@ -47,10 +48,17 @@ _SAFETENSORS_FORMAT = "nlsam-safetensors-1"
 def _metadata(inspected: Inspected) -> Dict[str, str]:
     cfg = inspected.data_config
     # the checkpoint's own "meta" layout: input_size is the training (H, W)
-    meta = dict(classes=inspected.classes, input_size=list(cfg["input_size"][1:]), in_chans=cfg["input_size"][0],
-                mean=list(cfg["mean"]), std=list(cfg["std"]), data=inspected.meta.get("data"))
-    return dict(nlsam_version=__version__, nlsam_meta=json.dumps(meta),
-                nlsam_config=json.dumps(inspected.config, default=str))
+    meta = dict(
+        classes=inspected.classes,
+        input_size=list(cfg["input_size"][1:]),
+        in_chans=cfg["input_size"][0],
+        mean=list(cfg["mean"]),
+        std=list(cfg["std"]),
+        data=inspected.meta.get("data"),
+    )
+    return dict(
+        nlsam_version=__version__, nlsam_meta=json.dumps(meta), nlsam_config=json.dumps(inspected.config, default=str)
+    )
 
 
 def _quiet(fn: Callable, *args, **kwargs):
@@ -82,14 +90,28 @@ def _onnx_bytes(inspected: Inspected, opset: Optional[int], exporter: str) -> by
         path = Path(tmp) / "model.onnx"
         try:
             if exporter == "dynamo":
-                program = _quiet(torch.onnx.export, model, (example,), dynamo=True, verbose=False,
-                                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-                                 opset_version=opset, **names)
+                program = _quiet(
+                    torch.onnx.export,
+                    model,
+                    (example,),
+                    dynamo=True,
+                    verbose=False,
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                    opset_version=opset,
+                    **names,
+                )
                 program.save(str(path))
             else:
-                _quiet(torch.onnx.export, model, (example,), str(path), dynamo=False,
-                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                       opset_version=opset or 17, **names)
+                _quiet(
+                    torch.onnx.export,
+                    model,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                    opset_version=opset or 17,
+                    **names,
+                )
         except Exception as exc:  # the exporters raise many kinds; report one line
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             raise ValueError(f"ONNX export of {inspected.label} failed ({exporter} exporter): {lines[0]}") from None
@@ -161,8 +183,9 @@ def load_safetensors(path: Union[str, Path], device: Union[str, torch.device] = 
         raise ValueError(f"cannot read safetensors file {path}: {exc}") from None
     if metadata.get("format") != _SAFETENSORS_FORMAT:
         raise ValueError(f"{path} was not written by nlsam export (no '{_SAFETENSORS_FORMAT}' format tag)")
-    model = model_from_checkpoint(dict(config=json.loads(metadata["nlsam_config"]),
-                                       meta=json.loads(metadata["nlsam_meta"]), model=state))
+    model = model_from_checkpoint(
+        dict(config=json.loads(metadata["nlsam_config"]), meta=json.loads(metadata["nlsam_meta"]), model=state)
+    )
     return model.to(device)
 
 
@@ -212,8 +235,9 @@ def _check_finite(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def check_export(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor],
-                 batches=_CHECK_BATCHES, seed: int = 0) -> Dict[int, float]:
+def check_export(
+    model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor], batches=_CHECK_BATCHES, seed: int = 0
+) -> Dict[int, float]:
     """Largest difference between ``runner`` and ``model`` logits at each batch size, divided by
     the logits' scale: ``max |runner(x) - model(x)| / max(1, max |model(x)|)``."""
     g = torch.Generator().manual_seed(seed)
@@ -223,8 +247,9 @@ def check_export(model: nn.Module, runner: Callable[[torch.Tensor], torch.Tensor
         expected = model(x)
         got = runner(x)
         if tuple(got.shape) != tuple(expected.shape):
-            raise ValueError(f"exported model gives shape {tuple(got.shape)} at batch {batch}, "
-                             f"PyTorch {tuple(expected.shape)}")
+            raise ValueError(
+                f"exported model gives shape {tuple(got.shape)} at batch {batch}, PyTorch {tuple(expected.shape)}"
+            )
         scale = max(1.0, float(expected.float().abs().max()))
         diffs[batch] = float((got.float() - expected.float()).abs().max()) / scale
     return diffs
@@ -250,15 +275,20 @@ def export_model(
     if fmt not in _FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(_FORMATS)}")
     if not tolerance >= 0:  # NaN too
-        raise ValueError(f"--tolerance must be a number >= 0 (a share of the logits' scale, e.g. 1e-4), "
-                         f"got {tolerance!r}")
+        raise ValueError(
+            f"--tolerance must be a number >= 0 (a share of the logits' scale, e.g. 1e-4), got {tolerance!r}"
+        )
     checkpoint_path = resolve_checkpoint_path(checkpoint)
     path = Path(out) if out is not None else _default_output(checkpoint_path, fmt)
     # where the file goes is checked before the (seconds of) export work
-    what = f"--out {path}" if out is not None else f"the output {path} (beside the checkpoint; choose another with --out)"
+    what = (
+        f"--out {path}" if out is not None else f"the output {path} (beside the checkpoint; choose another with --out)"
+    )
     if path.is_dir():
-        raise ValueError(f"{what} is a directory; --out takes the file to write, e.g. "
-                         f"{_default_output(path / checkpoint_path.name, fmt)}")
+        raise ValueError(
+            f"{what} is a directory; --out takes the file to write, e.g. "
+            f"{_default_output(path / checkpoint_path.name, fmt)}"
+        )
     if path.resolve() == checkpoint_path.resolve():
         raise ValueError(f"{what} is the checkpoint itself; choose another file")
     _check_writable(path, what)
@@ -275,13 +305,21 @@ def export_model(
         diffs = check_export(inspected.model, run(data))
         worst = max(diffs.values())
         if not worst <= tolerance:
-            raise ValueError(f"the {fmt} model differs from PyTorch by up to {worst:.3g} of the logits' "
-                             f"scale (tolerance {tolerance:g}); nothing written")
+            raise ValueError(
+                f"the {fmt} model differs from PyTorch by up to {worst:.3g} of the logits' "
+                f"scale (tolerance {tolerance:g}); nothing written"
+            )
     from .figures import write_files
 
     try:
         write_files({path: data}, quiet=True)
     except OSError as exc:  # e.g. the disk filled up; name the target, not the temporary file
         raise ValueError(f"{what}: cannot write it: {exc.strerror or exc}") from None
-    return dict(path=str(path), format=fmt, bytes=len(data), input_size=list(inspected.data_config["input_size"]),
-                max_diff=diffs, label=inspected.label)
+    return dict(
+        path=str(path),
+        format=fmt,
+        bytes=len(data),
+        input_size=list(inspected.data_config["input_size"]),
+        max_diff=diffs,
+        label=inspected.label,
+    )

@@ -11,6 +11,7 @@ Sample images: :func:`save_test_images` writes the first test image of every cla
 (``builtin``, ``cifar10``, ``cifar100``, or an ImageFolder directory or ``.zip`` such as a JPEG
 copy of CIFAR-10); ``python -m nlsam.cli.sample_images DATA OUT_DIR`` runs it.
 """
+
 from __future__ import annotations
 
 import io
@@ -87,19 +88,30 @@ def _colorbar(fig, axes, cmap: str, vmin: float, vmax: float, label: str, rows: 
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap), ax=axes,
-                       shrink=min(1.0, 3.0 / rows), aspect=20 * min(rows, 3) / 2, pad=0.02)
+    bar = fig.colorbar(
+        ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap),
+        ax=axes,
+        shrink=min(1.0, 3.0 / rows),
+        aspect=20 * min(rows, 3) / 2,
+        pad=0.02,
+    )
     bar.set_label(label, fontsize=_FONT_SIZE)
     bar.ax.tick_params(labelsize=_FONT_SIZE - 1)
 
 
-def _overlay(ax, image: np.ndarray, heat: np.ndarray, cmap: str, vmin: float, vmax: float,
-             smooth: bool) -> None:
+def _overlay(ax, image: np.ndarray, heat: np.ndarray, cmap: str, vmin: float, vmax: float, smooth: bool) -> None:
     h, w = image.shape[:2]
     ax.imshow(image, interpolation="nearest")
-    ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=_OVERLAY_ALPHA,
-              interpolation="bilinear" if smooth else "nearest", interpolation_stage="data",
-              extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    ax.imshow(
+        heat,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        alpha=_OVERLAY_ALPHA,
+        interpolation="bilinear" if smooth else "nearest",
+        interpolation_stage="data",
+        extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+    )
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     _clean(ax)
@@ -154,7 +166,7 @@ def _render_attention_figure(
     layout = []  # (stage label, first row of the stage?, blocks of this row)
     for label, blocks in stages:
         for start in range(0, len(blocks), _MAX_COLUMNS):
-            layout.append((label, start == 0, blocks[start:start + _MAX_COLUMNS]))
+            layout.append((label, start == 0, blocks[start : start + _MAX_COLUMNS]))
     ncols = 1 + max(len(blocks) for _, _, blocks in layout)
     fig = _figure(_PANEL_INCHES * 0.8 * ncols + 1.0, (_PANEL_INCHES * 0.8 + 0.3) * len(layout) + 0.5)
     axes = fig.subplots(len(layout), ncols, squeeze=False)

@@ -9,6 +9,7 @@ is the ReLU of the gradient-weighted activation sum, upsampled bilinearly to the
 scaled to [0, 1] per image (the package's convention), so that maps of different networks can
 be compared by shape, not by magnitude.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,9 +36,7 @@ def target_layer(model: nn.Module) -> nn.Module:
     return stages[-1]
 
 
-def grad_cam(
-    model: nn.Module, x: torch.Tensor, target: Optional[int] = None
-) -> Tuple[np.ndarray, torch.Tensor]:
+def grad_cam(model: nn.Module, x: torch.Tensor, target: Optional[int] = None) -> Tuple[np.ndarray, torch.Tensor]:
     """Grad-CAM of the last stage for one input ``x`` (1 x 3 x H x W).
 
     Returns the H x W map in [0, 1] for class ``target`` (default: the predicted class) and the
@@ -55,8 +54,9 @@ def grad_cam(
         try:
             heat = cam(input_tensor=x, targets=targets)
         except RuntimeError as exc:
-            raise ValueError(f"Grad-CAM failed on a {x.shape[-2]}x{x.shape[-1]} input: "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"Grad-CAM failed on a {x.shape[-2]}x{x.shape[-1]} input: {str(exc).splitlines()[0]}"
+            ) from None
         probs = cam.outputs.detach().float().softmax(dim=1)[0]
     model.zero_grad(set_to_none=True)
     return np.asarray(heat[0], dtype=np.float32), probs
@@ -70,8 +70,10 @@ def _column_labels(checkpoints: Sequence[Inspected]) -> List[str]:
     for where in (lambda i, c: c.path.parent.name, lambda i, c: str(c.path), lambda i, c: f"column {i + 1}"):
         if len(set(labels)) == len(labels):
             break
-        labels = [f"{label} ({where(i, c)})" if base.count(label) > 1 else label
-                  for i, (label, c) in enumerate(zip(base, checkpoints))]
+        labels = [
+            f"{label} ({where(i, c)})" if base.count(label) > 1 else label
+            for i, (label, c) in enumerate(zip(base, checkpoints))
+        ]
     return labels
 
 

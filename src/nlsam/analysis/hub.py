@@ -12,6 +12,7 @@ mean and std the network trained with), ``model.safetensors`` (the state dict) a
 
 loads the network with the weights, giving the run's logits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -94,8 +95,10 @@ def model_card(facts: CardFacts) -> str:
     if "." in facts.name:  # a released weight: MODEL.TAG
         usage = f'model = timm.create_model("{facts.name}", pretrained=True).eval()'
     else:  # a Hub folder: from the Hub once uploaded, or from the folder itself
-        usage = (f'model = timm.create_model("hf-hub:USER/{facts.name}", pretrained=True).eval()  '
-                 f'# or "local-dir:{facts.name}"')
+        usage = (
+            f'model = timm.create_model("hf-hub:USER/{facts.name}", pretrained=True).eval()  '
+            f'# or "local-dir:{facts.name}"'
+        )
     lines = [
         "---",
         "tags:",
@@ -124,8 +127,10 @@ def model_card(facts: CardFacts) -> str:
     if facts.command:
         lines.append(f"- **Command:** `{facts.command}`")
     if facts.precision or facts.machine:
-        lines.append(f"- **Trained in:** {facts.precision or 'precision not recorded'}"
-                     + (f" on {facts.machine}" if facts.machine else ""))
+        lines.append(
+            f"- **Trained in:** {facts.precision or 'precision not recorded'}"
+            + (f" on {facts.machine}" if facts.machine else "")
+        )
     lines += [
         f"- **Licence:** {facts.license.upper() if facts.license == 'mit' else facts.license}",
         "- **Paper:** Nonlocal spatial attention module for image classification (Chen et al., 2020), "
@@ -203,8 +208,7 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _run_card_facts(state: Mapping[str, Any], model: nn.Module, name: str,
-                   machines: Sequence[str] = ()) -> CardFacts:
+def _run_card_facts(state: Mapping[str, Any], model: nn.Module, name: str, machines: Sequence[str] = ()) -> CardFacts:
     """The card of a checkpoint ``state``'s network: its last recorded test top-1, its recipe,
     precision and ``machines`` as the run recorded them, and its cost from :func:`nlsam.profile`."""
     from ..cost import profile
@@ -218,9 +222,11 @@ def _run_card_facts(state: Mapping[str, Any], model: nn.Module, name: str,
     metrics = state.get("metrics") or {}
     top1 = metrics.get("test_top1")
     epochs = metrics.get("epoch", state.get("epoch"))
-    recipe = (f"{config.get('epochs')} epochs ({epochs} trained), batch {config.get('batch_size')}, "
-              f"{config.get('optimizer')} lr {config.get('lr')} ({config.get('scheduler')}), weight decay "
-              f"{config.get('weight_decay')}, label smoothing {config.get('label_smoothing')}, seed {config.get('seed')}")
+    recipe = (
+        f"{config.get('epochs')} epochs ({epochs} trained), batch {config.get('batch_size')}, "
+        f"{config.get('optimizer')} lr {config.get('lr')} ({config.get('scheduler')}), weight decay "
+        f"{config.get('weight_decay')}, label smoothing {config.get('label_smoothing')}, seed {config.get('seed')}"
+    )
     return CardFacts(
         name=name,
         model=timm_model_name(config["model"], config.get("attention")),
@@ -246,7 +252,9 @@ def _check_target(out: Path) -> None:
     """``out`` must be a new or empty folder, or one this function wrote before (its
     ``config.json`` names nlsam); nothing of anyone else's is overwritten."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; --format hub writes a folder (config.json, model.safetensors, README.md)")
+        raise ValueError(
+            f"--out {out} is a file; --format hub writes a folder (config.json, model.safetensors, README.md)"
+        )
     if not out.is_dir():
         return
     entries = sorted(p.name for p in out.iterdir())
@@ -260,12 +268,15 @@ def _check_target(out: Path) -> None:
         except (ValueError, UnicodeDecodeError):
             ours = False
     if not ours:
-        raise ValueError(f"--out {out} is a folder with other files ({', '.join(entries[:5])}); "
-                         f"give a new or empty folder (a Hub folder nlsam wrote before is replaced)")
+        raise ValueError(
+            f"--out {out} is a folder with other files ({', '.join(entries[:5])}); "
+            f"give a new or empty folder (a Hub folder nlsam wrote before is replaced)"
+        )
 
 
-def export_hub(checkpoint: Union[str, Path], out: Union[str, Path], *, check: bool = True,
-               tolerance: float = 1e-5) -> Dict[str, Any]:
+def export_hub(
+    checkpoint: Union[str, Path], out: Union[str, Path], *, check: bool = True, tolerance: float = 1e-5
+) -> Dict[str, Any]:
     """Write a checkpoint (or run directory) as a Hub folder ``out`` (see the module docstring).
 
     With ``check``, the folder is loaded back (through timm's ``local-dir:`` when timm is
@@ -292,9 +303,11 @@ def export_hub(checkpoint: Union[str, Path], out: Union[str, Path], *, check: bo
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
-    for file_name, data in (("model.safetensors", save(weights)),
-                            ("config.json", (json.dumps(config, indent=2) + "\n").encode()),
-                            ("README.md", card.encode())):
+    for file_name, data in (
+        ("model.safetensors", save(weights)),
+        ("config.json", (json.dumps(config, indent=2) + "\n").encode()),
+        ("README.md", card.encode()),
+    ):
         atomic_write_bytes(out / file_name, data)
         written.append(out / file_name)
     result: Dict[str, Any] = dict(path=str(out), files=[str(p) for p in written], max_diff=None, loader="")
@@ -309,8 +322,10 @@ def export_hub(checkpoint: Union[str, Path], out: Union[str, Path], *, check: bo
         if not diff <= tolerance:
             for p in written:
                 p.unlink(missing_ok=True)
-            raise ValueError(f"the Hub folder's network differs from the checkpoint's by up to {diff:.3g} of the "
-                             f"logits' scale (tolerance {tolerance:g}); nothing written")
+            raise ValueError(
+                f"the Hub folder's network differs from the checkpoint's by up to {diff:.3g} of the "
+                f"logits' scale (tolerance {tolerance:g}); nothing written"
+            )
         result.update(max_diff=diff, loader=loader)
     return result
 
@@ -331,8 +346,9 @@ def _reload(folder: Path) -> Tuple[nn.Module, str]:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     args = dict(config["model_args"])
     args["input_size"] = tuple(args["input_size"])
-    model = create_model(config["nlsam"]["model"], attention=config["nlsam"]["attention"],
-                         num_classes=config["num_classes"], **args)
+    model = create_model(
+        config["nlsam"]["model"], attention=config["nlsam"]["attention"], num_classes=config["num_classes"], **args
+    )
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     return model.eval(), "nlsam"
 

@@ -40,6 +40,7 @@ normalisation; a scale does not change a share). For a sigmoid gate this matters
 sit between 0 and 1 around a floor well above 0, and the raw share would mostly measure the
 floor, near the area share whatever the module does.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,16 +89,20 @@ _MODES = ("bilinear", "nearest")
 
 def _check(maps: torch.Tensor, masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     if maps.dim() != 3 or masks.dim() != 3:
-        raise ValueError(f"need maps B x h x w and masks B x H x W, got maps of shape {tuple(maps.shape)} "
-                         f"and masks of shape {tuple(masks.shape)}")
+        raise ValueError(
+            f"need maps B x h x w and masks B x H x W, got maps of shape {tuple(maps.shape)} "
+            f"and masks of shape {tuple(masks.shape)}"
+        )
     if maps.shape[0] != masks.shape[0]:
         raise ValueError(f"{maps.shape[0]} maps but {masks.shape[0]} masks; need one mask per map")
     maps = maps.detach().float()
     if not torch.isfinite(maps).all():
         raise ValueError("maps must be finite (found nan or inf)")
     if len(maps) and maps.min() < 0:
-        raise ValueError(f"maps must be non-negative (the smallest value is {maps.min().item():.4g}); "
-                         "shift them first, e.g. with prepare_maps")
+        raise ValueError(
+            f"maps must be non-negative (the smallest value is {maps.min().item():.4g}); "
+            "shift them first, e.g. with prepare_maps"
+        )
     masks = masks.to(maps.device) != 0
     if len(masks) and not masks.flatten(1).any(dim=1).all():
         raise ValueError("every mask needs at least one pixel (an empty mask has no chance level)")
@@ -167,8 +172,7 @@ class _Maps:
     attention: List[Tuple[str, Optional[int], Optional[int], torch.Tensor]]  # (name, stage, block, B x h x w)
 
 
-def _maps(model: nn.Module, x: torch.Tensor, targets: Dict[str, Optional[torch.Tensor]],
-          own_maps: bool) -> _Maps:
+def _maps(model: nn.Module, x: torch.Tensor, targets: Dict[str, Optional[torch.Tensor]], own_maps: bool) -> _Maps:
     """One forward pass: the logits, Grad-CAM for each set of ``targets`` (None: the predicted
     classes) and the spatial attention maps (``own_maps``)."""
     layer = target_layer(model)
@@ -180,6 +184,7 @@ def _maps(model: nn.Module, x: torch.Tensor, targets: Dict[str, Optional[torch.T
         def hook(module, inputs, output):
             with torch.no_grad():
                 found.append((name, stage, block, module.attention_map(inputs[0]).detach()[:, 0].float()))
+
         return hook
 
     if own_maps:
@@ -191,8 +196,9 @@ def _maps(model: nn.Module, x: torch.Tensor, targets: Dict[str, Optional[torch.T
             try:
                 logits = model(x)
             except RuntimeError as exc:
-                raise ValueError(f"the network cannot run on a {x.shape[-2]}x{x.shape[-1]} input: "
-                                 f"{str(exc).splitlines()[0]}") from None
+                raise ValueError(
+                    f"the network cannot run on a {x.shape[-2]}x{x.shape[-1]} input: {str(exc).splitlines()[0]}"
+                ) from None
             if not acts:
                 raise ValueError(f"the Grad-CAM layer of {type(model).__name__} did not run")
             activation = acts[-1]
@@ -211,8 +217,9 @@ def _maps(model: nn.Module, x: torch.Tensor, targets: Dict[str, Optional[torch.T
     return _Maps(logits.detach(), cams, found)
 
 
-def grad_cam_maps(model: nn.Module, x: torch.Tensor, targets: Optional[torch.Tensor] = None
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+def grad_cam_maps(
+    model: nn.Module, x: torch.Tensor, targets: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM of the last convolutional stage for a batch ``x`` (B x 3 x H x W).
 
     Returns the maps (B x h x w at the stage's resolution, ReLU'd, not normalised) for the
@@ -231,8 +238,9 @@ def grad_cam_maps(model: nn.Module, x: torch.Tensor, targets: Optional[torch.Ten
     return out.grad_cam["target"], out.logits
 
 
-def attention_maps_batch(model: nn.Module, x: torch.Tensor
-                         ) -> Tuple[torch.Tensor, List[Tuple[str, Optional[int], Optional[int], torch.Tensor]]]:
+def attention_maps_batch(
+    model: nn.Module, x: torch.Tensor
+) -> Tuple[torch.Tensor, List[Tuple[str, Optional[int], Optional[int], torch.Tensor]]]:
     """The logits of a batch ``x`` and the map of every spatial attention module:
     ``(name, stage, block, B x h x w)`` in forward order (the batch version of
     :func:`~nlsam.analysis.attention_maps.attention_maps`)."""
@@ -244,6 +252,7 @@ def attention_maps_batch(model: nn.Module, x: torch.Tensor
     def hook_for(name, stage, block):
         def hook(module, inputs, output):
             found.append((name, stage, block, module.attention_map(inputs[0]).detach()[:, 0].float()))
+
         return hook
 
     try:
@@ -285,8 +294,10 @@ def locate_data(spec: str, image_size: Optional[int] = None, n: Optional[int] = 
     from ..data import generate_locate, parse_procedural, procedural_name, procedural_size
 
     if procedural_name(str(spec)) != "locate":
-        raise ValueError(f"data {spec!r} is not the locate data: localisation needs its masks "
-                         f"(train on it with `nlsam train --data locate`)")
+        raise ValueError(
+            f"data {spec!r} is not the locate data: localisation needs its masks "
+            f"(train on it with `nlsam train --data locate`)"
+        )
     _, n_train, n_test, data_seed = parse_procedural(str(spec))
     if n is not None and n < 1:
         raise ValueError(f"the number of images (--n) must be at least 1, got {n}")
@@ -336,9 +347,9 @@ def evaluate_localisation(
     zero = {"grad_cam_true": 0, "grad_cam_predicted": 0}
     prior = data.prior.unsqueeze(0)
     for start in range(0, len(data.labels), batch_size):
-        images = data.images[start:start + batch_size].to(device)
-        labels = data.labels[start:start + batch_size].to(device)
-        masks = data.masks[start:start + batch_size].to(device)
+        images = data.images[start : start + batch_size].to(device)
+        labels = data.labels[start : start + batch_size].to(device)
+        masks = data.masks[start : start + batch_size].to(device)
         out = _maps(model, norm(images), {"true": labels, "predicted": None}, own_maps=has_own)
         correct += int((out.logits.argmax(dim=1) == labels).sum())
 
@@ -362,18 +373,23 @@ def evaluate_localisation(
             add("own_mean", mean_map / len(out.attention), "nearest")
 
     n = len(data.labels)
+
     def pair(key: str) -> Dict[str, Any]:
-        return dict(mass_in_mask=_summary(scores.get(key + ".mass", [])),
-                    pointing=_summary(scores.get(key + ".pointing", [])))
+        return dict(
+            mass_in_mask=_summary(scores.get(key + ".mass", [])), pointing=_summary(scores.get(key + ".pointing", []))
+        )
 
     result: Dict[str, Any] = dict(
         n=n,
         top1=100.0 * correct / max(n, 1),
-        chance=dict(area_share=_summary(scores.get("chance.area", [])),
-                    prior_mass_in_mask=pair("chance.prior")["mass_in_mask"],
-                    prior_pointing=pair("chance.prior")["pointing"]),
-        grad_cam=dict(layer=_layer_name(model), true=pair("grad_cam.true"), predicted=pair("grad_cam.predicted"),
-                      zero_maps=zero),
+        chance=dict(
+            area_share=_summary(scores.get("chance.area", [])),
+            prior_mass_in_mask=pair("chance.prior")["mass_in_mask"],
+            prior_pointing=pair("chance.prior")["pointing"],
+        ),
+        grad_cam=dict(
+            layer=_layer_name(model), true=pair("grad_cam.true"), predicted=pair("grad_cam.predicted"), zero_maps=zero
+        ),
         own_maps=None,
     )
     if modules:
@@ -389,8 +405,13 @@ def _layer_name(model: nn.Module) -> str:
     return next((name for name, module in model.named_modules() if module is layer), type(layer).__name__)
 
 
-def run_localisation(checkpoint: Union[str, Path], *, n: Optional[int] = None, batch_size: int = 100,
-                     device: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+def run_localisation(
+    checkpoint: Union[str, Path],
+    *,
+    n: Optional[int] = None,
+    batch_size: int = 100,
+    device: Union[str, torch.device] = "cpu",
+) -> Dict[str, Any]:
     """:func:`evaluate_localisation` of a checkpoint or run directory (its best.pt, else
     last.pt) on the test split of the locate data it was trained on, with what was evaluated
     (checkpoint, epoch, data, model, attention, input size)."""
@@ -403,26 +424,41 @@ def run_localisation(checkpoint: Union[str, Path], *, n: Optional[int] = None, b
     cfg = state["config"]
     spec = str(cfg.get("data"))
     if procedural_name(spec) != "locate":
-        raise ValueError(f"{path} was trained on {spec!r}, not on the locate data: localisation needs its masks "
-                         f"(train with `nlsam train --data locate`)")
+        raise ValueError(
+            f"{path} was trained on {spec!r}, not on the locate data: localisation needs its masks "
+            f"(train with `nlsam train --data locate`)"
+        )
     model = model_from_checkpoint(state)
     classes = _classes(model)
     if [str(c) for c in classes] != list(LOCATE_CLASSES):
-        raise ValueError(f"{path} has the classes {classes}, not those of the locate data "
-                         f"({', '.join(LOCATE_CLASSES)})")
+        raise ValueError(
+            f"{path} has the classes {classes}, not those of the locate data ({', '.join(LOCATE_CLASSES)})"
+        )
     data = locate_data(spec, cfg.get("image_size"), n)
     dc = _data_config(model)
-    result = evaluate_localisation(model, data, dc["mean"], dc["std"], input_size=tuple(dc["input_size"][1:]),
-                                   batch_size=batch_size, device=device)
+    result = evaluate_localisation(
+        model, data, dc["mean"], dc["std"], input_size=tuple(dc["input_size"][1:]), batch_size=batch_size, device=device
+    )
     epoch = state.get("epoch")
-    head = dict(version=_METRIC_VERSION, checkpoint=str(path), epoch=None if epoch is None else epoch + 1,
-                data=spec, model=cfg.get("model"), attention=cfg.get("attention"),
-                input_size=list(dc["input_size"][1:]))
+    head = dict(
+        version=_METRIC_VERSION,
+        checkpoint=str(path),
+        epoch=None if epoch is None else epoch + 1,
+        data=spec,
+        model=cfg.get("model"),
+        attention=cfg.get("attention"),
+        input_size=list(dc["input_size"][1:]),
+    )
     return dict(head, **result)
 
 
-def localisation_of_run(run_dir: Union[str, Path], *, checkpoint: str = "last.pt", n: Optional[int] = None,
-                        device: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+def localisation_of_run(
+    run_dir: Union[str, Path],
+    *,
+    checkpoint: str = "last.pt",
+    n: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+) -> Dict[str, Any]:
     """:func:`run_localisation` of ``run_dir/checkpoint`` (default the final network, whose
     accuracy ``nlsam report`` reports), read from ``run_dir/localisation.json`` when that was
     computed for the same checkpoint epoch, image count and metric version, else computed and
@@ -447,4 +483,3 @@ def localisation_of_run(run_dir: Union[str, Path], *, checkpoint: str = "last.pt
     result = run_localisation(path, n=n, device=device)
     atomic_write_bytes(cache, json.dumps(dict(key=key, result=result), indent=1).encode())
     return result
-

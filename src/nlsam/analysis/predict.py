@@ -13,6 +13,7 @@ center-cropped; for inputs larger than 64 px the shorter side is first resized t
 ``size * 256 / 224``). ``input_size`` runs the network at another resolution instead (the
 networks accept any size; NL-SAM pools adaptively away from its training size).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,7 +40,6 @@ __all__ = [
     "predict",
     "resolve_target_class",
 ]
-
 
 
 # ------------------------------------------------------------------------------------------
@@ -170,8 +170,14 @@ def load_inspected(path: PathLike) -> Inspected:
     classes = [str(c) for c in _classes(model)]
     if not classes:
         raise ValueError(f"checkpoint {path} names no classes (no meta.classes inside)")
-    return Inspected(model, resolve_checkpoint_path(source), state["config"], state.get("meta", {}),
-                     _model_label(state["config"]), classes)
+    return Inspected(
+        model,
+        resolve_checkpoint_path(source),
+        state["config"],
+        state.get("meta", {}),
+        _model_label(state["config"]),
+        classes,
+    )
 
 
 def resolve_target_class(value: Union[None, int, str], classes: Sequence[str]) -> Optional[int]:
@@ -183,8 +189,9 @@ def resolve_target_class(value: Union[None, int, str], classes: Sequence[str]) -
     if text.lstrip("-").isdigit():
         index = int(text)
         if not 0 <= index < n:
-            raise ValueError(f"target class {index} is out of range: valid indices are 0..{n - 1} "
-                             f"({n} classes), or a class name")
+            raise ValueError(
+                f"target class {index} is out of range: valid indices are 0..{n - 1} ({n} classes), or a class name"
+            )
         return index
     if text in classes:
         return list(classes).index(text)
@@ -200,8 +207,9 @@ def _forward_checked(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         return model(x)
     except RuntimeError as exc:
-        raise ValueError(f"the network cannot run on a {x.shape[-2]}x{x.shape[-1]} input: "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise ValueError(
+            f"the network cannot run on a {x.shape[-2]}x{x.shape[-1]} input: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -228,15 +236,17 @@ def predict(
     batch_size = max(1, min(batch_size, _PIXELS_PER_BATCH // (height * width)))
     results = []
     for start in range(0, len(images), batch_size):
-        x = torch.cat([inspected.prepare(img, input_size) for img in images[start:start + batch_size]])
+        x = torch.cat([inspected.prepare(img, input_size) for img in images[start : start + batch_size]])
         logits = _forward_checked(inspected.model, x)
         where = "on the first batch" if start == 0 else f"on images {start + 1}-{start + len(logits)}"
         check_finite_outputs(inspected.model, logits, where)
         probs = logits.float().softmax(dim=1)
         scores, indices = probs.topk(k, dim=1)
         for row_scores, row_indices in zip(scores.tolist(), indices.tolist()):
-            results.append([
-                dict(rank=r + 1, index=i, **{"class": inspected.classes[i]}, score=s)
-                for r, (s, i) in enumerate(zip(row_scores, row_indices))
-            ])
+            results.append(
+                [
+                    dict(rank=r + 1, index=i, **{"class": inspected.classes[i]}, score=s)
+                    for r, (s, i) in enumerate(zip(row_scores, row_indices))
+                ]
+            )
     return results

@@ -24,6 +24,7 @@ so. A run counts as finished as :func:`nlsam.engine.study.run_status` says (ever
 readable final checkpoint or none kept); a run whose checkpoint is there but cannot be read is
 left out and named with the reason.
 """
+
 from __future__ import annotations
 
 import csv
@@ -74,8 +75,13 @@ def _log_beta(a: float, b: float) -> float:
         z2 = z * z
         return (1 / 12 - (1 / 360 - (1 / 1260 - 1 / (1680 * z2)) / z2) / z2) / z
 
-    difference = (-small * math.log(big) - (big + small - 0.5) * math.log1p(small / big) + small
-                  + correction(big) - correction(big + small))
+    difference = (
+        -small * math.log(big)
+        - (big + small - 0.5) * math.log1p(small / big)
+        + small
+        + correction(big)
+        - correction(big + small)
+    )
     return math.lgamma(small) + difference
 
 
@@ -93,8 +99,10 @@ def _beta_fraction(a: float, b: float, x: float) -> float:
     d = 1.0 / (d if abs(d) > tiny else tiny)
     h = d
     for m in range(1, 100_000):
-        for coefficient in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+        for coefficient in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
             d = 1.0 + coefficient * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + coefficient / c
@@ -263,8 +271,11 @@ class GroupResult:
         if other is None or not self.accuracies or not other.accuracies:
             return None, None
         mine, theirs = self.precision_by_seed, other.precision_by_seed
-        comparable = {seed: acc for seed, acc in self.by_seed.items()
-                      if None in (mine.get(seed), theirs.get(seed)) or mine.get(seed) == theirs.get(seed)}
+        comparable = {
+            seed: acc
+            for seed, acc in self.by_seed.items()
+            if None in (mine.get(seed), theirs.get(seed)) or mine.get(seed) == theirs.get(seed)
+        }
         return welch_interval(self.accuracies, other.accuracies), paired_interval(comparable, other.by_seed)
 
 
@@ -284,7 +295,11 @@ def _fmt(value: Any) -> str:
 
 def _cost(run_dir: Path, cfg) -> Tuple[int, int]:
     meta_file = run_dir / "meta.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else load_checkpoint(run_dir / "last.pt").get("meta", {})
+    meta = (
+        json.loads(meta_file.read_text())
+        if meta_file.is_file()
+        else load_checkpoint(run_dir / "last.pt").get("meta", {})
+    )
     meta = {**META_DEFAULTS, **meta}
     report = profile(build_network(cfg, meta), (meta["in_chans"], *meta["input_size"]))
     return report.params, report.flops
@@ -396,6 +411,7 @@ def _attach_baselines(study: Study, results: List[GroupResult]) -> None:
         result.is_baseline = result in candidates
         if result in candidates or not candidates:
             continue
+
         def shared(c, result=result):
             return sum(value(c.group, k) == value(result.group, k) for k in set(c.group) | set(result.group))
 
@@ -408,7 +424,9 @@ def _attach_baselines(study: Study, results: List[GroupResult]) -> None:
         alone = attention.rsplit("+", 1)[0]  # se+nlsam -> se
         for other in results:
             keys = (set(other.group) | set(result.group)) - {"attention"}
-            if value(other.group, "attention") == alone and all(value(other.group, k) == value(result.group, k) for k in keys):
+            if value(other.group, "attention") == alone and all(
+                value(other.group, k) == value(result.group, k) for k in keys
+            ):
                 result.partner = other
 
 
@@ -467,32 +485,73 @@ def write_report(study_dir: Path) -> Path:
         raise ValueError(
             f"none of the {len(states)} runs of {study_dir} has finished ({states.count('done')} done, "
             f"{states.count('partial')} partial, {states.count('todo')} not started{unreadable}), so there is nothing "
-            f"to report yet; `nlsam study {spec_path} --out {study_dir}` trains them")
+            f"to report yet; `nlsam study {spec_path} --out {study_dir}` trains them"
+        )
     paper = {str(k): v for k, v in (study.spec.get("paper") or {}).items()}
     located = any(r.localisation for r in results)
     rows = [_row(r, paper, located) for r in results]
 
     with open(study_dir / "results.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        extra = [f"{name}_{part}" for _, name, _ in _LOCALISATION_COLUMNS for part in ("mean", "ci95")] if located else []
-        writer.writerow(["variant", "n", "top1_mean", "top1_std", "vs", "delta", "delta_ci_low", "delta_ci_high",
-                         "paired_delta", "paired_ci_low", "paired_ci_high", "paired_n",
-                         "params", "flops", "missing_runs", *extra])
+        extra = (
+            [f"{name}_{part}" for _, name, _ in _LOCALISATION_COLUMNS for part in ("mean", "ci95")] if located else []
+        )
+        writer.writerow(
+            [
+                "variant",
+                "n",
+                "top1_mean",
+                "top1_std",
+                "vs",
+                "delta",
+                "delta_ci_low",
+                "delta_ci_high",
+                "paired_delta",
+                "paired_ci_low",
+                "paired_ci_high",
+                "paired_n",
+                "params",
+                "flops",
+                "missing_runs",
+                *extra,
+            ]
+        )
         for r in results:
             interval, pairs = r.against_partner()
             delta = [f"{v:.4f}" for v in interval] if interval else ["", "", ""]
             delta += [f"{v:.4f}" for v in pairs[:3]] + [str(pairs[3])] if pairs else ["", "", "", ""]
             stats = [f"{r.mean:.4f}" if r.accuracies else "", f"{r.std:.4f}" if len(r.accuracies) > 1 else ""]
             loc = []
-            for _, _, where in (_LOCALISATION_COLUMNS if located else ()):
+            for _, _, where in _LOCALISATION_COLUMNS if located else ():
                 pair = mean_interval(_localisation_values(r, where))
                 loc += ["", ""] if pair is None else [f"{pair[0]:.4f}", "" if math.isnan(pair[1]) else f"{pair[1]:.4f}"]
-            writer.writerow([r.label, len(r.accuracies), *stats, r.partner.label if r.partner else "", *delta, r.params or "", r.flops or "", r.missing,
-                             *loc])
+            writer.writerow(
+                [
+                    r.label,
+                    len(r.accuracies),
+                    *stats,
+                    r.partner.label if r.partner else "",
+                    *delta,
+                    r.params or "",
+                    r.flops or "",
+                    r.missing,
+                    *loc,
+                ]
+            )
     with open(study_dir / "runs.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["run", "variant", "seed", "state", "final_top1", "precision", "machines",
-                         *([name for _, name, _ in _LOCALISATION_COLUMNS] if located else [])])
+        writer.writerow(
+            [
+                "run",
+                "variant",
+                "seed",
+                "state",
+                "final_top1",
+                "precision",
+                "machines",
+                *([name for _, name, _ in _LOCALISATION_COLUMNS] if located else []),
+            ]
+        )
         precisions: Counter = Counter()
         for run in study.runs:
             state = statuses[run.name].state
@@ -533,8 +592,12 @@ def write_report(study_dir: Path) -> Path:
         lines += [f"{missing} run(s) not finished yet are left out.", ""]
     broken = [(run.name, statuses[run.name].why) for run in study.runs if statuses[run.name].state == "broken"]
     if broken:
-        lines += ["Left out although their folder holds them, because a checkpoint there cannot be read:", "",
-                  *(f"- `{name}`: {why}" for name, why in broken), ""]
+        lines += [
+            "Left out although their folder holds them, because a checkpoint there cannot be read:",
+            "",
+            *(f"- `{name}`: {why}" for name, why in broken),
+            "",
+        ]
     if paper:
         lines += ["The 'paper' column quotes the published figures (the paper's, not measured here).", ""]
     for title, name in figures:
@@ -546,8 +609,18 @@ def write_report(study_dir: Path) -> Path:
 
 #: Settings that do not change what a run computes: the report names them only where the study
 #: file sets them.
-_UNREPORTED = ("out", "resume", "seed", "num_workers", "cache_dir", "log_every", "tensorboard", "data_dir",
-               "download", "eval_batch_size")
+_UNREPORTED = (
+    "out",
+    "resume",
+    "seed",
+    "num_workers",
+    "cache_dir",
+    "log_every",
+    "tensorboard",
+    "data_dir",
+    "download",
+    "eval_batch_size",
+)
 
 
 def _settings_lines(study: Study, statuses: Mapping[str, RunStatus]) -> List[str]:
@@ -567,8 +640,14 @@ def _settings_lines(study: Study, statuses: Mapping[str, RunStatus]) -> List[str
     planned = [comparable(run.config.to_dict()) for run in done]
     base = study.spec.get("base") or {}
     keys = [k for k in base if k not in varied and k not in ("out", "resume", "seed")]
-    keys += [k for k in config_keys() if k not in base and k not in varied and k not in _UNREPORTED
-             and any(t.get(k) != p.get(k) for t, p in zip(trained, planned))]
+    keys += [
+        k
+        for k in config_keys()
+        if k not in base
+        and k not in varied
+        and k not in _UNREPORTED
+        and any(t.get(k) != p.get(k) for t, p in zip(trained, planned))
+    ]
 
     def tally(rows: List[Dict[str, Any]], key: str) -> Dict[str, Tuple[Any, int]]:
         counts: Dict[str, Tuple[Any, int]] = {}
@@ -594,8 +673,12 @@ def _settings_lines(study: Study, statuses: Mapping[str, RunStatus]) -> List[str
     if differ:
         lines += ["Settings that differ between runs: " + "; ".join(differ), ""]
     if unlike:
-        lines += ["**The finished runs did not all train with what study.yaml says:** " + "; ".join(unlike)
-                  + ". The settings and figures here are those of the runs (each run's own saved config).", ""]
+        lines += [
+            "**The finished runs did not all train with what study.yaml says:** "
+            + "; ".join(unlike)
+            + ". The settings and figures here are those of the runs (each run's own saved config).",
+            "",
+        ]
     return lines
 
 
@@ -608,16 +691,26 @@ def _seed_block_lines(study: Study, statuses: Mapping[str, RunStatus]) -> List[s
         block = [run for run in study.runs if run.seed == seed]
         precisions = Counter(recorded_precision(run.run_dir) or "not recorded" for run in done)
         machines = Counter(m for run in done for m in (recorded_machines(run.run_dir) or ["not recorded"]))
-        rows.append({"seed block": str(seed), "finished": f"{len(done)} of {len(block)}",
-                     "precision": listed_precisions(precisions) if done else "",
-                     "machines": ", ".join(f"{m} ({n})" for m, n in machines.items()) if done else ""})
+        rows.append(
+            {
+                "seed block": str(seed),
+                "finished": f"{len(done)} of {len(block)}",
+                "precision": listed_precisions(precisions) if done else "",
+                "machines": ", ".join(f"{m} ({n})" for m, n in machines.items()) if done else "",
+            }
+        )
     if len(rows) < 2:
         return []
-    return ["Seed blocks: the runs of one seed share the data order and the initialisation of the layers they "
-            "have in common, and train in one precision (`nlsam study` holds a block's remaining runs back "
-            "on a machine where `--amp auto` would give them another); a paired Δ compares two runs of one "
-            "block, never two precisions. Machines: the runs that trained on each (a resumed run counts each "
-            "machine it trained on).", "", _markdown(rows), ""]
+    return [
+        "Seed blocks: the runs of one seed share the data order and the initialisation of the layers they "
+        "have in common, and train in one precision (`nlsam study` holds a block's remaining runs back "
+        "on a machine where `--amp auto` would give them another); a paired Δ compares two runs of one "
+        "block, never two precisions. Machines: the runs that trained on each (a resumed run counts each "
+        "machine it trained on).",
+        "",
+        _markdown(rows),
+        "",
+    ]
 
 
 def _precision_note(precisions: Mapping[str, int]) -> str:
@@ -626,9 +719,11 @@ def _precision_note(precisions: Mapping[str, int]) -> str:
     listed = listed_precisions(precisions)
     known = [name for name in precisions if name != "not recorded"]
     if len(known) > 1:
-        return (f"**The finished runs trained in different precisions:** {listed} (`runs.csv` says which); "
-                "the paired Δ pairs runs of one precision only, the Δ of means mixes them, so it may be partly "
-                "one of precision.")
+        return (
+            f"**The finished runs trained in different precisions:** {listed} (`runs.csv` says which); "
+            "the paired Δ pairs runs of one precision only, the Δ of means mixes them, so it may be partly "
+            "one of precision."
+        )
     return f"Precision of the finished runs: {listed}."
 
 
@@ -641,8 +736,10 @@ def _localisation_note(results: List[GroupResult]) -> str:
     every = [loc for r in results for loc in r.localisation]
     n = sorted({loc["n"] for loc in every})
     chance = sorted({round(loc["chance"]["area_share"], 2) for loc in every})
-    prior = sorted({(round(loc["chance"]["prior_mass_in_mask"], 1), round(loc["chance"]["prior_pointing"], 1))
-                    for loc in every})
+    prior = sorted(
+        {(round(loc["chance"]["prior_mass_in_mask"], 1), round(loc["chance"]["prior_pointing"], 1)) for loc in every}
+    )
+
     def listed(values) -> str:
         return " / ".join(str(v) for v in values)
 
@@ -688,15 +785,21 @@ def _figures(study: Study, results: List[GroupResult], out: Path) -> List[Tuple[
 
     keys = set().union(*(r.group for r in results)) if results else set()
     if {"model_options.nlsam_stages", "model_options.nlsam_pool"} <= keys:
-        stages = sorted({_fmt(r.group["model_options.nlsam_stages"]) for r in done if "model_options.nlsam_stages" in r.group})
+        stages = sorted(
+            {_fmt(r.group["model_options.nlsam_stages"]) for r in done if "model_options.nlsam_stages" in r.group}
+        )
         ks = sorted({r.group["model_options.nlsam_pool"] for r in done if "model_options.nlsam_pool" in r.group})
         fig, ax = plt.subplots(figsize=(7, 4.5))
         width = 0.8 / max(len(ks), 1)
         for i, k in enumerate(ks):
             xs, ys, es = [], [], []
             for j, stage in enumerate(stages):
-                match = [r for r in done if _fmt(r.group.get("model_options.nlsam_stages")) == stage
-                         and r.group.get("model_options.nlsam_pool") == k]
+                match = [
+                    r
+                    for r in done
+                    if _fmt(r.group.get("model_options.nlsam_stages")) == stage
+                    and r.group.get("model_options.nlsam_pool") == k
+                ]
                 if match:
                     xs.append(j + i * width)
                     ys.append(match[0].mean)

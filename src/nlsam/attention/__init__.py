@@ -6,6 +6,7 @@ file registers its part in :mod:`.registry`, which builds the named compositions
 studies (:func:`create_attention`) and is the one source of every list of attention names.
 A new module is one file and one :func:`register_attention` line, from outside the package too.
 """
+
 from __future__ import annotations
 
 # the import order is the order of the attention names (the paper's): keep it

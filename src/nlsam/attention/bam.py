@@ -6,6 +6,7 @@ a 3-D map ``M = sigmoid(M_c + M_s)`` and applied residually: ``x * (1 + M)``. Th
 BAM paper's equation; the authors' released code multiplies the two branches instead of adding.
 BAM is meant for the points between stages, and the networks here put it there.
 """
+
 from __future__ import annotations
 
 import torch

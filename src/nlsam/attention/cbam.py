@@ -1,6 +1,7 @@
 """CBAM (Woo et al., 2018): a channel gate (average- and max-pooled descriptors through one
 shared MLP, summed, sigmoid) followed by a spatial gate (channel max and mean, 7x7 convolution,
 batch norm, sigmoid), as in the authors' official code."""
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,13 @@ class CBAMSpatialGate(nn.Module):
     """
 
     #: odd, so that the padding ``k // 2`` keeps the map's size
-    KERNEL_RANGE = Range(1, 63, integer=True, why="odd: the padding k // 2 keeps the map's size",
-                         why_high="CBAM uses 7; a wider kernel reads mostly padding")
+    KERNEL_RANGE = Range(
+        1,
+        63,
+        integer=True,
+        why="odd: the padding k // 2 keeps the map's size",
+        why_high="CBAM uses 7; a wider kernel reads mostly padding",
+    )
 
     def __init__(self, kernel_size: int = 7, init: str = "paper") -> None:
         super().__init__()

@@ -10,6 +10,7 @@ buffer ``gate.scale`` of the state dict, and loading a state dict restores the g
 with, whatever gate the receiving module was built with. A state dict saved before the buffer
 existed (it has no ``scale`` key) keeps the receiving module's gate.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,8 +55,9 @@ class Gate(nn.Module):
         self.identity = identity
         self.get_buffer("scale").fill_(2.0 if identity else 1.0)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         key = prefix + "scale"
         saved = state_dict.get(key)
         if saved is None:
@@ -64,8 +66,9 @@ class Gate(nn.Module):
         elif not (isinstance(saved, torch.Tensor) and saved.numel() == 1 and float(saved) in _SCALES):
             error_msgs.append(f"{key} must be 1.0 (sigmoid gate) or 2.0 (2 * sigmoid gate), got {saved!r}")
             return
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         self.identity = float(self.get_buffer("scale")) == 2.0
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 convolution whose kernel covers the whole feature map (then batch norm) gathers one value per
 channel, a bottleneck MLP C -> C/r -> C with ReLU excites it, and a sigmoid gate rescales each
 channel. This is the GE the NL-SAM paper combines with NL-SAM ("global depthwise convolution")."""
+
 from __future__ import annotations
 
 import torch
@@ -32,9 +33,7 @@ class GatherExcite(_Excite):
     def __init__(self, channels: int, feature_size: SizeLike, reduction: int = 16, init: str = "paper") -> None:
         super().__init__()
         self.feature_size = to_2tuple(feature_size)
-        self.gather = nn.Conv2d(
-            channels, channels, self.feature_size, groups=channels, bias=False
-        )
+        self.gather = nn.Conv2d(channels, channels, self.feature_size, groups=channels, bias=False)
         self.gather_norm = nn.BatchNorm2d(channels)
         self._build_excite(channels, reduction, init)
 

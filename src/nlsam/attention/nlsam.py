@@ -9,6 +9,7 @@ computed from *all* positions at once, in the paper's three steps:
 3. distribution: the map is upsampled back to H x W (nearest by default, the paper's
    Table 3 choice) and multiplies ``x``, broadcast over channels.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -51,9 +52,7 @@ def _check_fc_size(feature_size: Tuple[int, int], pool: int, reduction: int, hid
 def _check_feature_map(x: torch.Tensor, module: str) -> None:
     """Raise a ``ValueError`` naming the shape unless ``x`` is a B x C x H x W feature map."""
     if x.dim() != 4:
-        raise ValueError(
-            "{} expects a B x C x H x W feature map (4-D), got shape {}".format(module, list(x.shape))
-        )
+        raise ValueError("{} expects a B x C x H x W feature map (4-D), got shape {}".format(module, list(x.shape)))
 
 
 #: NL-SAM's pooling kernel k: 0 or 1 is no pooling; it must also divide the feature map.
@@ -63,8 +62,12 @@ _POOL_RANGE = Range(0, None, integer=True, why="0 or 1 means no pooling")
 def _reduction_range(num_positions: int, where: str = "") -> Range:
     """The valid NL-SAM reductions r for ``num_positions`` = N pooled positions: ``1..N``, so that
     the bottleneck ``N // r`` keeps at least one unit (a larger r would leave none)."""
-    return Range(1, num_positions, integer=True,
-                 why=f"NL-SAM's bottleneck has N // r units, at least one: here N = {num_positions} positions{where}")
+    return Range(
+        1,
+        num_positions,
+        integer=True,
+        why=f"NL-SAM's bottleneck has N // r units, at least one: here N = {num_positions} positions{where}",
+    )
 
 
 def _bottleneck_width(num_positions: int, reduction: int) -> int:
@@ -132,8 +135,9 @@ class NLSAM(nn.Module):
         self.interpolation = interpolation
         self.grid_size = (height // pool, width // pool)
         num_positions = self.grid_size[0] * self.grid_size[1]
-        grid = f" (the {height}x{width} feature map" + (f" pooled by k={pool} to {self.grid_size[0]}x"
-                                                        f"{self.grid_size[1]})" if pool > 1 else ")")
+        grid = f" (the {height}x{width} feature map" + (
+            f" pooled by k={pool} to {self.grid_size[0]}x{self.grid_size[1]})" if pool > 1 else ")"
+        )
         _reduction_range(num_positions, grid).check("reduction", reduction)
         hidden = _bottleneck_width(num_positions, reduction)
         _check_fc_size((height, width), pool, reduction, hidden)
@@ -185,9 +189,7 @@ class NLSAM(nn.Module):
         weights = weights.reshape(batch, 1, self.grid_size[0], self.grid_size[1])
         if weights.shape[-2] != height or weights.shape[-1] != width:
             if self.interpolation in ("bilinear", "bicubic"):
-                weights = F.interpolate(
-                    weights, size=(height, width), mode=self.interpolation, align_corners=False
-                )
+                weights = F.interpolate(weights, size=(height, width), mode=self.interpolation, align_corners=False)
                 if self.interpolation == "bicubic":
                     # bicubic kernels overshoot; keep the map within the gate's range
                     weights = weights.clamp(0.0, 2.0 if self.gate.identity else 1.0)

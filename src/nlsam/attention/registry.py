@@ -14,6 +14,7 @@ A network passes options to the parts by name, as flat keywords ``PART_OPTION`` 
 once), ``nlsam_stages=[3]`` (the stages that get the part), ``attention_init="identity"``
 (every part). A part-specific key wins over a group key.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -176,8 +177,11 @@ def register_attention(
     params = _parameters(builder)
     if "init" not in params:
         raise ValueError(f"attention part {name!r}: its builder must take an `init` option ({', '.join(INITS)})")
-    options = tuple(k for k, p in params.items()
-                    if k not in ("channels", "feature_size") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    options = tuple(
+        k
+        for k, p in params.items()
+        if k not in ("channels", "feature_size") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
     _PARTS[name] = AttentionPart(name, builder, placement, spatial_map, tuple(groups), default_stages, listed, options)
     if listed:
         _COMPOSITIONS[name] = (name,)
@@ -275,7 +279,7 @@ def split_attention_options(options: Mapping[str, Any]) -> Dict[str, Dict[str, A
     resolved: List[Tuple[bool, str, Any, List[AttentionPart]]] = []
     for key, value in options.items():
         match = max((t for t in targets if key.startswith(t + "_")), key=len, default=None)
-        option = key[len(match) + 1:] if match is not None else ""
+        option = key[len(match) + 1 :] if match is not None else ""
         parts = [] if match is None else [p for p in targets[match] if option in _target_options(match, p)]
         if not parts:
             close = difflib.get_close_matches(key, attention_option_keys(), n=1)
@@ -307,11 +311,13 @@ def _part_stages(part: AttentionPart, options: Mapping[str, Any], stage_ids: Seq
     """The stages of a network (numbered ``stage_ids``) that get ``part``."""
     chosen = options.get("stages")
     if chosen is None:
-        return list(stage_ids) if part.default_stages is None else list(stage_ids)[-part.default_stages:]
+        return list(stage_ids) if part.default_stages is None else list(stage_ids)[-part.default_stages :]
     name, valid = f"{part.name}_stages", list(stage_ids)
     if not isinstance(chosen, (list, tuple)) or not chosen:
-        raise ValueError(f"{name} must be a non-empty list of this network's stages {valid}, e.g. "
-                         f"[{valid[-1]}], got {short_repr(chosen)} (for no {part.name}, choose another attention)")
+        raise ValueError(
+            f"{name} must be a non-empty list of this network's stages {valid}, e.g. "
+            f"[{valid[-1]}], got {short_repr(chosen)} (for no {part.name}, choose another attention)"
+        )
     bad = [s for s in chosen if isinstance(s, bool) or s not in stage_ids]
     if bad:
         raise ValueError(f"{name} {short_repr(bad)} out of range for this network; valid stages: {valid}")
@@ -368,7 +374,7 @@ def _name_option(error: ValueError, part: AttentionPart, stage: Optional[int]) -
     if option is None:
         return None
     where = f" at stage {stage}" if stage is not None else ""
-    return ValueError(f"{part.name}_{option}{where}{message[len(option):]}")
+    return ValueError(f"{part.name}_{option}{where}{message[len(option) :]}")
 
 
 def identity_init(module: nn.Module) -> nn.Module:

@@ -1,5 +1,6 @@
 """Squeeze-and-excitation (Hu et al., 2018): global average pooling, then a bottleneck MLP
 C -> C/r -> C with ReLU and sigmoid, rescaling each channel."""
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,12 @@ __all__ = ["SqueezeExcite"]
 def _channel_reduction_range(channels: int) -> Range:
     """The valid reductions r of a channel bottleneck C -> C // r (SE, GE, CBAM, BAM): ``1..C``,
     so that it keeps at least one unit."""
-    return Range(1, channels, integer=True,
-                 why=f"the channel bottleneck has C // r units, at least one: here C = {channels} channels")
+    return Range(
+        1,
+        channels,
+        integer=True,
+        why=f"the channel bottleneck has C // r units, at least one: here C = {channels} channels",
+    )
 
 
 def _reduced_channels(channels: int, reduction: int) -> int:

@@ -4,6 +4,7 @@ One module per command, each with ``add_parser(sub)`` (its flags, help and the `
 the parsed arguments to) and ``run(args)``, which calls the library and prints. :func:`main`
 parses, dispatches and turns the library's errors into one line on stderr.
 """
+
 from __future__ import annotations
 
 import argparse

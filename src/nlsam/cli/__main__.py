@@ -1,4 +1,5 @@
 """``python -m nlsam.cli``, the same as ``python -m nlsam`` and ``nlsam``."""
+
 import sys
 
 from . import main

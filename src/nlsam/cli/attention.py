@@ -1,5 +1,6 @@
 """``nlsam attention``: the NL-SAM attention maps of every block, overlaid on the image
 (:mod:`nlsam.analysis.attention_maps`, whose ``main_attention`` does the work)."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
-    p.add_argument("--stage", type=int, default=None,
-                   help="only this stage (numbered as in the paper: 1-3 on CIFAR, 2-5 on ImageNet)")
+    p.add_argument(
+        "--stage",
+        type=int,
+        default=None,
+        help="only this stage (numbered as in the paper: 1-3 on CIFAR, 2-5 on ImageNet)",
+    )
     p.add_argument("--out", default="attention", metavar="DIR", help="output directory (default: ./attention)")
-    p.add_argument("--range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="colour range of the gate values (default: their min and max in the figure)")
+    p.add_argument(
+        "--range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="colour range of the gate values (default: their min and max in the figure)",
+    )
     p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N", help=SIZE_HELP)
     p.add_argument("--cmap", default="jet", help=CMAP_HELP)
     p.set_defaults(handler=run)

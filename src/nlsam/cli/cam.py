@@ -1,4 +1,5 @@
 """``nlsam cam``: Grad-CAM heat maps of one or more networks, side by side (:mod:`nlsam.analysis.gradcam`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,22 +19,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Grad-CAM heat map of its last convolutional stage for the predicted class (or "
         "--target-class), titled with the predicted class and its softmax score P. Give more "
         "networks with --compare, e.g. a baseline first, then NL-SAM, then GE + NL-SAM.",
-        epilog="example: nlsam cam runs/base img1.png img2.png --compare runs/nlsam "
-        "--compare runs/ge-nlsam --out cam/",
+        epilog="example: nlsam cam runs/base img1.png img2.png --compare runs/nlsam --compare runs/ge-nlsam --out cam/",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
-    p.add_argument("--compare", action="append", metavar="CHECKPOINT", default=[],
-                   help="another checkpoint, shown in the next column (repeat for more)")
-    p.add_argument("--labels", nargs="+", metavar="NAME", default=None,
-                   help="column titles, one per checkpoint (default: model + attention, and the run "
-                   "directory where that repeats)")
-    p.add_argument("--target-class", default=None, metavar="CLASS",
-                   help="class to explain: an index (a number is always an index) or a name; "
-                   "default: each network's predicted class")
+    p.add_argument(
+        "--compare",
+        action="append",
+        metavar="CHECKPOINT",
+        default=[],
+        help="another checkpoint, shown in the next column (repeat for more)",
+    )
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help="column titles, one per checkpoint (default: model + attention, and the run directory where that repeats)",
+    )
+    p.add_argument(
+        "--target-class",
+        default=None,
+        metavar="CLASS",
+        help="class to explain: an index (a number is always an index) or a name; "
+        "default: each network's predicted class",
+    )
     p.add_argument("--out", default="cam", metavar="DIR", help="output directory (default: ./cam)")
-    p.add_argument("--grid", default=None, metavar="NAME.png",
-                   help="write one figure DIR/NAME.png with a row per image instead of one per image")
+    p.add_argument(
+        "--grid",
+        default=None,
+        metavar="NAME.png",
+        help="write one figure DIR/NAME.png with a row per image instead of one per image",
+    )
     p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N", help=SIZE_HELP)
     p.add_argument("--cmap", default="jet", help=CMAP_HELP)
     p.set_defaults(handler=run)

@@ -1,4 +1,5 @@
 """``nlsam eval``: accuracy of a checkpoint on its test set (:func:`nlsam.engine.evaluate`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,19 +18,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Top-1/top-5 accuracy, loss and per-class accuracy of a trained network on "
         "its test set (or the one given with --data).",
     )
-    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (best.pt is used) or a released "
-                   "weight, nlsam:NAME (nlsam list pretrained)")
+    p.add_argument(
+        "checkpoint",
+        help="a .pt checkpoint, a run directory (best.pt is used) or a released "
+        "weight, nlsam:NAME (nlsam list pretrained)",
+    )
     p.add_argument("--data", default=None, help="dataset to evaluate on (default: the training one)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument(
-        "--amp", choices=AMP_MODES, default=None,
+        "--amp",
+        choices=AMP_MODES,
+        default=None,
         help="mixed precision (default: the precision the run trained in, so the figure is the one "
         "its log shows; see nlsam train --help)",
     )
     p.add_argument(
-        "--tta", choices=TTA_MODES, default="none",
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
         help="test-time augmentation: 'flip' averages the probabilities of each image and its "
         "mirror (default: none, the standard protocol)",
     )
@@ -78,14 +86,22 @@ def run(args: argparse.Namespace) -> int:
             f"the network was trained on ({cfg.get('data')}) or on data with the same class folders"
         )
     result = evaluate(
-        model, data.test_loader, num_classes=len(data.classes), amp_dtype=amp_dtype, tta=args.tta,
+        model,
+        data.test_loader,
+        num_classes=len(data.classes),
+        amp_dtype=amp_dtype,
+        tta=args.tta,
         check_finite=True,
     )
     result["per_class_top1"] = dict(zip(map(str, data.classes), result["per_class_top1"]))
     epoch = state.get("epoch")
     result.update(
-        checkpoint=str(path), epoch=None if epoch is None else epoch + 1, data=data.name, model=cfg["model"],
-        attention=cfg.get("attention"), tta=args.tta,
+        checkpoint=str(path),
+        epoch=None if epoch is None else epoch + 1,
+        data=data.name,
+        model=cfg["model"],
+        attention=cfg.get("attention"),
+        tta=args.tta,
     )
     if args.json:
         print(json.dumps(result))
@@ -122,6 +138,8 @@ def _class_difference(dataset: List[Any], checkpoint: List[Any], limit: int = 3)
         parts.append(f"the dataset's class(es) {names(extra)} are not in the checkpoint")
     if not parts:  # the same classes in another order: the labels would be shuffled
         i = next(i for i, (a, b) in enumerate(zip(dataset, checkpoint)) if a != b)
-        parts.append(f"the same classes in another order: class {i} is {str(dataset[i])[:60]!r} in the dataset "
-                     f"but {str(checkpoint[i])[:60]!r} in the checkpoint")
+        parts.append(
+            f"the same classes in another order: class {i} is {str(dataset[i])[:60]!r} in the dataset "
+            f"but {str(checkpoint[i])[:60]!r} in the checkpoint"
+        )
     return f"{'; '.join(parts)} ({len(dataset)} classes in the dataset, {len(checkpoint)} in the checkpoint)"

@@ -1,5 +1,6 @@
 """``nlsam list``: the network, attention, dataset, config and released-weight names the other
 commands accept."""
+
 from __future__ import annotations
 
 import argparse

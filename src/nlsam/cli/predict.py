@@ -1,4 +1,5 @@
 """``nlsam predict``: top-k classes of images, as text or JSON (:mod:`nlsam.analysis.predict`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,14 +34,18 @@ def run(args: argparse.Namespace) -> int:
     results = predict(inspected, [img for _, img in images], topk=args.topk, input_size=input_size)
     size = input_size or inspected.input_size
     if args.json:
-        print(json.dumps(dict(
-            checkpoint=str(inspected.path),
-            model=inspected.config.get("model"),
-            attention=inspected.config.get("attention"),
-            input_size=list(size),
-            topk=min(args.topk, len(inspected.classes)),
-            results=[dict(image=str(path), predictions=preds) for (path, _), preds in zip(images, results)],
-        )))
+        print(
+            json.dumps(
+                dict(
+                    checkpoint=str(inspected.path),
+                    model=inspected.config.get("model"),
+                    attention=inspected.config.get("attention"),
+                    input_size=list(size),
+                    topk=min(args.topk, len(inspected.classes)),
+                    results=[dict(image=str(path), predictions=preds) for (path, _), preds in zip(images, results)],
+                )
+            )
+        )
         return 0
     print(f"{inspected.path}: {inspected.label}, {len(inspected.classes)} classes, input {size[0]}x{size[1]}")
     width = max(len(p["class"]) for preds in results for p in preds)

@@ -1,5 +1,6 @@
 """``nlsam profile``: the cost table of a network and the overhead of its attention modules
 (:mod:`nlsam.cost`; the counting rules are stated in :mod:`nlsam.cost.rules`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "linear layers; the cheap work of attention modules is counted too.",
     )
     p.add_argument("model", help="network name (`nlsam list models` lists them)")
-    p.add_argument("--attention", default="nlsam",
-                   help="attention composition (`nlsam list attention`), or 'none'")
-    p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N",
-                   help="input H [W]; default: the network's native size")
+    p.add_argument("--attention", default="nlsam", help="attention composition (`nlsam list attention`), or 'none'")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="input H [W]; default: the network's native size",
+    )
     p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                   help="import this module first (your own attention modules; repeat for more)")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module first (your own attention modules; repeat for more)",
+    )
     p.add_argument("--breakdown", action="store_true", help="also print the per-module table")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.set_defaults(handler=run)
@@ -83,20 +95,46 @@ def run(args: argparse.Namespace) -> int:
 
     c, h, w = report.input_size
     headers = [
-        "model", "attention", "input", "Params (M)", "GMACs", "GFLOPs",
-        "+Params (M)", "+GFLOPs", "+Params (%)", "+GFLOPs (%)",
+        "model",
+        "attention",
+        "input",
+        "Params (M)",
+        "GMACs",
+        "GFLOPs",
+        "+Params (M)",
+        "+GFLOPs",
+        "+Params (%)",
+        "+GFLOPs (%)",
     ]
-    rows = [[
-        args.model, "none", f"{c}x{h}x{w}", f"{baseline.mparams:.4f}", f"{baseline.gmacs:.4f}",
-        f"{baseline.gflops:.4f}", "-", "-", "-", "-",
-    ]]
+    rows = [
+        [
+            args.model,
+            "none",
+            f"{c}x{h}x{w}",
+            f"{baseline.mparams:.4f}",
+            f"{baseline.gmacs:.4f}",
+            f"{baseline.gflops:.4f}",
+            "-",
+            "-",
+            "-",
+            "-",
+        ]
+    ]
     if attention is not None:
-        rows.append([
-            args.model, attention_label, f"{c}x{h}x{w}", f"{report.mparams:.4f}",
-            f"{report.gmacs:.4f}", f"{report.gflops:.4f}", _signed(extra["mparams"], ".4f"),
-            _signed(extra["gflops"], ".4f"), _signed(extra["params_pct"], ".2f") + "%",
-            _signed(extra["flops_pct"], ".2f") + "%",
-        ])
+        rows.append(
+            [
+                args.model,
+                attention_label,
+                f"{c}x{h}x{w}",
+                f"{report.mparams:.4f}",
+                f"{report.gmacs:.4f}",
+                f"{report.gflops:.4f}",
+                _signed(extra["mparams"], ".4f"),
+                _signed(extra["gflops"], ".4f"),
+                _signed(extra["params_pct"], ".2f") + "%",
+                _signed(extra["flops_pct"], ".2f") + "%",
+            ]
+        )
     print(render_table(headers, rows))
     print(
         "\nBatch 1. GMACs: multiply-accumulates of convolutions and linear layers. GFLOPs = 2 x "

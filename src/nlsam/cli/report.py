@@ -1,4 +1,5 @@
 """``nlsam report``: tables and figures of a study directory (:mod:`nlsam.analysis.report`)."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """``nlsam train``: one flag per field of the training config (:class:`~nlsam.engine.config.TrainConfig`),
 then :func:`nlsam.engine.train`."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "trained (epochs, device, amp, compile, workers, logging).",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("-c", "--config", dest="config_file", metavar="CONFIG",
-                   help="YAML config file, or the name of a shipped config (`nlsam list configs`: "
-                   "cifar10_resnet110_nlsam, ...); flags override it")
+    p.add_argument(
+        "-c",
+        "--config",
+        dest="config_file",
+        metavar="CONFIG",
+        help="YAML config file, or the name of a shipped config (`nlsam list configs`: "
+        "cifar10_resnet110_nlsam, ...); flags override it",
+    )
     _add_config_flags(p)
     p.set_defaults(handler=run)
 
@@ -69,10 +75,15 @@ def _saved_settings(run_dir: Path) -> dict:
     if saved.is_file():
         return load_yaml(saved)
     if not last.exists():
-        raise FileNotFoundError(f"cannot resume: no {saved} and no last.pt in {run_dir}, so there is no run "
-                                "to continue; start the run without --resume")
-    print(f"nlsam train: warning: {saved} is missing; resuming with the settings saved in {last}",
-          file=sys.stderr, flush=True)
+        raise FileNotFoundError(
+            f"cannot resume: no {saved} and no last.pt in {run_dir}, so there is no run "
+            "to continue; start the run without --resume"
+        )
+    print(
+        f"nlsam train: warning: {saved} is missing; resuming with the settings saved in {last}",
+        file=sys.stderr,
+        flush=True,
+    )
     return dict(load_checkpoint(last)["config"])
 
 

@@ -16,6 +16,7 @@ is read, not the shipped one.
 The files are read with :mod:`importlib.resources`, so they are found in an installed wheel as
 in a checkout of the repository.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -96,16 +97,18 @@ def _folder(study: bool) -> "Traversable":
 
 
 def _names(folder: "Traversable") -> List[str]:
-    return sorted(item.name[: -len(_SUFFIX)] for item in folder.iterdir()
-                  if item.name.endswith(_SUFFIX) and item.is_file())
+    return sorted(
+        item.name[: -len(_SUFFIX)] for item in folder.iterdir() if item.name.endswith(_SUFFIX) and item.is_file()
+    )
 
 
 def _resolve(name_or_path: Union[str, "os.PathLike[str]"], study: bool) -> Path:
     kind, command = ("study", "nlsam study NAME") if study else ("config", "nlsam train -c NAME")
     text = os.fspath(name_or_path)
     if not text.strip():
-        raise FileNotFoundError(f"empty {kind} name; give a YAML file or the name of a shipped {kind} "
-                                "(`nlsam list configs`)")
+        raise FileNotFoundError(
+            f"empty {kind} name; give a YAML file or the name of a shipped {kind} (`nlsam list configs`)"
+        )
     path = Path(text)
     if path.exists():
         return path
@@ -115,11 +118,16 @@ def _resolve(name_or_path: Union[str, "os.PathLike[str]"], study: bool) -> Path:
     if name in names:
         return _as_path(folder / (name + _SUFFIX))
     if any(sep and sep in text for sep in (os.sep, os.altsep)):  # a path: say that it is missing
-        hint = (f"the shipped {kind} {path.stem!r} is given by its name: `{command.replace('NAME', path.stem)}`"
-                if path.stem in names else f"give a YAML file, or the name of a shipped {kind} (`nlsam list configs`)")
+        hint = (
+            f"the shipped {kind} {path.stem!r} is given by its name: `{command.replace('NAME', path.stem)}`"
+            if path.stem in names
+            else f"give a YAML file, or the name of a shipped {kind} (`nlsam list configs`)"
+        )
         raise FileNotFoundError(f"{kind} file not found: {text}; {hint}")
-    raise FileNotFoundError(f"unknown {kind} {name!r}: no such file, and no shipped {kind} of that name; valid: "
-                            f"{', '.join(names)} (`nlsam list configs` describes them)")
+    raise FileNotFoundError(
+        f"unknown {kind} {name!r}: no such file, and no shipped {kind} of that name; valid: "
+        f"{', '.join(names)} (`nlsam list configs` describes them)"
+    )
 
 
 def _as_path(item: "Traversable") -> Path:

@@ -8,6 +8,7 @@ work counted.
     >>> report = nlsam.cost.profile(nlsam.create_model("resnet50", attention="nlsam"))  # doctest: +SKIP
     >>> report.params, report.macs, report.flops
 """
+
 from .counter import InputSize, profile
 from .report import CostReport, ModuleCost, TypeCost, overhead, render_table
 from .rules import COUNTING_RULES, count_op

@@ -4,6 +4,7 @@ charges each one's cost (:func:`~nlsam.cost.rules.count_op`) to the modules runn
 executes: forward pre/post hooks on every submodule keep that stack, so each module's figures
 are inclusive of its children.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
@@ -78,8 +79,7 @@ def _input_shape(model: nn.Module, input_size: Optional[InputSize]) -> Tuple[int
             input_size = tuple(int(v) for v in cfg["input_size"])
     if input_size is None:
         raise ValueError(
-            "input_size is required for a model without an `input_size` attribute or a timm "
-            "`pretrained_cfg`"
+            "input_size is required for a model without an `input_size` attribute or a timm `pretrained_cfg`"
         )
     channels = int(getattr(model, "in_chans", 3) or 3)
     size = [input_size] if isinstance(input_size, int) else list(input_size)
@@ -199,9 +199,7 @@ def profile(
         agg[1] += row.params
         agg[2] += row.macs
         agg[3] += row.flops
-    by_type = sorted(
-        (TypeCost(t, *v) for t, v in totals.items()), key=lambda r: (-r.flops, -r.params, r.type)
-    )
+    by_type = sorted((TypeCost(t, *v) for t, v in totals.items()), key=lambda r: (-r.flops, -r.params, r.type))
 
     return CostReport(
         model=name or type(model).__name__,

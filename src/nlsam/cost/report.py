@@ -1,6 +1,7 @@
 """What the counter reports: :class:`CostReport` with its per-module (:class:`ModuleCost`) and
 per-type (:class:`TypeCost`) rows, the :func:`overhead` of one network over another, and the
 text / Markdown table renderer of every nlsam table (:func:`render_table`)."""
+
 from __future__ import annotations
 
 import json
@@ -135,20 +136,23 @@ class CostReport:
 
     def breakdown_table(self, markdown: bool = False) -> str:
         """Per-module rows (path, type, params, MACs, FLOPs, share of the FLOPs)."""
-        return self._cost_table(["module", "type"], [([row.path or "(total)", row.type], row) for row in self.modules],
-                                markdown)
+        return self._cost_table(
+            ["module", "type"], [([row.path or "(total)", row.type], row) for row in self.modules], markdown
+        )
 
     def type_table(self, markdown: bool = False) -> str:
         """Aggregates by module type, most FLOPs first."""
-        return self._cost_table(["type", "count"], [([row.type, str(row.count)], row) for row in self.by_type],
-                                markdown)
+        return self._cost_table(
+            ["type", "count"], [([row.type, str(row.count)], row) for row in self.by_type], markdown
+        )
 
     def _cost_table(self, headers: List[str], rows: Sequence[Tuple[List[str], Any]], markdown: bool) -> str:
         """``headers`` then params, MACs, FLOPs and share of the FLOPs, one line per ``(labels, cost)``."""
         return render_table(
             headers + ["Params (M)", "MMACs", "MFLOPs", "% FLOPs"],
             [
-                labels + [
+                labels
+                + [
                     f"{cost.params / 1e6:.4f}",
                     f"{cost.macs / 1e6:.3f}",
                     f"{cost.flops / 1e6:.3f}",
@@ -209,23 +213,16 @@ def render_table(
         out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    numeric = [
-        bool(rows) and all(_NUMERIC.match(r[i]) for r in rows) for i in range(len(headers))
-    ]
+    numeric = [bool(rows) and all(_NUMERIC.match(r[i]) for r in rows) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [
-            c.rjust(widths[i]) if numeric[i] else c.ljust(widths[i]) for i, c in enumerate(cells)
-        ]
+        padded = [c.rjust(widths[i]) if numeric[i] else c.ljust(widths[i]) for i, c in enumerate(cells)]
         return ("| " + " | ".join(padded) + " |") if markdown else "  ".join(padded).rstrip()
 
     out = [line(headers)]
     if markdown:
         out.append(
-            "|" + "|".join(
-                ("-" * (w + 1) + ":") if numeric[i] else ("-" * (w + 2))
-                for i, w in enumerate(widths)
-            ) + "|"
+            "|" + "|".join(("-" * (w + 1) + ":") if numeric[i] else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
         )
     else:
         out.append("  ".join("-" * w for w in widths))

@@ -36,6 +36,7 @@ count) and contributes nothing. FLOPs therefore are ``2 * macs + extra`` where `
 sum of the non-matmul rules; :attr:`~nlsam.cost.CostReport.macs` holds the convolution and
 matmul MACs only, the number fvcore, ptflops and most papers call "FLOPs".
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,7 @@ COUNTING_RULES: Dict[str, str] = {
     "reduction": "1 FLOP per input element (mean, sum, amax, max, ...)",
     "pooling": "1 FLOP per element read: output elements x kernel area; adaptive pooling: the "
     "exact sum of its window sizes (= input elements when the size divides)",
-    "upsampling": "1 FLOP per tap per output element: nearest 1, linear 2, bilinear 4, "
-    "trilinear 8, bicubic 16",
+    "upsampling": "1 FLOP per tap per output element: nearest 1, linear 2, bilinear 4, trilinear 8, bicubic 16",
     "softmax": "3 FLOPs per element (exp, sum, divide)",
     "batch norm (running statistics)": "2 FLOPs per element (folded scale and shift)",
     "normalisation with batch statistics": "5 FLOPs per element (batch norm in training mode, "
@@ -92,8 +92,7 @@ _CONVOLUTIONS = frozenset(
 )
 
 _TRANSPOSED_CONVOLUTIONS = frozenset(
-    "cudnn_convolution_transpose miopen_convolution_transpose slow_conv_transpose2d "
-    "slow_conv_transpose3d".split()
+    "cudnn_convolution_transpose miopen_convolution_transpose slow_conv_transpose2d slow_conv_transpose3d".split()
 )
 
 _POOLS = frozenset(
@@ -136,8 +135,7 @@ _BATCH_NORMS = frozenset(
 )
 
 _STAT_NORMS = frozenset(
-    "native_layer_norm layer_norm native_group_norm group_norm instance_norm rms_norm "
-    "_fused_rms_norm".split()
+    "native_layer_norm layer_norm native_group_norm group_norm instance_norm rms_norm _fused_rms_norm".split()
 )
 
 # activations PyTorch does not tag "pointwise"; they follow the pointwise rule all the same
@@ -228,9 +226,7 @@ def _attention_macs(name: str, args: Sequence[Any]) -> Optional[int]:
     return batch * length * source * (dim + dim_v)
 
 
-def _registry_macs(
-    func: Any, args: Sequence[Any], kwargs: Dict[str, Any], out: Any
-) -> Optional[int]:
+def _registry_macs(func: Any, args: Sequence[Any], kwargs: Dict[str, Any], out: Any) -> Optional[int]:
     """MACs from torch's own FlopCounterMode formulas (attention kernels, ...), if it has one."""
     try:
         from torch.utils.flop_counter import flop_registry
@@ -274,16 +270,11 @@ def _adaptive_pool_reads(name: str, args: Sequence[Any], out: Any) -> int:
     reads = _numel(x) // max(1, math.prod(in_sizes))  # the batch x channel planes
     for size_in, size_out in zip(in_sizes, out_sizes):
         # PyTorch's adaptive windows: [floor(i * In / Out), ceil((i + 1) * In / Out))
-        reads *= sum(
-            -((-(i + 1) * size_in) // size_out) - (i * size_in) // size_out
-            for i in range(size_out)
-        )
+        reads *= sum(-((-(i + 1) * size_in) // size_out) - (i * size_in) // size_out for i in range(size_out))
     return reads
 
 
-def count_op(
-    func: Any, args: Sequence[Any], kwargs: Optional[Dict[str, Any]], out: Any
-) -> Optional[Tuple[int, int]]:
+def count_op(func: Any, args: Sequence[Any], kwargs: Optional[Dict[str, Any]], out: Any) -> Optional[Tuple[int, int]]:
     """Cost of one executed ATen operator under the rules of the module docstring.
 
     Returns ``(macs, extra_flops)``: the multiply-accumulates of a convolution or matmul (whose

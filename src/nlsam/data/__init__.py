@@ -20,6 +20,7 @@ In-memory data is augmented in whole batches on the training device (zero-pad + 
 horizontal flip) and normalized there. Train loaders shard per rank with a per-epoch
 deterministic shuffle; test loaders shard without duplicates (reduce metrics over ranks).
 """
+
 from __future__ import annotations
 
 from .._download import ChecksumError, DatasetNotFoundError, DownloadError

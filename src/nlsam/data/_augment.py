@@ -1,4 +1,5 @@
 """Batched, vectorised augmentation and normalization of uint8 image batches on any device."""
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple

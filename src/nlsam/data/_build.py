@@ -1,4 +1,5 @@
 """``build_data``: one entry point from a dataset name or path to train/test loaders."""
+
 from __future__ import annotations
 
 import logging
@@ -136,7 +137,7 @@ def parse_procedural(spec: str) -> Tuple[str, int, int, int]:
     except ValueError:
         raise ValueError(f"bad {name} dataset spec {spec!r}; expected {usage}") from None
     defaults = [default_train, default_test, 0]
-    n_train, n_test, data_seed = vals + defaults[len(vals):]
+    n_train, n_test, data_seed = vals + defaults[len(vals) :]
     if n_train < 1 or n_test < 1:
         raise ValueError(f"bad {name} dataset spec {spec!r}: sizes must be positive")
     return name, n_train, n_test, data_seed
@@ -149,8 +150,14 @@ def procedural_size(name: str, image_size: int) -> int:
     return max(size, 16) if name == "locate" else size
 
 
-def _check_args(batch_size: int, eval_batch_size: Optional[int], rank: int, world_size: int,
-                num_workers: int, image_size: Optional[int]) -> None:
+def _check_args(
+    batch_size: int,
+    eval_batch_size: Optional[int],
+    rank: int,
+    world_size: int,
+    num_workers: int,
+    image_size: Optional[int],
+) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if eval_batch_size is not None and eval_batch_size < 1:
@@ -208,8 +215,9 @@ def _in_memory_bundle(
     te_x, te_y = _place(te_x, te_y, opts.device, total)
     H, W = tr_x.shape[-2:]
     size = out_size or (H, W)
-    norm = Normalizer(mean, std, opts.device, out_size=size if size != (H, W) else None,
-                      channels_last=opts.channels_last)
+    norm = Normalizer(
+        mean, std, opts.device, out_size=size if size != (H, W) else None, channels_last=opts.channels_last
+    )
     pad = max(1, round(min(H, W) / 8))  # 4 for 32 x 32 (He et al.)
     common: Dict[str, Any] = dict(
         device=opts.device, normalizer=norm, seed=opts.seed, rank=opts.rank, world_size=opts.world_size
@@ -223,8 +231,9 @@ def _in_memory_bundle(
         std=_floats(std),
         num_train=len(tr_x),
         num_test=len(te_x),
-        train_loader=InMemoryLoader(tr_x, tr_y, batch_size=opts.batch_size, train=True, augment=opts.augment, pad=pad,
-                                    **common),
+        train_loader=InMemoryLoader(
+            tr_x, tr_y, batch_size=opts.batch_size, train=True, augment=opts.augment, pad=pad, **common
+        ),
         test_loader=InMemoryLoader(te_x, te_y, batch_size=opts.eval_batch_size, train=False, **common),
         skipped=skipped,
         cache_path=str(cache_path) if cache_path is not None else None,
@@ -343,8 +352,15 @@ def build_data(
     """
     _check_args(batch_size, eval_batch_size, rank, world_size, num_workers, image_size)
     opts = LoaderOptions(
-        batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size, device=torch.device(device), seed=seed,
-        rank=rank, world_size=world_size, augment=augment, channels_last=channels_last, num_workers=num_workers,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size or batch_size,
+        device=torch.device(device),
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        augment=augment,
+        channels_last=channels_last,
+        num_workers=num_workers,
         cache_dir=cache_dir,
     )
     key = data.strip()
@@ -361,8 +377,15 @@ def build_data(
         te = generate(n_test, image_size=gen_size, seed=data_seed, split="test")
         mean, std = channel_stats(tr.images)
         bundle = _in_memory_bundle(
-            name, classes, (tr.images, tr.labels), (te.images, te.labels), mean, std, opts,
-            skipped=0, out_size=size_pair(size),
+            name,
+            classes,
+            (tr.images, tr.labels),
+            (te.images, te.labels),
+            mean,
+            std,
+            opts,
+            skipped=0,
+            out_size=size_pair(size),
         )
     elif low.replace("-", "") in CIFAR_SPECS:
         name = low.replace("-", "")
@@ -370,16 +393,30 @@ def build_data(
         tr_x, tr_y, te_x, te_y, classes = load_cifar(name, root, download=download)
         spec = CIFAR_SPECS[name]
         bundle = _in_memory_bundle(
-            name, classes, (tr_x, tr_y), (te_x, te_y), spec.mean, spec.std, opts,
-            skipped=0, out_size=size_pair(image_size or 32),
+            name,
+            classes,
+            (tr_x, tr_y),
+            (te_x, te_y),
+            spec.mean,
+            spec.std,
+            opts,
+            skipped=0,
+            out_size=size_pair(image_size or 32),
         )
     else:
         bundle = _folder_bundle(_folder_path(data, data_dir), image_size, opts)
     _log.info(
         "data %s: %d train / %d test images, %d classes, input %dx%d, %d train batches per epoch "
         "(rank %d of %d), ready in %.1f s",
-        bundle.name, bundle.num_train, bundle.num_test, bundle.num_classes, *bundle.input_size,
-        len(bundle.train_loader), rank, world_size, time.monotonic() - start,
+        bundle.name,
+        bundle.num_train,
+        bundle.num_test,
+        bundle.num_classes,
+        *bundle.input_size,
+        len(bundle.train_loader),
+        rank,
+        world_size,
+        time.monotonic() - start,
     )
     return bundle
 
@@ -393,8 +430,16 @@ def _folder_bundle(path: Path, image_size: Optional[int], opts: LoaderOptions) -
     if max(size) <= SMALL_IMAGE_MAX:
         d = load_small_folder(index, size, opts.cache_dir)
         return _in_memory_bundle(
-            name, d.classes, (d.train_images, d.train_labels), (d.test_images, d.test_labels), d.mean, d.std, opts,
-            skipped=d.skipped, out_size=None, cache_path=d.cache_path,
+            name,
+            d.classes,
+            (d.train_images, d.train_labels),
+            (d.test_images, d.test_labels),
+            d.mean,
+            d.std,
+            opts,
+            skipped=d.skipped,
+            out_size=None,
+            cache_path=d.cache_path,
         )
     # Large images: decoded lazily by worker processes with torchvision transforms.
     side = int(image_size or 224)

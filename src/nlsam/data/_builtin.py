@@ -6,6 +6,7 @@ a random position, size, small rotation and colour, so a model has to find it am
 spatial attention matters. Everything is generated with torch, vectorised over the images, from
 a seed, so the same arguments always give the same pixels.
 """
+
 from __future__ import annotations
 
 import math
@@ -162,7 +163,9 @@ def generate_builtin(n: int, *, image_size: int = 32, seed: int = 0, split: str 
         raise ValueError(f"need n >= 0 and image_size >= 8, got n={n}, image_size={image_size}")
     g = torch.Generator().manual_seed(2 * int(seed) + (0 if split == "train" else 1))
     S = image_size
-    empty = BuiltinSplit(torch.empty(0, 3, S, S, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), torch.empty(0, 4))
+    empty = BuiltinSplit(
+        torch.empty(0, 3, S, S, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), torch.empty(0, 4)
+    )
     return generate_in_chunks(n, _CHUNK, lambda count, start: _generate_chunk(count, image_size, g, start), empty)
 
 

@@ -1,5 +1,6 @@
 """On-disk cache of decoded datasets: where it lives, its keys, memory-mapped reads (the writes
 are atomic: :mod:`nlsam._io`)."""
+
 from __future__ import annotations
 
 import hashlib

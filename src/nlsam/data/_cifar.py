@@ -1,4 +1,5 @@
 """CIFAR-10 / CIFAR-100 in the official "python version" format, read with pickle + numpy."""
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ where ROOT is the given directory / the zip's top level, or the only folder insi
 come from ``train/``. Small images (<= 64 px) are decoded once into uint8 tensors that are cached
 on disk; large ones are read lazily by a DataLoader with torchvision transforms.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,9 +42,7 @@ __all__ = [
 
 _log = logging.getLogger("nlsam.data")
 
-IMG_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-)
+IMG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 EVAL_SPLITS = ("val", "test")
 _CACHE_VERSION = 1
 _MAX_REPORTED = 100  # unreadable files logged one by one, per split; the rest only counted
@@ -234,8 +233,9 @@ def index_folder(path: Path) -> FolderIndex:
         try:
             open(path, "rb").close()
         except OSError as exc:  # is_zipfile would call it "not a zip file"
-            raise ValueError(f"cannot read {path}: {exc.strerror or exc}; chmod u+r it if it is yours, "
-                             "or ask its owner") from None
+            raise ValueError(
+                f"cannot read {path}: {exc.strerror or exc}; chmod u+r it if it is yours, or ask its owner"
+            ) from None
         if not zipfile.is_zipfile(path):
             raise ValueError(f"{path} is neither a directory nor a valid zip file; {_LAYOUT}")
         is_zip = True
@@ -365,13 +365,19 @@ def _cache_is_current(cached: dict, index: FolderIndex, size: Tuple[int, int]) -
         return True
     members = cached.get("skipped_members")
     if members is None:
-        _log.info("the cache of %s does not list the %d file(s) it skipped; decoding again", index.path,
-                  cached["skipped"])
+        _log.info(
+            "the cache of %s does not list the %d file(s) it skipped; decoding again", index.path, cached["skipped"]
+        )
         return False
     readable = _readable_now(index, list(members), size)
     if readable:
-        _log.warning("%s: %d file(s) the cache skipped can be read now (%s%s); decoding again", index.path,
-                     len(readable), index.display(readable[0]), ", ..." if len(readable) > 1 else "")
+        _log.warning(
+            "%s: %d file(s) the cache skipped can be read now (%s%s); decoding again",
+            index.path,
+            len(readable),
+            index.display(readable[0]),
+            ", ..." if len(readable) > 1 else "",
+        )
         return False
     return True
 
@@ -385,7 +391,7 @@ def channel_stats(
     n = 0
     with one_thread():
         for i in range(0, len(images), chunk):
-            x = images[i:i + chunk].to(torch.float64).div_(255.0)
+            x = images[i : i + chunk].to(torch.float64).div_(255.0)
             s += x.sum(dim=(0, 2, 3))
             ss += (x * x).sum(dim=(0, 2, 3))
             n += x.shape[0] * x.shape[2] * x.shape[3]
@@ -419,11 +425,17 @@ def load_small_folder(
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in index.path.stem)[:40]
     cache_path = cache_dir(cache_root) / "imagefolder" / f"{stem}-{size[0]}x{size[1]}-{key}.pt"
     cached = load_cached(cache_path)
-    if (cached is not None and cached.get("version") == _CACHE_VERSION and cached.get("key") == key
-            and _cache_is_current(cached, index, size)):
+    if (
+        cached is not None
+        and cached.get("version") == _CACHE_VERSION
+        and cached.get("key") == key
+        and _cache_is_current(cached, index, size)
+    ):
         _log.info("loaded decoded images of %s from the cache %s", index.path, cache_path)
         if cached["skipped"]:
-            _log.warning("%s: %d unreadable file(s) were skipped when the cache was built", index.path, cached["skipped"])
+            _log.warning(
+                "%s: %d unreadable file(s) were skipped when the cache was built", index.path, cached["skipped"]
+            )
         return SmallFolderData(
             classes=list(cached["classes"]),
             train_images=cached["train_images"],
@@ -459,29 +471,38 @@ def load_small_folder(
     data.mean, data.std = channel_stats(data.train_images)
     _log.info(
         "decoded %d + %d images of %s at %dx%d in %.1f s",
-        len(tr_x), len(te_x), index.path, size[0], size[1], time.monotonic() - start,
+        len(tr_x),
+        len(te_x),
+        index.path,
+        size[0],
+        size[1],
+        time.monotonic() - start,
     )
     try:
         with atomic_file(cache_path) as handle:
-            torch.save({
-                "version": _CACHE_VERSION,
-                "key": key,
-                "source": str(index.path),
-                "classes": data.classes,
-                "train_images": data.train_images,
-                "train_labels": data.train_labels,
-                "test_images": data.test_images,
-                "test_labels": data.test_labels,
-                "mean": list(data.mean),
-                "std": list(data.std),
-                "skipped": data.skipped,
-                "skipped_members": bad_train + bad_test,  # tried again when the cache is read
-                "eval_split": data.eval_split,
-            }, handle)
+            torch.save(
+                {
+                    "version": _CACHE_VERSION,
+                    "key": key,
+                    "source": str(index.path),
+                    "classes": data.classes,
+                    "train_images": data.train_images,
+                    "train_labels": data.train_labels,
+                    "test_images": data.test_images,
+                    "test_labels": data.test_labels,
+                    "mean": list(data.mean),
+                    "std": list(data.std),
+                    "skipped": data.skipped,
+                    "skipped_members": bad_train + bad_test,  # tried again when the cache is read
+                    "eval_split": data.eval_split,
+                },
+                handle,
+            )
         data.cache_path = cache_path
         _log.info(
             "cached decoded images at %s (%.0f MB; the cache_dir argument or $NLSAM_CACHE_DIR moves it)",
-            cache_path, cache_path.stat().st_size / 1e6,
+            cache_path,
+            cache_path.stat().st_size / 1e6,
         )
     except OSError as e:  # a read-only or full disk only costs the next run time
         _log.warning("could not write the cache %s (%s); the next run decodes again", cache_path, e)

@@ -1,4 +1,5 @@
 """PIL helpers: decoding to RGB, resizing to a fixed size, and single-image preprocessing."""
+
 from __future__ import annotations
 
 import io

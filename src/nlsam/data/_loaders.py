@@ -5,6 +5,7 @@ epoch, ``loader.set_epoch(e)`` fixes the shuffle (and augmentation) of the next 
 iterating yields ``(images, labels)`` with float32 normalized images and int64 labels on the
 target device. Without ``set_epoch`` each new pass uses the next epoch number (0, 1, 2, ...).
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Tuple
@@ -111,8 +112,12 @@ class InMemoryLoader:
         epoch = self._epoch
         self._epoch += 1
         idx = shard_indices(
-            len(self.images), rank=self.rank, world_size=self.world_size, shuffle=self.train,
-            seed=self.seed, epoch=epoch,
+            len(self.images),
+            rank=self.rank,
+            world_size=self.world_size,
+            shuffle=self.train,
+            seed=self.seed,
+            epoch=epoch,
         )
         data_dev = self.images.device
         idx = idx.to(data_dev)
@@ -122,7 +127,7 @@ class InMemoryLoader:
         bs = min(self.batch_size, len(idx)) if self.drop_last else self.batch_size
         for b in range(len(self)):
             with one_thread(self.device):
-                sel = idx[b * bs:(b + 1) * bs]
+                sel = idx[b * bs : (b + 1) * bs]
                 if self._nhwc:
                     x = self.images.permute(0, 2, 3, 1).index_select(0, sel).permute(0, 3, 1, 2)
                 else:
@@ -151,7 +156,11 @@ class ShardSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[int]:
         idx = shard_indices(
-            self.n, rank=self.rank, world_size=self.world_size, shuffle=self.shuffle, seed=self.seed,
+            self.n,
+            rank=self.rank,
+            world_size=self.world_size,
+            shuffle=self.shuffle,
+            seed=self.seed,
             epoch=self.epoch,
         )
         return iter(idx.tolist())

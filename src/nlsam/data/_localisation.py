@@ -52,6 +52,7 @@ Everything is generated with torch, vectorised over the images, in chunks of 204
 from a seed, so the same arguments always give the same pixels. The shapes are placed one
 after the other, each at the first of a number of random candidates that touches nothing.
 """
+
 from __future__ import annotations
 
 import math
@@ -172,8 +173,9 @@ def _generate_chunk(n: int, size: int, g: torch.Generator, label_offset: int) ->
     cast = (torch.rand(n, 3, 1, 1, generator=g) - 0.5) * 0.3
     grad = (torch.rand(n, 2, generator=g) - 0.5) * 0.4
     ramp = grad[:, 0].view(n, 1, 1) * (xx / S - 0.5) + grad[:, 1].view(n, 1, 1) * (yy / S - 0.5)
-    interp = torch.nn.functional.interpolate(torch.eye(5).unsqueeze(1), size=S, mode="linear",
-                                             align_corners=False)[:, 0]  # 5 x S
+    interp = torch.nn.functional.interpolate(torch.eye(5).unsqueeze(1), size=S, mode="linear", align_corners=False)[
+        :, 0
+    ]  # 5 x S
     texture = torch.einsum("ys,ncst,tx->ncyx", interp.T, torch.rand(n, 3, 5, 5, generator=g) - 0.5, interp)
     img = (bg_level.view(n, 1, 1, 1) + cast + ramp.unsqueeze(1) + 0.25 * texture).clamp(0.0, 1.0)
 
@@ -219,8 +221,9 @@ def _generate_chunk(n: int, size: int, g: torch.Generator, label_offset: int) ->
         alpha = (0.5 - dist).clamp(0.0, 1.0)
         ca = torch.cos(stripe_angle[:, m]).view(n, 1, 1)
         sa = torch.sin(stripe_angle[:, m]).view(n, 1, 1)
-        wave = torch.sin(2 * math.pi * (dx * ca + dy * sa) / stripe_period[:, m].view(n, 1, 1)
-                         + stripe_phase[:, m].view(n, 1, 1))
+        wave = torch.sin(
+            2 * math.pi * (dx * ca + dy * sa) / stripe_period[:, m].view(n, 1, 1) + stripe_phase[:, m].view(n, 1, 1)
+        )
         shade = 1.0 + 0.25 * wave * striped[:, m].float().view(n, 1, 1)
         fill = (colour.view(n, 3, 1, 1) * shade.unsqueeze(1)).clamp(0.0, 1.0)
         img = torch.lerp(img, fill, alpha.unsqueeze(1))
@@ -256,6 +259,10 @@ def generate_locate(n: int, *, image_size: int = 32, seed: int = 0, split: str =
         raise ValueError(f"need n >= 0 and image_size >= 16, got n={n}, image_size={image_size}")
     g = torch.Generator().manual_seed(1_000_003 + 2 * int(seed) + (0 if split == "train" else 1))
     S = image_size
-    empty = LocateSplit(torch.empty(0, 3, S, S, dtype=torch.uint8), torch.empty(0, dtype=torch.int64),
-                        torch.empty(0, S, S, dtype=torch.bool), torch.empty(0, 4))
+    empty = LocateSplit(
+        torch.empty(0, 3, S, S, dtype=torch.uint8),
+        torch.empty(0, dtype=torch.int64),
+        torch.empty(0, S, S, dtype=torch.bool),
+        torch.empty(0, 4),
+    )
     return generate_in_chunks(n, _CHUNK, lambda count, start: _generate_chunk(count, image_size, g, start), empty)

@@ -1,5 +1,6 @@
 """Sample images of a dataset: the first test images of every class, as image files to try a
 trained network on (``nlsam predict``, ``cam``, ``attention``)."""
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,7 @@ from ._folder import index_folder
 __all__ = ["sample_images"]
 
 
-def sample_images(data: str, per_class: int = 1,
-                  data_dir: Union[str, Path, None] = None) -> Dict[str, bytes]:
+def sample_images(data: str, per_class: int = 1, data_dir: Union[str, Path, None] = None) -> Dict[str, bytes]:
     """The first ``per_class`` test images of every class of a dataset, as files: a dict of
     file names, ``NN_CLASS.png`` (``NN_CLASS_K.png`` with more than one per class), to their
     contents, in class order.
@@ -61,8 +61,9 @@ def sample_images(data: str, per_class: int = 1,
         images, labels = _read_batch(root / spec.test_files[0], spec.label_key)
         classes = [str(c) for c in _load_pickle(root / spec.meta_file)[spec.names_key]]
     else:
-        raise ValueError(f"unknown data {data!r}; valid: builtin, cifar10, cifar100 or an ImageFolder "
-                         f"directory or .zip")
+        raise ValueError(
+            f"unknown data {data!r}; valid: builtin, cifar10, cifar100 or an ImageFolder directory or .zip"
+        )
     for label, cls in enumerate(classes):
         for n, index in enumerate(np.flatnonzero(labels == label)[:per_class]):
             buffer = io.BytesIO()

@@ -1,4 +1,5 @@
 """Run small CPU tensor work with one intra-op thread."""
+
 from __future__ import annotations
 
 import contextlib

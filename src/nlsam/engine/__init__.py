@@ -11,6 +11,7 @@ set-up: the code behind ``nlsam train``, ``nlsam eval`` and ``nlsam study``.
 * :mod:`.precision`: ``--amp`` and the precision a run trained in;
 * :mod:`.distributed`: the process group of a ``torchrun`` training.
 """
+
 from .checkpoint import (
     best_checkpoint,
     best_epoch,

@@ -4,6 +4,7 @@ A checkpoint is a dict of tensors and plain Python values (``torch.load(weights_
 reads it; no pickled code). Training checkpoints hold the model, optimizer, scheduler and
 gradient-scaler states, the epoch, all RNG states and the resolved config.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,13 +52,12 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
         raise ValueError(f"{path} is not an nlsam checkpoint (no model state and config inside)")
     version = state.get("format_version")
     if version != _FORMAT_VERSION:
-        raise ValueError(
-            f"checkpoint {path} has format version {version}; this nlsam reads version {_FORMAT_VERSION}"
-        )
+        raise ValueError(f"checkpoint {path} has format version {version}; this nlsam reads version {_FORMAT_VERSION}")
     problem = _checkpoint_problem(state)
     if problem:
-        raise ValueError(f"{path} is not an nlsam checkpoint: {problem}; it was not written by nlsam train, "
-                         "or was changed since")
+        raise ValueError(
+            f"{path} is not an nlsam checkpoint: {problem}; it was not written by nlsam train, or was changed since"
+        )
     return state
 
 
@@ -88,12 +88,20 @@ def _state_dict_mismatch(model: torch.nn.Module, weights: Mapping[str, Any], lim
     own = model.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
-    shapes = [f"{k} ({_shape(weights[k])} in the checkpoint, {_shape(own[k])} in the network)"
-              for k in own if k in weights and _shape(weights[k]) != _shape(own[k])]
-    parts = [f"{len(keys)} {what}: {', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''}"
-             for what, keys in (("tensor(s) of the network missing from the checkpoint", missing),
-                                ("tensor(s) the network has no place for", unexpected),
-                                ("tensor(s) of another shape", shapes)) if keys]
+    shapes = [
+        f"{k} ({_shape(weights[k])} in the checkpoint, {_shape(own[k])} in the network)"
+        for k in own
+        if k in weights and _shape(weights[k]) != _shape(own[k])
+    ]
+    parts = [
+        f"{len(keys)} {what}: {', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''}"
+        for what, keys in (
+            ("tensor(s) of the network missing from the checkpoint", missing),
+            ("tensor(s) the network has no place for", unexpected),
+            ("tensor(s) of another shape", shapes),
+        )
+        if keys
+    ]
     return "; ".join(parts) or None
 
 
@@ -117,8 +125,10 @@ def peek_checkpoint(path: Union[str, Path]) -> Optional[Dict[str, Any]]:
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
     """A checkpoint file, or for a run directory the checkpoint to evaluate (:func:`best_checkpoint`)."""
     if isinstance(path, str) and is_released_name(path) and not Path(path).exists():
-        raise ValueError(f"{path} is a released weight, not a checkpoint file: nlsam eval takes it as it is; "
-                         f"elsewhere load it with nlsam.create_model(ARCH, attention=..., pretrained={path!r})")
+        raise ValueError(
+            f"{path} is a released weight, not a checkpoint file: nlsam eval takes it as it is; "
+            f"elsewhere load it with nlsam.create_model(ARCH, attention=..., pretrained={path!r})"
+        )
     path = Path(path)
     if path.is_dir():
         return best_checkpoint(path)
@@ -135,7 +145,11 @@ def best_epoch(state: Dict[str, Any]) -> Optional[int]:
     if "best_epoch" in state:
         return state["best_epoch"]
     metrics = state.get("metrics") or {}
-    if "epoch" in state and metrics.get("test_top1") is not None and metrics["test_top1"] >= state.get("best_top1", 0.0):
+    if (
+        "epoch" in state
+        and metrics.get("test_top1") is not None
+        and metrics["test_top1"] >= state.get("best_top1", 0.0)
+    ):
         return state["epoch"]
     return None
 

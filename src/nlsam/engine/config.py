@@ -4,6 +4,7 @@ Every key of a YAML config is a field here; an unknown key is rejected with the 
 ones. The resolved configuration is written to ``RUN_DIR/config.yaml`` and into every
 checkpoint, so a run can be resumed, evaluated and rebuilt from its directory alone.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,14 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 _DEVICES = ("auto", "cpu", "cuda")
 
 
-def _option(default: Any = None, help: str = "", *, flag: Optional[str] = None, factory: Any = None,
-            valid: Optional[Range] = None) -> Any:
+def _option(
+    default: Any = None,
+    help: str = "",
+    *,
+    flag: Optional[str] = None,
+    factory: Any = None,
+    valid: Optional[Range] = None,
+) -> Any:
     """A :class:`TrainConfig` field with its command-line help (``flag``: a name other than
     ``--FIELD-NAME``) and, for a number (or a list of numbers), its ``valid`` range: the one
     declaration :meth:`TrainConfig.validate` checks and ``nlsam train --help`` shows. ``nlsam
@@ -58,10 +65,12 @@ MAX_EPOCHS = 10_000
 #: The largest batch (per process) :class:`TrainConfig` accepts.
 MAX_BATCH = 65_536
 
-_EPOCHS = Range(1, MAX_EPOCHS, integer=True, why_high="the paper's longest schedule is 164 epochs; a longer one "
-                "is surely a typo")
-_BATCH = Range(1, MAX_BATCH, integer=True, why="images per process and step", why_high="a larger batch does not "
-               "fit in memory")
+_EPOCHS = Range(
+    1, MAX_EPOCHS, integer=True, why_high="the paper's longest schedule is 164 epochs; a longer one is surely a typo"
+)
+_BATCH = Range(
+    1, MAX_BATCH, integer=True, why="images per process and step", why_high="a larger batch does not fit in memory"
+)
 _POSITIVE = Range(0, None, low_open=True)
 
 
@@ -72,70 +81,130 @@ class TrainConfig:
     Each field is a YAML key and a flag of ``nlsam train`` (``lr`` -> ``--lr``)."""
 
     # data
-    data: str = _option("builtin", "builtin (or builtin:N_TRAIN[:N_TEST[:DATA_SEED]], e.g. builtin:20000:4000), locate[:...], "
-                        "cifar10, cifar100, or PATH to an ImageFolder directory or .zip")
-    data_dir: Optional[str] = _option(None, "where cifar10/cifar100 live or are downloaded to "
-                                      "(default $NLSAM_DATA_DIR, else ./data)")
+    data: str = _option(
+        "builtin",
+        "builtin (or builtin:N_TRAIN[:N_TEST[:DATA_SEED]], e.g. builtin:20000:4000), locate[:...], "
+        "cifar10, cifar100, or PATH to an ImageFolder directory or .zip",
+    )
+    data_dir: Optional[str] = _option(
+        None, "where cifar10/cifar100 live or are downloaded to (default $NLSAM_DATA_DIR, else ./data)"
+    )
     download: bool = _option(False, "download CIFAR if it is missing")
-    image_size: Optional[int] = _option(None, "train at this square input size (images are resized)",
-                                        valid=Range(1, MAX_INPUT_PIXELS, integer=True, why_high=(
-                                            "pixels a side; activations grow with its square: at 4096 a "
-                                            "ResNet's first feature map alone is 1 GiB per image")))
-    num_workers: int = _option(2, "data loader processes for large-image folders (0: load in the main process)",
-                               flag="--workers", valid=Range(0, 256, integer=True, why="0: load in the main process",
-                                                             why_high="more processes than a machine has cores "
-                                                             "only cost memory"))
-    cache_dir: Optional[str] = _option(None, "folder of the decoded-image cache (default $NLSAM_CACHE_DIR, "
-                                       "else $XDG_CACHE_HOME/nlsam, else ~/.cache/nlsam)")
+    image_size: Optional[int] = _option(
+        None,
+        "train at this square input size (images are resized)",
+        valid=Range(
+            1,
+            MAX_INPUT_PIXELS,
+            integer=True,
+            why_high=(
+                "pixels a side; activations grow with its square: at 4096 a "
+                "ResNet's first feature map alone is 1 GiB per image"
+            ),
+        ),
+    )
+    num_workers: int = _option(
+        2,
+        "data loader processes for large-image folders (0: load in the main process)",
+        flag="--workers",
+        valid=Range(
+            0,
+            256,
+            integer=True,
+            why="0: load in the main process",
+            why_high="more processes than a machine has cores only cost memory",
+        ),
+    )
+    cache_dir: Optional[str] = _option(
+        None,
+        "folder of the decoded-image cache (default $NLSAM_CACHE_DIR, else $XDG_CACHE_HOME/nlsam, else ~/.cache/nlsam)",
+    )
     # model
     model: str = _option("resnet20", "network name (`nlsam list models`)")
     attention: Optional[str] = _option("nlsam", "attention composition (`nlsam list attention`) or none")
-    imports: List[str] = _option(help="modules to import first: your own attention modules registered with "
-                                 "nlsam.attention.register_attention", flag="--import", factory=list)
-    init_from: Optional[str] = _option(None, "start from these weights: an nlsam run directory or checkpoint, a "
-                                       "state-dict file, torchvision:ARCH[.WEIGHTS] or timm:ARCH[.TAG]; attention "
-                                       "keeps its init (--model-option attention_init=identity: start as that network)")
-    model_options: Dict[str, Any] = _option(help="network option KEY=VALUE, e.g. nlsam_pool=4 or "
-                                            "nlsam_stages=[3] (repeat for more)", flag="--model-option", factory=dict)
+    imports: List[str] = _option(
+        help="modules to import first: your own attention modules registered with nlsam.attention.register_attention",
+        flag="--import",
+        factory=list,
+    )
+    init_from: Optional[str] = _option(
+        None,
+        "start from these weights: an nlsam run directory or checkpoint, a "
+        "state-dict file, torchvision:ARCH[.WEIGHTS] or timm:ARCH[.TAG]; attention "
+        "keeps its init (--model-option attention_init=identity: start as that network)",
+    )
+    model_options: Dict[str, Any] = _option(
+        help="network option KEY=VALUE, e.g. nlsam_pool=4 or nlsam_stages=[3] (repeat for more)",
+        flag="--model-option",
+        factory=dict,
+    )
     # optimisation
     epochs: int = _option(6, "training epochs", valid=_EPOCHS)
     batch_size: int = _option(128, "training batch size (per process)", valid=_BATCH)
     eval_batch_size: Optional[int] = _option(None, "test batch size (default: --batch-size)", valid=_BATCH)
     optimizer: str = _option("sgd", "optimizer")
     lr: float = _option(0.1, "peak learning rate", valid=_POSITIVE)
-    momentum: float = _option(0.9, "SGD momentum", valid=Range(0, 1, high_open=True, why=(
-        "the share of the last update kept in the next; 1 or more never forgets and diverges")))
+    momentum: float = _option(
+        0.9,
+        "SGD momentum",
+        valid=Range(
+            0,
+            1,
+            high_open=True,
+            why=("the share of the last update kept in the next; 1 or more never forgets and diverges"),
+        ),
+    )
     nesterov: bool = _option(False, "Nesterov momentum")
     weight_decay: float = _option(5e-4, "weight decay", valid=Range(0, None))
     scheduler: str = _option("cosine", "learning-rate schedule")
-    milestones: List[int] = _option(help="epochs where 'step' multiplies the lr by --gamma", factory=list,
-                                    valid=Range(1, MAX_EPOCHS - 1, integer=True, why="epoch numbers, each before "
-                                                "the last epoch"))
-    gamma: float = _option(0.1, "factor of the 'step' schedule at each milestone", valid=Range(
-        0, 1, low_open=True, why="a decay: each milestone multiplies the lr by it"))
-    warmup_epochs: float = _option(0.0, "warm-up epochs (fewer than --epochs)", valid=Range(
-        0, MAX_EPOCHS, high_open=True, why="0: no warm-up"))
-    warmup_lr: Optional[float] = _option(None, "constant lr during the warm-up (default: a ramp from 0)",
-                                         valid=_POSITIVE)
-    label_smoothing: float = _option(0.0, "label smoothing of the cross-entropy", valid=Range(
-        0, 1, high_open=True, why="the share of the target spread over the other classes"))
-    grad_clip: Optional[float] = _option(None, "clip the gradient norm to this value (default: no clipping)",
-                                         valid=Range(0, None, low_open=True, why=(
-                                             "the largest gradient norm; none: no clipping")))
+    milestones: List[int] = _option(
+        help="epochs where 'step' multiplies the lr by --gamma",
+        factory=list,
+        valid=Range(1, MAX_EPOCHS - 1, integer=True, why="epoch numbers, each before the last epoch"),
+    )
+    gamma: float = _option(
+        0.1,
+        "factor of the 'step' schedule at each milestone",
+        valid=Range(0, 1, low_open=True, why="a decay: each milestone multiplies the lr by it"),
+    )
+    warmup_epochs: float = _option(
+        0.0, "warm-up epochs (fewer than --epochs)", valid=Range(0, MAX_EPOCHS, high_open=True, why="0: no warm-up")
+    )
+    warmup_lr: Optional[float] = _option(
+        None, "constant lr during the warm-up (default: a ramp from 0)", valid=_POSITIVE
+    )
+    label_smoothing: float = _option(
+        0.0,
+        "label smoothing of the cross-entropy",
+        valid=Range(0, 1, high_open=True, why="the share of the target spread over the other classes"),
+    )
+    grad_clip: Optional[float] = _option(
+        None,
+        "clip the gradient norm to this value (default: no clipping)",
+        valid=Range(0, None, low_open=True, why=("the largest gradient norm; none: no clipping")),
+    )
     # reproducibility and hardware
-    seed: int = _option(0, "random seed (initialisation, data order, augmentation)", valid=Range(
-        0, 2**32 - 1, integer=True, why="the seeds NumPy takes"))
+    seed: int = _option(
+        0,
+        "random seed (initialisation, data order, augmentation)",
+        valid=Range(0, 2**32 - 1, integer=True, why="the seeds NumPy takes"),
+    )
     deterministic: bool = _option(False, "deterministic algorithms (slower)")
     device: str = _option("auto", "device (auto: CUDA when present)")
-    amp: str = _option("auto", "mixed precision: auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else off), off, bf16, fp16")
+    amp: str = _option(
+        "auto", "mixed precision: auto (bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else off), off, bf16, fp16"
+    )
     channels_last: Optional[bool] = _option(None, "channels-last memory format (default: on)")
     compile: bool = _option(False, "torch.compile the model")
     # output
     out: Optional[str] = _option(None, "run directory (default runs/DATA-MODEL-ATTENTION-seedN)")
     resume: bool = _option(False, "continue the run in --out from its last.pt")
     tensorboard: bool = _option(False, "also log to RUN_DIR/tensorboard")
-    log_every: int = _option(50, "print a progress line every N steps when not on a terminal", valid=Range(
-        1, 10**9, integer=True, why_high="no epoch has more steps"))
+    log_every: int = _option(
+        50,
+        "print a progress line every N steps when not on a terminal",
+        valid=Range(1, 10**9, integer=True, why_high="no epoch has more steps"),
+    )
 
     def validate(self) -> "TrainConfig":
         """Check the values that can be checked before anything runs: each numeric field against
@@ -147,9 +216,11 @@ class TrainConfig:
             if f.metadata.get("valid") is not None:
                 _check_range(f.name, getattr(self, f.name), f.metadata["valid"])
         if not isinstance(self.data, str) or not self.data.strip():
-            raise ValueError(f"data must name a dataset (`nlsam list datasets`: builtin, locate, cifar10, "
-                             f"cifar100) or an ImageFolder directory or .zip; got {short_repr(self.data)} (for "
-                             "the current directory write .)")
+            raise ValueError(
+                f"data must name a dataset (`nlsam list datasets`: builtin, locate, cifar10, "
+                f"cifar100) or an ImageFolder directory or .zip; got {short_repr(self.data)} (for "
+                "the current directory write .)"
+            )
         if self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs:g}) must be fewer than epochs ({self.epochs}): the lr "
@@ -160,9 +231,11 @@ class TrainConfig:
             raise ValueError("scheduler 'step' needs milestones, e.g. milestones: [82, 123]")
         late = [m for m in self.milestones if m >= self.epochs]
         if late and self.scheduler == "step":
-            raise ValueError(f"milestones {short_repr(late)} are not before the last epoch ({self.epochs} epochs): "
-                             "a milestone there never lowers the lr; valid milestones: 1.."
-                             f"{max(self.epochs - 1, 1)}")
+            raise ValueError(
+                f"milestones {short_repr(late)} are not before the last epoch ({self.epochs} epochs): "
+                "a milestone there never lowers the lr; valid milestones: 1.."
+                f"{max(self.epochs - 1, 1)}"
+            )
         if not isinstance(self.imports, list) or not all(isinstance(m, str) for m in self.imports):
             raise ValueError(f"imports must be a list of module names, got {short_repr(self.imports)}")
         if not isinstance(self.model_options, dict):
@@ -285,13 +358,20 @@ class _StrictLoader(yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
             raise yaml.composer.ComposerError(
-                None, None, f"YAML anchors and aliases ({sign}{str(event.anchor)[:40]}) are not accepted: write "
-                "the value out in full", event.start_mark)
+                None,
+                None,
+                f"YAML anchors and aliases ({sign}{str(event.anchor)[:40]}) are not accepted: write "
+                "the value out in full",
+                event.start_mark,
+            )
         depth = getattr(self, "_depth", 0)
         if depth >= MAX_YAML_DEPTH:
             raise yaml.composer.ComposerError(
-                None, None, f"lists and mappings nested more than {MAX_YAML_DEPTH} deep are not accepted",
-                event.start_mark)
+                None,
+                None,
+                f"lists and mappings nested more than {MAX_YAML_DEPTH} deep are not accepted",
+                event.start_mark,
+            )
         self._depth = depth + 1
         try:
             return super().compose_node(parent, index)
@@ -338,13 +418,17 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     except OSError as exc:
         raise ValueError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     if len(data) > MAX_YAML_BYTES:
-        raise ValueError(f"config file {path} is larger than {MAX_YAML_BYTES >> 10} KiB; a config or study "
-                         "file is a few kilobytes of YAML")
+        raise ValueError(
+            f"config file {path} is larger than {MAX_YAML_BYTES >> 10} KiB; a config or study "
+            "file is a few kilobytes of YAML"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"config file {path} is not UTF-8 text (byte {exc.start}: "
-                         f"{data[exc.start:exc.start + 1]!r}); give a YAML file") from None
+        raise ValueError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}: "
+            f"{data[exc.start : exc.start + 1]!r}); give a YAML file"
+        ) from None
     try:
         values = parse_yaml(text)
     except ValueError as exc:
@@ -352,8 +436,9 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ValueError(f"config file {path} must hold a mapping of option: value, got {type(values).__name__} "
-                         f"{short_repr(values)}")
+        raise ValueError(
+            f"config file {path} must hold a mapping of option: value, got {type(values).__name__} {short_repr(values)}"
+        )
     return values
 
 

@@ -3,6 +3,7 @@
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them everything runs in one process.
 NCCL is used on GPUs, gloo on CPUs. Only rank 0 writes files and prints.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Under torchrun each rank evaluates its shard of the test set and the sums are reduced, so the
 figures are exact for the whole set.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,10 @@ def _non_finite(model: nn.Module, where: str) -> ValueError:
     if broken:
         cause = f"its weights are broken ({broken} of {len(tensors)} tensors hold NaN/inf)"
     else:
-        cause = (f"its weights are all finite ({len(tensors)} tensors), so an input or the arithmetic "
-                 "overflowed (a lower precision, say)")
+        cause = (
+            f"its weights are all finite ({len(tensors)} tensors), so an input or the arithmetic "
+            "overflowed (a lower precision, say)"
+        )
     return ValueError(f"the network's outputs are not finite (NaN/inf) {where}: {cause}")
 
 

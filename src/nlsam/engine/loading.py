@@ -1,6 +1,7 @@
 """From a run's config to its network: :func:`build_network` (every place that turns a config
 into a network uses it) and the loaders of trained networks, :func:`model_from_checkpoint` and
 :func:`load_model`."""
+
 from __future__ import annotations
 
 import contextlib
@@ -47,12 +48,14 @@ def build_network(
             data["input_size"] = tuple(meta["input_size"])
     import_modules(config.get("imports") or ())  # a user's own attention modules, by name
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return create_model(config["model"], attention=config.get("attention"), **data,
-                            **(config.get("model_options") or {}))
+        return create_model(
+            config["model"], attention=config.get("attention"), **data, **(config.get("model_options") or {})
+        )
 
 
-def _share_plain_init(model: nn.Module, config: Union[TrainConfig, Mapping[str, Any]],
-                     meta: Optional[Mapping[str, Any]], seed: int) -> int:
+def _share_plain_init(
+    model: nn.Module, config: Union[TrainConfig, Mapping[str, Any]], meta: Optional[Mapping[str, Any]], seed: int
+) -> int:
     """Give ``model`` the initial weights of the plain network (``attention: none``) of ``seed``
     in every layer the two share (same name and shape); return how many tensors were copied.
 

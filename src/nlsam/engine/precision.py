@@ -10,6 +10,7 @@
 Autocast keeps the weights, the optimizer and batch-norm statistics in fp32; convolutions and
 matrix products run in bf16.
 """
+
 from __future__ import annotations
 
 import functools
@@ -67,8 +68,7 @@ def cpu_has_native_bf16(cpuinfo: Path = _PROC_CPUINFO) -> bool:
 
 def _cpu_model(cpuinfo: Path) -> str:
     """The ``model name`` of the first processor in ``cpuinfo``, else the platform's name."""
-    return (_cpuinfo_field(cpuinfo, "model name") or platform.processor() or platform.machine()
-            or "unknown CPU")
+    return _cpuinfo_field(cpuinfo, "model name") or platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine_name(device: torch.device, cpuinfo: Path = _PROC_CPUINFO) -> str:

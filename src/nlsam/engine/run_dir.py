@@ -17,6 +17,7 @@ A kill between the writes therefore leaves ``best.pt`` or ``metrics.jsonl`` one 
 One process trains into a directory at a time: :func:`lock_run_dir` holds an exclusive lock on
 ``RUN_DIR/.lock`` for the whole run, released by the kernel however the process ends.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -78,9 +79,13 @@ def _lock_folder(folder: PathLike, in_use: Callable[[Path, str], Exception]) -> 
 def lock_run_dir(run_dir: PathLike) -> contextlib.AbstractContextManager:
     """Hold the run directory's lock for the duration of the block, or fail at once naming the
     process that trains into it (:func:`_lock_folder`)."""
-    return _lock_folder(run_dir, lambda folder, holder: RunDirInUseError(
-        f"run directory {folder} is in use by another training process (pid {holder}); "
-        "wait for it to finish, stop it, or choose another --out"))
+    return _lock_folder(
+        run_dir,
+        lambda folder, holder: RunDirInUseError(
+            f"run directory {folder} is in use by another training process (pid {holder}); "
+            "wait for it to finish, stop it, or choose another --out"
+        ),
+    )
 
 
 def lock_holder(run_dir: PathLike) -> Optional[int]:
@@ -201,8 +206,10 @@ def _repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -
     if rows != history or damaged:
         _write_metrics(run_dir, history)
         if damaged:
-            done.append(f"rewrote metrics.jsonl from last.pt (it was damaged after {len(rows)} readable "
-                        f"epoch(s); last.pt holds {len(history)})")
+            done.append(
+                f"rewrote metrics.jsonl from last.pt (it was damaged after {len(rows)} readable "
+                f"epoch(s); last.pt holds {len(history)})"
+            )
         elif len(rows) != len(history):
             done.append(f"rewrote metrics.jsonl from last.pt ({len(rows)} -> {len(history)} epochs)")
         else:

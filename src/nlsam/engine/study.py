@@ -22,6 +22,7 @@ with it; new runs (more seeds, another variant) may be added at any time. One ``
 works in a directory at a time (:func:`lock_study_dir`). :func:`run_status` says when a run
 counts as done.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,8 +67,13 @@ _EXECUTORS = ("local", "submitit", "slurm")
 #: Options the study sets for each run itself: never in ``base``, ``grid``, ``variants`` or ``--set``.
 _PER_RUN_KEYS = ("out", "resume", "seed")
 #: The study keys that must be mappings, and what each maps.
-_MAPPING_KEYS = dict(base="`nlsam train` options to values", baseline="option names to values",
-                    paper="variant labels to published figures", slurm="submitit parameters to values")
+_MAPPING_KEYS = dict(
+    base="`nlsam train` options to values",
+    baseline="option names to values",
+    paper="variant labels to published figures",
+    slurm="submitit parameters to values",
+)
+
 
 @dataclass
 class StudyRun:
@@ -102,15 +108,22 @@ def _set_option(values: Dict[str, Any], key: str, value: Any) -> None:
 
 
 def _seed_list(seeds: Any, where: str) -> List[int]:
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise ValueError(f"{where} must be a non-empty list of integers, got {_brief(seeds)}")
     return seeds
 
 
 def _check_option_key(key: str, where: str) -> None:
     if key in _PER_RUN_KEYS:
-        hint = ("list the seeds under `seeds:` (a variant may hold its own `seeds:` list)" if key == "seed"
-                else "the study sets it for each run")
+        hint = (
+            "list the seeds under `seeds:` (a variant may hold its own `seeds:` list)"
+            if key == "seed"
+            else "the study sets it for each run"
+        )
         raise ValueError(f"{where} must not set {key!r}; {hint}")
     if key.startswith("model_options."):
         return
@@ -125,7 +138,8 @@ def _brief(value: Any, width: int = 60) -> str:
 
 def _kind(value: Any) -> str:
     return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true or false"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )
 
 
 def _label(value: Any) -> str:
@@ -153,18 +167,27 @@ def _study_name(spec: Mapping[str, Any], path: Path) -> str:
     name = path.stem if name is None else name
     if isinstance(name, int) and not isinstance(name, bool):
         name = str(name)
-    if not (isinstance(name, str) and name.strip() == name and name not in ("", ".", "..")
-            and not any(c in name for c in "/\\") and name.isprintable() and len(name) <= 200):
-        raise ValueError(f"{where} must be a plain folder name (no '/', not '.' or '..', no spaces around it), "
-                         f"got {_brief(name)}")
+    if not (
+        isinstance(name, str)
+        and name.strip() == name
+        and name not in ("", ".", "..")
+        and not any(c in name for c in "/\\")
+        and name.isprintable()
+        and len(name) <= 200
+    ):
+        raise ValueError(
+            f"{where} must be a plain folder name (no '/', not '.' or '..', no spaces around it), got {_brief(name)}"
+        )
     return name
 
 
 def _check_spec_shape(spec: Mapping[str, Any], path: Path) -> None:
     """The study file as a whole: not empty, known keys, mappings where mappings belong."""
     if not spec:
-        raise ValueError(f"study file {path} is empty; a study needs at least `base:` (the `nlsam train` options "
-                         "of its runs), e.g. base: {data: builtin, model: resnet20, epochs: 1}")
+        raise ValueError(
+            f"study file {path} is empty; a study needs at least `base:` (the `nlsam train` options "
+            "of its runs), e.g. base: {data: builtin, model: resnet20, epochs: 1}"
+        )
     unknown = [k for k in spec if k not in _STUDY_KEYS]
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r} in {path}; valid study keys: {', '.join(_STUDY_KEYS)}")
@@ -182,9 +205,14 @@ def _run_values(base: Mapping[str, Any], group: Mapping[str, Any], seed: int, ou
     return values
 
 
-def _blame_override(check: Callable[[Dict[str, Any]], Any], file_base: Mapping[str, Any],
-                    overrides: Mapping[str, Any], group: Mapping[str, Any], seed: int,
-                    out: Path) -> Optional[Tuple[str, Any, Exception]]:
+def _blame_override(
+    check: Callable[[Dict[str, Any]], Any],
+    file_base: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    group: Mapping[str, Any],
+    seed: int,
+    out: Path,
+) -> Optional[Tuple[str, Any, Exception]]:
     """The first ``--set`` that makes ``check`` fail on a run's values, with its error; None when
     the study file's own values fail (or nothing does)."""
     base = copy.deepcopy(dict(file_base))
@@ -235,8 +263,10 @@ def load_study(
         except ValueError:
             if key not in _PER_RUN_KEYS:
                 raise
-            raise ValueError(f"{_set_text(key, value)}: a study sets each run's {key} itself"
-                             + ("; list the seeds under `seeds:` in the study file" if key == "seed" else "")) from None
+            raise ValueError(
+                f"{_set_text(key, value)}: a study sets each run's {key} itself"
+                + ("; list the seeds under `seeds:` in the study file" if key == "seed" else "")
+            ) from None
         _set_option(base, key, value)
     spec = dict(spec, base=base)
     grid = spec.get("grid") or {}
@@ -257,7 +287,9 @@ def load_study(
         options = {k: v for k, v in variant.items() if k != "seeds"}
         for key in options:
             _check_option_key(key, f"{path}: variants")
-        groups.append((options, _seed_list(variant["seeds"], f"{path}: variant seeds") if "seeds" in variant else seeds))
+        groups.append(
+            (options, _seed_list(variant["seeds"], f"{path}: variant seeds") if "seeds" in variant else seeds)
+        )
     groups = groups or [({}, seeds)]
 
     study_dir = Path(out) if out else Path("studies") / name
@@ -273,8 +305,9 @@ def load_study(
             try:
                 config = TrainConfig.from_dict(_run_values(base, group, seed, run_dir), f"{path} run {label}")
             except (ValueError, TypeError) as exc:
-                blamed = _blame_override(lambda v: TrainConfig.from_dict(v, "--set"), file_base, overrides, group,
-                                         seed, run_dir)
+                blamed = _blame_override(
+                    lambda v: TrainConfig.from_dict(v, "--set"), file_base, overrides, group, seed, run_dir
+                )
                 if blamed:
                     raise _set_error(*blamed) from None
                 raise ValueError(f"{path}: run {label}: {exc}") from None
@@ -286,6 +319,7 @@ def load_study(
         _check_networks(runs, path)
     except _NetworkError as exc:
         run = exc.run
+
         def check(values):
             return _check_network(TrainConfig.from_dict(values, "--set"))
 
@@ -361,11 +395,20 @@ def _checkpoint_problem(path: Path) -> Tuple[Optional[Dict[str, Any]], Optional[
         return None, f"its {path.name} is there but cannot be read: {str(exc).split(': ', 1)[-1]}"
     except OSError as exc:
         return None, f"its {path.name} is there but cannot be read: {exc.strerror or exc}"
-    if not isinstance(state, dict) or not isinstance(state.get("model"), Mapping) or not isinstance(state.get("config"), Mapping):
-        return None, f"its {path.name} is there but is not an nlsam training checkpoint (no model state and config inside)"
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("model"), Mapping)
+        or not isinstance(state.get("config"), Mapping)
+    ):
+        return (
+            None,
+            f"its {path.name} is there but is not an nlsam training checkpoint (no model state and config inside)",
+        )
     if state.get("format_version") != _FORMAT_VERSION:
-        return None, (f"its {path.name} is there but has checkpoint format version {state.get('format_version')}; "
-                      f"this nlsam reads version {_FORMAT_VERSION}")
+        return None, (
+            f"its {path.name} is there but has checkpoint format version {state.get('format_version')}; "
+            f"this nlsam reads version {_FORMAT_VERSION}"
+        )
     return state, None
 
 
@@ -393,8 +436,10 @@ def run_status(run: StudyRun) -> RunStatus:
     """
     last_state, problem = _checkpoint_problem(run.run_dir / "last.pt")
     if problem:
-        problem += ("; move it away (a run whose metrics.jsonl holds every epoch then counts as done from it, "
-                    "any other starts again) or put back a good copy")
+        problem += (
+            "; move it away (a run whose metrics.jsonl holds every epoch then counts as done from it, "
+            "any other starts again) or put back a good copy"
+        )
     else:
         problem = _checkpoint_problem(run.run_dir / "best.pt")[1]
         if problem:
@@ -413,11 +458,18 @@ def run_status(run: StudyRun) -> RunStatus:
             return RunStatus("done", f"{held} of {target} epochs", held, True, config)
         return RunStatus("partial", f"{held} of {target} epochs in last.pt: resumes from there", held, True, config)
     if held >= target:
-        return RunStatus("done", f"{held} of {target} epochs (no checkpoint kept: read from metrics.jsonl)",
-                         held, False, config)
+        return RunStatus(
+            "done", f"{held} of {target} epochs (no checkpoint kept: read from metrics.jsonl)", held, False, config
+        )
     if held:  # training it again would overwrite those epochs: the user decides
-        return RunStatus("broken", f"metrics.jsonl holds {held} of {target} epochs but there is no last.pt to "
-                                   "resume from; move the run folder away to train it again", held, False, config)
+        return RunStatus(
+            "broken",
+            f"metrics.jsonl holds {held} of {target} epochs but there is no last.pt to "
+            "resume from; move the run folder away to train it again",
+            held,
+            False,
+            config,
+        )
     return RunStatus("todo", "not started", 0, False, None)
 
 
@@ -473,12 +525,15 @@ def _check_held_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
     def runs_text(names: List[str]) -> str:
         return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
-    detail = "; ".join(f"{key} (trained with {before}, now {now}) in {runs_text(names)}"
-                       for (key, before, now), names in changed.items())
+    detail = "; ".join(
+        f"{key} (trained with {before}, now {now}) in {runs_text(names)}"
+        for (key, before, now), names in changed.items()
+    )
     raise ValueError(
         f"study {study.name}: {study.out} holds {held} run(s) that trained with other settings than the study "
         f"gives them now: {detail}. A study directory keeps the settings its runs trained with (its study.yaml is "
-        f"left as it was): put the old values back in the study file or --set, or give another --out")
+        f"left as it was): put the old values back in the study file or --set, or give another --out"
+    )
 
 
 def _check_broken_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
@@ -488,8 +543,10 @@ def _check_broken_runs(study: Study, statuses: Mapping[str, RunStatus]) -> None:
         return
     listed = "; ".join(f"{name}: {statuses[name].why}" for name in broken[:3])
     more = f"; and {len(broken) - 3} more (`--dry-run` lists them)" if len(broken) > 3 else ""
-    raise ValueError(f"study {study.name}: {len(broken)} run(s) hold a checkpoint that cannot be read, so nothing "
-                     f"was trained: {listed}{more}")
+    raise ValueError(
+        f"study {study.name}: {len(broken)} run(s) hold a checkpoint that cannot be read, so nothing "
+        f"was trained: {listed}{more}"
+    )
 
 
 def waiting_seed_blocks(study: Study, states: Mapping[str, str]) -> Dict[int, str]:
@@ -524,16 +581,20 @@ def waiting_seed_blocks(study: Study, states: Mapping[str, str]) -> Dict[int, st
                     continue  # a missing device is reported when the run starts
         new = {name: n for name, n in planned.items() if name not in started}
         if new:
-            waiting[seed] = (f"seed block {seed} trained in {listed_precisions(started)}, here --amp auto would "
-                             f"train its remaining runs in {listed_precisions(new)}")
+            waiting[seed] = (
+                f"seed block {seed} trained in {listed_precisions(started)}, here --amp auto would "
+                f"train its remaining runs in {listed_precisions(new)}"
+            )
     return waiting
 
 
 def _waiting_note(study: Study, waiting: Mapping[int, str], held: int) -> str:
-    return (f"study {study.name}: {'; '.join(waiting.values())}: a seed block trains in one precision, so its "
-            f"{held} remaining run(s) wait for a machine like the one it started on (for bf16 on a CPU: one with "
-            f"native bf16, AVX512-BF16 or AMX), or for a precision you choose: --set amp=bf16, --set amp=fp16 or "
-            f"--set amp=off")
+    return (
+        f"study {study.name}: {'; '.join(waiting.values())}: a seed block trains in one precision, so its "
+        f"{held} remaining run(s) wait for a machine like the one it started on (for bf16 on a CPU: one with "
+        f"native bf16, AVX512-BF16 or AMX), or for a precision you choose: --set amp=bf16, --set amp=fp16 or "
+        f"--set amp=off"
+    )
 
 
 def _check_study_data(study: Study) -> None:
@@ -587,9 +648,13 @@ def lock_study_dir(study_dir: Union[str, Path]) -> contextlib.AbstractContextMan
     failed; the second is refused instead. The kernel releases the lock however its holder ends,
     so a lock file left by a study that died (a stale pid in it) never blocks.
     """
-    return _lock_folder(study_dir, lambda folder, holder: StudyDirInUseError(
-        f"study directory {folder} is in use by another nlsam study (pid {holder}); wait for it to finish or "
-        "stop it, or choose another --out"))
+    return _lock_folder(
+        study_dir,
+        lambda folder, holder: StudyDirInUseError(
+            f"study directory {folder} is in use by another nlsam study (pid {holder}); wait for it to finish or "
+            "stop it, or choose another --out"
+        ),
+    )
 
 
 def execute_study(
@@ -643,10 +708,13 @@ def _execute(study: Study, workers: int, executor: str, dry_run: bool, log) -> D
         _repair_finished(study, states, log)
     broken = sum(state == "broken" for state in states.values())
     done = len(study.runs) - len(pending) - broken
-    log(f"study {study.name}: {len(study.runs)} runs, {done} done, "
+    log(
+        f"study {study.name}: {len(study.runs)} runs, {done} done, "
         f"{sum(states[r.name] == 'partial' for r in pending)} to resume, "
         f"{sum(states[r.name] == 'todo' for r in pending)} to start"
-        + (f", {broken} broken" if broken else "") + f"; directory {study.out}")
+        + (f", {broken} broken" if broken else "")
+        + f"; directory {study.out}"
+    )
     if dry_run or not pending:
         for run in study.runs:
             status = statuses[run.name]
@@ -661,8 +729,7 @@ def _execute(study: Study, workers: int, executor: str, dry_run: bool, log) -> D
         failed = _run_local(study, pending, states, workers, log)
     else:
         failed = _run_submitit(study, pending, executor, log)
-    return dict(done=len(study.runs) - len(failed) - len(held), failed=len(failed), ran=len(pending),
-                waiting=len(held))
+    return dict(done=len(study.runs) - len(failed) - len(held), failed=len(failed), ran=len(pending), waiting=len(held))
 
 
 def _repair_finished(study: Study, states: Dict[str, str], log) -> None:
@@ -738,8 +805,18 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _schedule(study: Study, queue: List[StudyRun], active: Dict[str, tuple], failed: List[str],
-              states: Dict[str, str], workers: int, gpus: int, threads: int, logs: Path, log) -> None:
+def _schedule(
+    study: Study,
+    queue: List[StudyRun],
+    active: Dict[str, tuple],
+    failed: List[str],
+    states: Dict[str, str],
+    workers: int,
+    gpus: int,
+    threads: int,
+    logs: Path,
+    log,
+) -> None:
     slot = 0
     while queue or active:
         while queue and len(active) < workers:
@@ -751,9 +828,13 @@ def _schedule(study: Study, queue: List[StudyRun], active: Dict[str, tuple], fai
                     env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
             slot += 1
             handle = open(logs / f"{run.name}.log", "a")
-            proc = subprocess.Popen(_command(_config_file(study, run), states[run.name] == "partial"),
-                                    env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            proc = subprocess.Popen(
+                _command(_config_file(study, run), states[run.name] == "partial"),
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
             active[run.name] = (proc, handle, time.time())
             log(f"  started {run.name}" + (" (resuming)" if states[run.name] == "partial" else ""))
         time.sleep(0.5 if workers > 1 else 0.2)

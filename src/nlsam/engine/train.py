@@ -5,6 +5,7 @@ One process or many (torchrun): the same code path, DistributedDataParallel when
 ``best.pt`` on a new best test top-1, then ``metrics.jsonl`` (see :mod:`.run_dir`), so a killed
 run loses at most the epoch in progress and ``--resume`` continues it to the same result.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -123,8 +124,14 @@ class Progress:
     """A one-line progress bar on a terminal, redrawn at most every ``refresh_s`` seconds (and
     at the end of each pass); plain log lines every ``log_every`` steps elsewhere (files, CI)."""
 
-    def __init__(self, enabled: bool, log_every: int, refresh_s: float = 0.5,
-                 tty: Optional[bool] = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        log_every: int,
+        refresh_s: float = 0.5,
+        tty: Optional[bool] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.enabled = enabled
         self.tty = enabled and (sys.stderr.isatty() if tty is None else tty)
         self.log_every = log_every
@@ -180,8 +187,19 @@ def _warn(dist_info: DistInfo, message: str) -> None:
 #: of the run follows them (more or fewer ``epochs`` re-plan the lr schedule from the next epoch).
 #: Every other setting must equal the saved one.
 _RESUME_CHANGEABLE = (
-    "epochs", "device", "amp", "compile", "channels_last", "deterministic", "num_workers",
-    "eval_batch_size", "data_dir", "download", "cache_dir", "log_every", "tensorboard",
+    "epochs",
+    "device",
+    "amp",
+    "compile",
+    "channels_last",
+    "deterministic",
+    "num_workers",
+    "eval_batch_size",
+    "data_dir",
+    "download",
+    "cache_dir",
+    "log_every",
+    "tensorboard",
 )
 _NOT_COMPARED = ("out", "resume")
 
@@ -235,11 +253,18 @@ def _check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
     except ValueError:  # an unreadable config.yaml is reported where it is read for the resume
         return
     defaults = TrainConfig().to_dict()
-    differ = [key for key in defaults if key not in _RESUME_CHANGEABLE + _NOT_COMPARED
-              and _differs(key, state["config"].get(key, defaults[key]), recorded.get(key, defaults[key]))]
+    differ = [
+        key
+        for key in defaults
+        if key not in _RESUME_CHANGEABLE + _NOT_COMPARED
+        and _differs(key, state["config"].get(key, defaults[key]), recorded.get(key, defaults[key]))
+    ]
     if differ:
-        detail = ", ".join(f"{k} ({short_repr(state['config'].get(k, defaults[k]))} in last.pt, "
-                           f"{short_repr(recorded.get(k, defaults[k]))} in config.yaml)" for k in differ[:4])
+        detail = ", ".join(
+            f"{k} ({short_repr(state['config'].get(k, defaults[k]))} in last.pt, "
+            f"{short_repr(recorded.get(k, defaults[k]))} in config.yaml)"
+            for k in differ[:4]
+        )
         more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
         raise ValueError(
             f"cannot resume {run_dir}: its last.pt and config.yaml describe different runs: {detail}{more}; "
@@ -355,14 +380,18 @@ def train(cfg: TrainConfig, on_epoch_end: Optional[Callable[[Dict[str, Any]], No
         _cleanup()
 
 
-def _report_resume(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]],
-                   dist_info: DistInfo) -> None:
+def _report_resume(
+    cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]], dist_info: DistInfo
+) -> None:
     """Check what a resume changes, make the run directory whole, and say both."""
     repairs: list = []
     if resume_state is not None:
         for key, (before, now) in resume_changes(resume_state["config"], cfg).items():
-            _log(dist_info, f"resume: {key} changed from {before!r} to {now!r}"
-                + (" (the lr schedule follows the new length from here on)" if key == "epochs" else ""))
+            _log(
+                dist_info,
+                f"resume: {key} changed from {before!r} to {now!r}"
+                + (" (the lr schedule follows the new length from here on)" if key == "epochs" else ""),
+            )
     if dist_info.is_main:
         repairs = _repair_run_dir(run_dir, resume_state)
     for repair in repairs:
@@ -379,10 +408,19 @@ def _load_data(cfg: TrainConfig, dist_info: DistInfo, device: torch.device, chan
         if dist_info.enabled and not dist_info.is_main:
             _barrier()
         bundle = build_data(
-            cfg.data, data_dir=cfg.data_dir, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
-            device=device, seed=cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size,
-            download=cfg.download and dist_info.is_main, num_workers=cfg.num_workers, image_size=image_size,
-            channels_last=channels_last, cache_dir=cfg.cache_dir,
+            cfg.data,
+            data_dir=cfg.data_dir,
+            batch_size=cfg.batch_size,
+            eval_batch_size=cfg.eval_batch_size,
+            device=device,
+            seed=cfg.seed,
+            rank=dist_info.rank,
+            world_size=dist_info.world_size,
+            download=cfg.download and dist_info.is_main,
+            num_workers=cfg.num_workers,
+            image_size=image_size,
+            channels_last=channels_last,
+            cache_dir=cfg.cache_dir,
         )
         if dist_info.enabled and dist_info.is_main:
             _barrier()
@@ -391,8 +429,11 @@ def _load_data(cfg: TrainConfig, dist_info: DistInfo, device: torch.device, chan
     data = load(cfg.image_size)
     resize_to = _choose_image_size(cfg, _data_meta(data))
     if resize_to is not None:
-        _log(dist_info, f"images of {data.input_size[0]}x{data.input_size[1]} do not fit {cfg.model} + "
-                       f"{cfg.attention}; resizing them to the network's native {resize_to}x{resize_to}")
+        _log(
+            dist_info,
+            f"images of {data.input_size[0]}x{data.input_size[1]} do not fit {cfg.model} + "
+            f"{cfg.attention}; resizing them to the network's native {resize_to}x{resize_to}",
+        )
         cfg = replace(cfg, image_size=resize_to)
         data = load(cfg.image_size)
     return cfg, data
@@ -417,18 +458,28 @@ def _build_model(cfg: TrainConfig, data, fresh: bool, dist_info: DistInfo) -> nn
     final = _final_feature_size(model, data.input_size)
     if final is not None and min(final) < 2:
         native = _native_input_size(cfg)
-        _warn(dist_info, f"{cfg.model} reduces {data.input_size[0]}x{data.input_size[1]} images to a "
-                        f"{final[0]}x{final[1]} last feature map, too small for its last stages to see any "
-                        f"spatial context; it is built for {native[0]}x{native[1]}: use --image-size "
-                        f"{native[0]} or a network for small images (resnet20 ... resnet164)")
+        _warn(
+            dist_info,
+            f"{cfg.model} reduces {data.input_size[0]}x{data.input_size[1]} images to a "
+            f"{final[0]}x{final[1]} last feature map, too small for its last stages to see any "
+            f"spatial context; it is built for {native[0]}x{native[1]}: use --image-size "
+            f"{native[0]} or a network for small images (resnet20 ... resnet164)",
+        )
     return model
 
 
 class Optimisation:
     """The model being trained and everything that updates it, with one method per epoch."""
 
-    def __init__(self, cfg: TrainConfig, model: nn.Module, steps_per_epoch: int, device: torch.device,
-                 amp_dtype: Optional[torch.dtype], dist_info: DistInfo) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        steps_per_epoch: int,
+        device: torch.device,
+        amp_dtype: Optional[torch.dtype],
+        dist_info: DistInfo,
+    ) -> None:
         self.cfg, self.model, self.device, self.amp_dtype = cfg, model, device, amp_dtype
         self.world_size = dist_info.world_size
         self.optimizer = _build_optimizer(model, cfg)
@@ -447,14 +498,20 @@ class Optimisation:
             self.train_model = cast(nn.Module, torch.compile(self.train_model))  # an OptimizedModule
 
     def state(self) -> Dict[str, Any]:
-        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                    scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict())
+        return dict(
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+        )
 
     def load_state(self, state: Dict[str, Any]) -> None:
         mismatch = _state_dict_mismatch(self.model, state["model"])
         if mismatch:
-            raise ValueError(f"cannot resume {self.cfg.out}: its last.pt holds the weights of another network than "
-                             f"its config describes ({mismatch}); start a new run with another --out")
+            raise ValueError(
+                f"cannot resume {self.cfg.out}: its last.pt holds the weights of another network than "
+                f"its config describes ({mismatch}); start a new run with another --out"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -496,8 +553,15 @@ class Optimisation:
                         f"The last good checkpoint is kept in {run_dir / 'last.pt'} (if an epoch finished). "
                         "Try a lower --lr, or --amp off."
                     )
-                progress.step(epoch, cfg.epochs, step, steps, mean_loss, self.lr,
-                              seen * self.world_size / (time.perf_counter() - start))
+                progress.step(
+                    epoch,
+                    cfg.epochs,
+                    step,
+                    steps,
+                    mean_loss,
+                    self.lr,
+                    seen * self.world_size / (time.perf_counter() - start),
+                )
         return loss_sum.item(), correct.item(), seen, time.perf_counter() - start
 
 
@@ -513,21 +577,26 @@ def _commit_epoch(run_dir: Path, state: Dict[str, Any], is_best: bool) -> None:
         _checkpoint_hook("before metrics.jsonl")
         _write_metrics(run_dir, state["history"])
     except WriteError as exc:
-        kept = (f"{run_dir} keeps the epochs its last.pt holds; when there is room again, "
-                f"continue with nlsam train --out {run_dir} --resume")
+        kept = (
+            f"{run_dir} keeps the epochs its last.pt holds; when there is room again, "
+            f"continue with nlsam train --out {run_dir} --resume"
+        )
         raise WriteError(exc.filename, exc, advice="; ".join(filter(None, [exc.advice, kept]))) from None
 
 
 def _epoch_line(cfg: TrainConfig, summary: Dict[str, Any]) -> str:
     top5 = f" top5 {summary['test_top5']:.2f}%" if summary["test_top5"] is not None else ""
-    return (f"epoch {summary['epoch']}/{cfg.epochs}: train loss {summary['train_loss']:.4f} "
-            f"top1 {summary['train_top1']:.2f}% | test loss {summary['test_loss']:.4f} "
-            f"top1 {summary['test_top1']:.2f}%{top5} | {summary['images_per_s']:.0f} img/s, "
-            f"{summary['epoch_time_s']:.1f} s")
+    return (
+        f"epoch {summary['epoch']}/{cfg.epochs}: train loss {summary['train_loss']:.4f} "
+        f"top1 {summary['train_top1']:.2f}% | test loss {summary['test_loss']:.4f} "
+        f"top1 {summary['test_top1']:.2f}%{top5} | {summary['images_per_s']:.0f} img/s, "
+        f"{summary['epoch_time_s']:.1f} s"
+    )
 
 
-def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]], dist_info: DistInfo,
-           on_epoch_end) -> Dict[str, Any]:
+def _train(
+    cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any]], dist_info: DistInfo, on_epoch_end
+) -> Dict[str, Any]:
     from ..cost import profile
 
     _report_resume(cfg, run_dir, resume_state, dist_info)
@@ -537,8 +606,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
     precision = precision_name(amp_dtype)
     if resume_state is not None and resume_state.get("precision", "float32") != precision:
         # --amp auto resolves per machine (bf16 on CPUs with native bf16): say when that changed
-        _log(dist_info, f"resume: the run trained in {resume_state.get('precision', 'float32')} so far and "
-                       f"continues in {precision} (--amp {cfg.amp}; --amp off keeps float32)")
+        _log(
+            dist_info,
+            f"resume: the run trained in {resume_state.get('precision', 'float32')} so far and "
+            f"continues in {precision} (--amp {cfg.amp}; --amp off keeps float32)",
+        )
     channels_last = cfg.channels_last if cfg.channels_last is not None else True
     cfg, data = _load_data(cfg, dist_info, device, channels_last)
     meta = _data_meta(data)
@@ -557,7 +629,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         best_top1 = resume_state.get("best_top1", 0.0)
         best_at = best_epoch(resume_state)
         history = read_metrics(run_dir, resume_state)
-        _set_rng_state(resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list) else resume_state["rng"])
+        _set_rng_state(
+            resume_state["rng"][dist_info.rank] if isinstance(resume_state["rng"], list) else resume_state["rng"]
+        )
         if start_epoch < cfg.epochs:
             _log(dist_info, f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
 
@@ -572,8 +646,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         machines = recorded_machines(run_dir) if resume_state is not None else []
         here = machine_name(device)
         machines += [] if machines[-1:] == [here] else [here]
-        atomic_write_bytes(run_dir / "meta.json",
-                           json.dumps(dict(meta, precision=precision, machines=machines), indent=1).encode())
+        atomic_write_bytes(
+            run_dir / "meta.json", json.dumps(dict(meta, precision=precision, machines=machines), indent=1).encode()
+        )
         _log(
             dist_info,
             f"{cfg.model} + {cfg.attention or 'no attention'} on {data.name}: {num_classes} classes, "
@@ -594,8 +669,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         data.train_loader.set_epoch(epoch)
         loss_sum, correct, seen, train_time = opt.train_epoch(epoch, data.train_loader, progress, run_dir)
         total_loss, total_correct, total_seen = _all_reduce_sum([loss_sum, correct, seen], device)
-        result = evaluate(model, data.test_loader, num_classes=num_classes, amp_dtype=amp_dtype,
-                          on_batch=progress.eval_step)
+        result = evaluate(
+            model, data.test_loader, num_classes=num_classes, amp_dtype=amp_dtype, on_batch=progress.eval_step
+        )
         progress.end_epoch()
         if result["top1"] > best_top1:
             best_top1, best_at = result["top1"], epoch
@@ -613,9 +689,18 @@ def _train(cfg: TrainConfig, run_dir: Path, resume_state: Optional[Dict[str, Any
         )
         history.append(summary)
         if dist_info.is_main:
-            state = dict(opt.state(), epoch=epoch, best_top1=best_top1, best_epoch=best_at, rng=_rng_state(),
-                         precision=precision,
-                         config=cfg.to_dict(), meta=meta, metrics=summary, history=history)
+            state = dict(
+                opt.state(),
+                epoch=epoch,
+                best_top1=best_top1,
+                best_epoch=best_at,
+                rng=_rng_state(),
+                precision=precision,
+                config=cfg.to_dict(),
+                meta=meta,
+                metrics=summary,
+                history=history,
+            )
             _commit_epoch(run_dir, state, is_best=best_at == epoch)
             if writer is not None:
                 for key, value in summary.items():

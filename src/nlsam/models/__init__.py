@@ -9,6 +9,7 @@
 * :mod:`.timm_models`: the networks under timm's names, registered with timm once it is imported;
 * :mod:`.torch_hub`: the entry points of the repository's ``hubconf.py``.
 """
+
 from .factory import create_model
 from .insert import INIT_MODES, After, Insertion, InsertReport, insert
 from .pretrained import LoadReport, Source, load_pretrained

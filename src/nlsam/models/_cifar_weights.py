@@ -16,6 +16,7 @@ Files are downloaded into torch.hub's cache (``torch.hub.get_dir()/checkpoints``
 against the sha256 prefix in their names where the publisher follows torch.hub's convention,
 and read with ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,11 +73,18 @@ class CifarSource:
 
 
 def _akamaster_sources() -> Dict[str, CifarSource]:
-    files = {20: "resnet20-12fca82f.th", 32: "resnet32-d509ac18.th", 44: "resnet44-014dd654.th",
-             56: "resnet56-4bfd9763.th", 110: "resnet110-1d1ed7c2.th", 1202: "resnet1202-f3b1deed.th"}
+    files = {
+        20: "resnet20-12fca82f.th",
+        32: "resnet32-d509ac18.th",
+        44: "resnet44-014dd654.th",
+        56: "resnet56-4bfd9763.th",
+        110: "resnet110-1d1ed7c2.th",
+        1202: "resnet1202-f3b1deed.th",
+    }
     return {
         f"akamaster:resnet{depth}": CifarSource(
-            f"akamaster:resnet{depth}", file, _AKAMASTER_URL.format(file), (depth - 2) // 6, "A", 10, True)
+            f"akamaster:resnet{depth}", file, _AKAMASTER_URL.format(file), (depth - 2) // 6, "A", 10, True
+        )
         for depth, file in files.items()
     }
 
@@ -85,17 +93,28 @@ def _chenyaofo_sources() -> Dict[str, CifarSource]:
     # the 8 hex digits of these names could not be checked against the files (no download here),
     # and chenyaofo's own loader does not check them: the files are read without a hash check
     files = {
-        "cifar10_resnet20": "4118986f", "cifar10_resnet32": "ef93fc4d", "cifar10_resnet44": "2a3cabcb",
-        "cifar10_resnet56": "187c023a", "cifar100_resnet20": "23dac2f1", "cifar100_resnet32": "84213ce6",
-        "cifar100_resnet44": "ffe32858", "cifar100_resnet56": "f2eff4c8",
+        "cifar10_resnet20": "4118986f",
+        "cifar10_resnet32": "ef93fc4d",
+        "cifar10_resnet44": "2a3cabcb",
+        "cifar10_resnet56": "187c023a",
+        "cifar100_resnet20": "23dac2f1",
+        "cifar100_resnet32": "84213ce6",
+        "cifar100_resnet44": "ffe32858",
+        "cifar100_resnet56": "f2eff4c8",
     }
     sources = {}
     for model, digits in files.items():
         dataset, _, arch = model.partition("_")
         file = f"{model}-{digits}.pt"
         sources[f"chenyaofo:{model}"] = CifarSource(
-            f"chenyaofo:{model}", file, _CHENYAOFO_URL.format(file), (int(arch[6:]) - 2) // 6, "B",
-            10 if dataset == "cifar10" else 100, False)
+            f"chenyaofo:{model}",
+            file,
+            _CHENYAOFO_URL.format(file),
+            (int(arch[6:]) - 2) // 6,
+            "B",
+            10 if dataset == "cifar10" else 100,
+            False,
+        )
     return sources
 
 
@@ -135,8 +154,10 @@ def _download(source: CifarSource, path: str) -> None:
     """Download ``source`` to ``path`` with torch.hub (hash prefix checked); one-line errors."""
     import torch.hub
 
-    hint = (f"fetch that file on a machine with a connection and put it in {os.path.dirname(path)} as "
-            f"{source.file_name} (torch.hub's cache), or pass its path as the weights")
+    hint = (
+        f"fetch that file on a machine with a connection and put it in {os.path.dirname(path)} as "
+        f"{source.file_name} (torch.hub's cache), or pass its path as the weights"
+    )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         torch.hub.download_url_to_file(source.url, path, hash_prefix=source.hash_prefix, progress=True)
@@ -156,8 +177,10 @@ def cifar_state_dict(source: CifarSource) -> Mapping[str, Any]:
         _download(source, path)
     prefix = source.hash_prefix
     if prefix and not _sha256(path).startswith(prefix):
-        raise ValueError(f"load_pretrained: {path} is not the published {source.name} (its sha256 does "
-                         f"not start with {prefix}); delete it and load {source.name} again to download it")
+        raise ValueError(
+            f"load_pretrained: {path} is not the published {source.name} (its sha256 does "
+            f"not start with {prefix}); delete it and load {source.name} again to download it"
+        )
     return read_torch_file(path)
 
 
@@ -167,15 +190,16 @@ def cifar_state_dict(source: CifarSource) -> Mapping[str, Any]:
 
 def _strip(state: Mapping[str, Any]) -> Dict[str, Any]:
     """``state`` without DataParallel's ``module.`` prefix."""
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def is_akamaster_layout(state: Mapping[str, Any]) -> bool:
     """Whether ``state`` holds an akamaster/pytorch_resnet_cifar10 option-A ResNet: a classifier
     called ``linear``, stages ``layerN`` at the top level, and no shortcut parameters."""
     keys = set(_strip(state))
-    return ({"conv1.weight", "layer1.0.conv1.weight", "linear.weight"} <= keys
-            and not any(".shortcut." in k or ".downsample." in k or k.startswith("fc.") for k in keys))
+    return {"conv1.weight", "layer1.0.conv1.weight", "linear.weight"} <= keys and not any(
+        ".shortcut." in k or ".downsample." in k or k.startswith("fc.") for k in keys
+    )
 
 
 @dataclass(frozen=True)
@@ -235,8 +259,7 @@ def _describe_other(model: nn.Module) -> str:
         return f"a {type(model).__name__}"
     if not isinstance(model.maxpool, nn.Identity):
         return "an ImageNet ResNet"
-    blocks = {type(b).__name__ for stage in model.stages.children() for b in stage.children()
-              if not _is_attention(b)}
+    blocks = {type(b).__name__ for stage in model.stages.children() for b in stage.children() if not _is_attention(b)}
     return f"a ResNet of {', '.join(sorted(blocks))} blocks"
 
 
@@ -247,9 +270,12 @@ def _create_call(shape: _Shape, shortcut: str, classes: int) -> str:
     option = ", shortcut='B'" if shortcut == "B" else ""
     if is_model(f"resnet{shape.depth}") and len({w for _, w in shape.stages}) > 1 and shape.stem == 16:
         return f"create_model('resnet{shape.depth}'{option})"
-    return (f"ResNet(BasicBlock, {[b for b, _ in shape.stages]}, {[w for _, w in shape.stages]}, stem='cifar', "
-            f"shortcut='{shortcut}', num_classes={classes}, input_size=32"
-            + ("" if shape.stem == shape.stages[0][1] else f", stem_width={shape.stem}") + ")")
+    return (
+        f"ResNet(BasicBlock, {[b for b, _ in shape.stages]}, {[w for _, w in shape.stages]}, stem='cifar', "
+        f"shortcut='{shortcut}', num_classes={classes}, input_size=32"
+        + ("" if shape.stem == shape.stages[0][1] else f", stem_width={shape.stem}")
+        + ")"
+    )
 
 
 def _fits_message(label: str, model: nn.Module, shape: _Shape, shortcut: str, classes: int) -> Optional[str]:
@@ -258,13 +284,14 @@ def _fits_message(label: str, model: nn.Module, shape: _Shape, shortcut: str, cl
     kind = {"A": "zero-padding (option A)", "B": "1x1 projection (option B)"}
     create = _create_call(shape, shortcut, classes)
     if own is None:
-        return (f"{label} holds a CIFAR {shape.describe()}, which fits only nlsam's CIFAR ResNets of basic "
-                f"blocks, not {_describe_other(model)}; use {create}")
+        return (
+            f"{label} holds a CIFAR {shape.describe()}, which fits only nlsam's CIFAR ResNets of basic "
+            f"blocks, not {_describe_other(model)}; use {create}"
+        )
     if own != shape:
         return f"{label} holds a CIFAR {shape.describe()}, the model is a {own.describe()}; use {create}"
     if own_shortcut is not None and own_shortcut != shortcut:
-        return (f"{label} needs {kind[shortcut]} shortcuts, the model has {kind[own_shortcut]} ones; "
-                f"use {create}")
+        return f"{label} needs {kind[shortcut]} shortcuts, the model has {kind[own_shortcut]} ones; use {create}"
     return None
 
 
@@ -288,8 +315,10 @@ def _permutations(shape: _Shape) -> List[torch.Tensor]:
     for s, (_, w) in enumerate(shape.stages, start=1):
         if w != width:
             if w != 2 * width:
-                raise ValueError(f"load_pretrained: akamaster layout with stage {s} of {w} channels after "
-                                 f"{width}: its zero-padding shortcut needs exactly twice as many")
+                raise ValueError(
+                    f"load_pretrained: akamaster layout with stage {s} of {w} channels after "
+                    f"{width}: its zero-padding shortcut needs exactly twice as many"
+                )
             head = previous + w // 4
             taken = set(head.tolist())
             previous = torch.cat([head, torch.tensor([c for c in range(w) if c not in taken], dtype=torch.long)])
@@ -298,11 +327,12 @@ def _permutations(shape: _Shape) -> List[torch.Tensor]:
     return perms
 
 
-def _convert_key(key: str, value: torch.Tensor, stem: torch.Tensor,
-                 perms: List[torch.Tensor]) -> Tuple[str, torch.Tensor]:
+def _convert_key(
+    key: str, value: torch.Tensor, stem: torch.Tensor, perms: List[torch.Tensor]
+) -> Tuple[str, torch.Tensor]:
     """One akamaster tensor under nlsam's name, its channels in nlsam's order."""
     if key.startswith("linear."):
-        return "fc" + key[len("linear"):], value[:, perms[-1]] if value.dim() == 2 else value
+        return "fc" + key[len("linear") :], value[:, perms[-1]] if value.dim() == 2 else value
     found = re.match(r"layer(\d+)\.(\d+)\.(conv|bn)(\d)\.", key)
     if not found:
         return key, value  # the stem: nlsam's channel order is akamaster's
@@ -315,8 +345,9 @@ def _convert_key(key: str, value: torch.Tensor, stem: torch.Tensor,
     return "stages." + key, value[out] if value.dim() == 1 else value  # num_batches_tracked: a scalar
 
 
-def akamaster_to_nlsam(state: Mapping[str, Any], model: Optional[nn.Module] = None,
-                       label: str = "the weights") -> Dict[str, Any]:
+def akamaster_to_nlsam(
+    state: Mapping[str, Any], model: Optional[nn.Module] = None, label: str = "the weights"
+) -> Dict[str, Any]:
     """akamaster/pytorch_resnet_cifar10 weights under nlsam's names and channel order: the nlsam
     network (``shortcut="A"``) then computes exactly what akamaster's computes. The widths are
     read from the weights; given ``model``, a one-line ``ValueError`` says when they do not fit it."""

@@ -1,5 +1,6 @@
 """``create_model``: the one factory of the registered networks (:mod:`.registry`), with their
 pretrained weights (:mod:`.pretrained`)."""
+
 from __future__ import annotations
 
 import difflib
@@ -45,15 +46,19 @@ def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UnknownOptionError(f"unknown option {short_repr(key)} for model {name}{hint}; valid: {', '.join(valid)}")
+            raise UnknownOptionError(
+                f"unknown option {short_repr(key)} for model {name}{hint}; valid: {', '.join(valid)}"
+            )
     if isinstance(pretrained, str) and pretrained.startswith(_PREFIX):
         _check_released(pretrained, name, kwargs.get("attention"))
     model = _MODELS[name](**kwargs)
     if pretrained is not False and pretrained is not None:
         if pretrained is True:
             if getattr(model, "stage_ids", [None])[0] != 2:
-                raise ValueError(f"no published weights for {name}; pass pretrained=FILE (a state dict "
-                                 "or an nlsam checkpoint) instead")
+                raise ValueError(
+                    f"no published weights for {name}; pass pretrained=FILE (a state dict "
+                    "or an nlsam checkpoint) instead"
+                )
             pretrained = f"torchvision:{name}"
         report = load_pretrained(model, pretrained)
         # nn.Module.__setattr__ is annotated for tensors and modules only; any value is kept
@@ -69,4 +74,5 @@ def _check_released(source: str, name: str, attention: Any) -> None:
         raise ValueError(
             f"{weight.name} is {weight.arch} with attention {weight.attention!r}, not {name} with "
             f"{check_attention_name(attention)!r}; load it with nlsam.create_model({weight.arch!r}, "
-            f"attention={weight.attention!r}, pretrained={source!r})")
+            f"attention={weight.attention!r}, pretrained={source!r})"
+        )

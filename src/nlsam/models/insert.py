@@ -37,6 +37,7 @@ a dry forward pass::
 Feature sizes are always measured (one forward pass at ``input_size``, no gradient, eval mode),
 never computed by hand.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -85,9 +86,7 @@ After = Union[Sequence[str], Callable[[str, nn.Module], bool]]
 
 # Options for a network that is not a ResNet (``after=``): the paper's CIFAR choices, k = 2
 # (its Table 2) and r = 8 (its Table 1); ratio 16 for SE, GE, CBAM and BAM, as in their papers.
-_GENERIC_DEFAULTS: Dict[str, Any] = dict(
-    input_size=224, nlsam_pool=2, nlsam_reduction=8, channel_reduction=16
-)
+_GENERIC_DEFAULTS: Dict[str, Any] = dict(input_size=224, nlsam_pool=2, nlsam_reduction=8, channel_reduction=16)
 
 
 @dataclass
@@ -149,8 +148,7 @@ class InsertReport:
         """The summary line, then one row per insertion and a total row."""
         headers = ["module", "stage", "C x H x W", "Params", "MFLOPs"]
         rows = [
-            [i.path, "-" if i.stage is None else str(i.stage), i.shape, f"{i.params:,}",
-             f"{i.flops / 1e6:.3f}"]
+            [i.path, "-" if i.stage is None else str(i.stage), i.shape, f"{i.params:,}", f"{i.flops / 1e6:.3f}"]
             for i in self.insertions
         ]
         rows.append(["total", "-", "-", f"{self.params:,}", f"{self.flops / 1e6:.3f}"])
@@ -256,8 +254,7 @@ def _find_blocks(model: nn.Module) -> Tuple[List[_Block], Dict[str, Any]]:
         match = _LAYER.search(path)
         if match is None:
             raise ValueError(
-                f"insert: residual block {path!r} is not in a stage named layer<i>; "
-                "name the places with after=[...]"
+                f"insert: residual block {path!r} is not in a stage named layer<i>; name the places with after=[...]"
             )
         stage = first_stage + int(match.group(1)) - 1
         blocks.append(_Block(path, stage, family, module, modules[path.rsplit(".", 1)[0]]))
@@ -316,8 +313,7 @@ def _check_stages(stages: Union[int, Sequence[int]], stage_ids: Sequence[int]) -
     bad = [s for s in chosen if s not in stage_ids]
     if bad:
         raise ValueError(
-            f"insert: stage(s) {bad} do not exist in this network; valid stages: "
-            f"{', '.join(map(str, stage_ids))}"
+            f"insert: stage(s) {bad} do not exist in this network; valid stages: {', '.join(map(str, stage_ids))}"
         )
     return chosen
 
@@ -338,15 +334,11 @@ def _after_targets(model: nn.Module, after: After, placement: str) -> List[_Targ
             if name not in modules:
                 close = difflib.get_close_matches(str(name), list(modules), n=3, cutoff=0.6)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ValueError(
-                    f"insert: {name!r} (in after=) is not a module of {type(model).__name__}{hint}"
-                )
+                raise ValueError(f"insert: {name!r} (in after=) is not a module of {type(model).__name__}{hint}")
     targets = []
     for name in names:
         parent, _, attr = name.rpartition(".")
-        targets.append(
-            _Target(name, modules[name], _wrap(model.get_submodule(parent), attr), None, placement)
-        )
+        targets.append(_Target(name, modules[name], _wrap(model.get_submodule(parent), attr), None, placement))
     return targets
 
 
@@ -425,9 +417,7 @@ def _refuse_stacking(model: nn.Module, name: str, built: Sequence[Tuple[_Target,
 # --- the dry pass -----------------------------------------------------------------------------
 
 
-def _input_shape(
-    model: nn.Module, input_size: Optional[SizeLike], default: int
-) -> Tuple[int, int, int]:
+def _input_shape(model: nn.Module, input_size: Optional[SizeLike], default: int) -> Tuple[int, int, int]:
     """(C, H, W): ``input_size`` (H, (H, W) or (C, H, W)), else the model's own (nlsam's
     ``input_size``, timm's ``pretrained_cfg``), else ``default``."""
     channels = getattr(model, "in_chans", None)
@@ -447,9 +437,7 @@ def _input_shape(
     return int(channels), height, width
 
 
-def _dry_pass(
-    model: nn.Module, targets: Sequence[_Target], shape: Tuple[int, int, int]
-) -> List[torch.Tensor]:
+def _dry_pass(model: nn.Module, targets: Sequence[_Target], shape: Tuple[int, int, int]) -> List[torch.Tensor]:
     """One forward pass (batch 1, no gradient, eval mode; every module's mode restored after)
     recording each target's probe output; returns an empty tensor of its shape, dtype, device."""
     seen: List[List[Any]] = [[] for _ in targets]

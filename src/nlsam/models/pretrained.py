@@ -15,6 +15,7 @@ akamaster's CIFAR ResNets (``akamaster:resnet20``, or their files by path) are r
 their keys and converted: renamed and their channels reordered, because their option-A shortcut
 pads the new channels on both sides where nlsam's pads at the end (:mod:`._cifar_weights`).
 """
+
 from __future__ import annotations
 
 import os
@@ -92,17 +93,22 @@ class LoadReport:
         parts = [f"loaded {len(self.loaded)} tensors from {self.source}{via}"]
         head = self.classifier_not_loaded
         if head:
-            parts.append(f"classifier {', '.join(head)} NOT loaded (left at its init): "
-                         + ", ".join(self._why(k) for k in head))
+            parts.append(
+                f"classifier {', '.join(head)} NOT loaded (left at its init): " + ", ".join(self._why(k) for k in head)
+            )
         body = self.backbone_not_loaded
         if body:
-            parts.append(f"{_count(len(body), 'backbone tensor')} NOT loaded (left at their init): "
-                         + _listing([self._why(k) for k in body], 3))
+            parts.append(
+                f"{_count(len(body), 'backbone tensor')} NOT loaded (left at their init): "
+                + _listing([self._why(k) for k in body], 3)
+            )
         if self.missing_attention:
             parts.append(f"{len(self.missing_attention)} attention tensors left at their init")
         if self.missing_counters:
-            parts.append(f"{len(self.missing_counters)} batch-norm counters ({_COUNTER}) not in the source "
-                         "(they do not change the outputs)")
+            parts.append(
+                f"{len(self.missing_counters)} batch-norm counters ({_COUNTER}) not in the source "
+                "(they do not change the outputs)"
+            )
         if self.unexpected:
             parts.append(f"{_count(len(self.unexpected), 'source tensor')} unused: {_listing(self.unexpected, 3)}")
         return "; ".join(parts)
@@ -146,20 +152,22 @@ def _torchvision_state_dict(arch: str, tag: Optional[str]) -> Dict[str, torch.Te
         weights = weights_enum[tag or "DEFAULT"]
     except KeyError:
         valid = ", ".join([w.name for w in weights_enum] + ["DEFAULT"])
-        raise ValueError(
-            f"load_pretrained: torchvision has no weights {tag!r} for {arch}; valid: {valid}"
-        ) from None
+        raise ValueError(f"load_pretrained: torchvision has no weights {tag!r} for {arch}; valid: {valid}") from None
     try:
         return weights.get_state_dict(progress=True)
     except OSError as exc:  # offline, a proxy, an HTTP error (URLError is an OSError)
-        raise weights_download_error(f"torchvision:{arch}.{weights.name}", weights.url, exc, _torch_hub_hint()) from None
+        raise weights_download_error(
+            f"torchvision:{arch}.{weights.name}", weights.url, exc, _torch_hub_hint()
+        ) from None
 
 
 def _torch_hub_hint() -> str:
     import torch.hub
 
-    return (f"torchvision keeps downloaded weights in {os.path.join(torch.hub.get_dir(), 'checkpoints')}; "
-            "copy the file there from a machine with a connection, or give --init-from a weights file")
+    return (
+        f"torchvision keeps downloaded weights in {os.path.join(torch.hub.get_dir(), 'checkpoints')}; "
+        "copy the file there from a machine with a connection, or give --init-from a weights file"
+    )
 
 
 def _timm_state_dict(name: str) -> Dict[str, torch.Tensor]:
@@ -170,9 +178,13 @@ def _timm_state_dict(name: str) -> Dict[str, torch.Tensor]:
     try:
         return timm.create_model(name, pretrained=True).state_dict()
     except OSError as exc:  # offline: the Hugging Face hub's errors are OSErrors too
-        raise weights_download_error(f"timm:{name}", "the Hugging Face hub", exc,
-                              "timm keeps downloaded weights in the Hugging Face cache ($HF_HOME); fill it "
-                              "from a machine with a connection, or give --init-from a weights file") from None
+        raise weights_download_error(
+            f"timm:{name}",
+            "the Hugging Face hub",
+            exc,
+            "timm keeps downloaded weights in the Hugging Face cache ($HF_HOME); fill it "
+            "from a machine with a connection, or give --init-from a weights file",
+        ) from None
 
 
 def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
@@ -211,7 +223,7 @@ def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
 def _model_keys(key: str) -> Iterator[str]:
     """The names a source key may have in an nlsam model, most likely first."""
     if key.startswith("module."):  # saved from DistributedDataParallel
-        key = key[len("module."):]
+        key = key[len("module.") :]
     yield key
     if _STAGE_KEY.match(key):  # torchvision / timm layer{i}.{j}.* -> nlsam stages.layer{i}.{j}.*
         yield "stages." + key
@@ -260,13 +272,13 @@ def _from_known_layout(model: nn.Module, state: Mapping[str, Any], label: str) -
     order (a one-line ``ValueError`` when they do not fit ``model``), any other ``state`` as it is."""
     if not is_akamaster_layout(state):
         return state, ""
-    return (akamaster_to_nlsam(state, model, label),
-            "akamaster/pytorch_resnet_cifar10 layout: linear -> fc, channels reordered for nlsam's zero-padding")
+    return (
+        akamaster_to_nlsam(state, model, label),
+        "akamaster/pytorch_resnet_cifar10 layout: linear -> fc, channels reordered for nlsam's zero-padding",
+    )
 
 
-def load_pretrained(
-    model: nn.Module, source: Source, *, strict_backbone: bool = False
-) -> LoadReport:
+def load_pretrained(model: nn.Module, source: Source, *, strict_backbone: bool = False) -> LoadReport:
     """Load torchvision, timm or public CIFAR ResNet weights into one of nlsam's ResNets (in place).
 
     Args:
@@ -329,9 +341,7 @@ def load_pretrained(
             )
             if keys
         ]
-        raise ValueError(
-            f"load_pretrained (strict_backbone): {label} does not match; " + "; ".join(problems)
-        )
+        raise ValueError(f"load_pretrained (strict_backbone): {label} does not match; " + "; ".join(problems))
 
     model.load_state_dict(to_load, strict=False)
     return LoadReport(

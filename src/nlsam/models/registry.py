@@ -1,5 +1,6 @@
 """Model registry: ``register_model`` records builders by name; :func:`nlsam.models.create_model`
 (:mod:`.factory`) builds them."""
+
 from __future__ import annotations
 
 import inspect
@@ -42,8 +43,11 @@ def _model_options(name: str) -> List[str]:
         if target is None:
             break
         params = inspect.signature(target).parameters  # a class: its __init__'s, less self
-        names += [p.name for p in params.values()
-                  if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty]
+        names += [
+            p.name
+            for p in params.values()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty
+        ]
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return sorted(set(names))
     return sorted(set(names)) + attention_option_keys()

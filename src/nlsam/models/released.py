@@ -26,6 +26,7 @@ CIFAR-10 whose test split is shifted from the official one: akamaster's ResNet-2
 official test set, scores 81.03% on the copy's. Their top-1 compares with other networks
 measured on the copy, not with published CIFAR-10 figures.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -148,7 +149,7 @@ def is_released_name(source: Any) -> bool:
 def get_pretrained(name: str) -> PretrainedWeight:
     """The record of released weight ``name`` (``MODEL.TAG``, with or without ``nlsam:``); a
     ``ValueError`` naming the released weights for any other name."""
-    bare = name[len(_PREFIX):] if isinstance(name, str) and name.startswith(_PREFIX) else name
+    bare = name[len(_PREFIX) :] if isinstance(name, str) and name.startswith(_PREFIX) else name
     for weight in _records():
         if weight.name == bare:
             return weight
@@ -188,8 +189,10 @@ def pretrained_file(weight: PretrainedWeight) -> Path:
             return path
     dest = _cache_dir() / weight.file
     if not weight.url:
-        raise DownloadError(f"the weight {weight.name} is not in this installation ({_weights_dir()}); "
-                            f"put {weight.file} (sha256 {weight.sha256}) in {dest.parent}")
+        raise DownloadError(
+            f"the weight {weight.name} is not in this installation ({_weights_dir()}); "
+            f"put {weight.file} (sha256 {weight.sha256}) in {dest.parent}"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{weight.file}.", dir=dest.parent)
     os.close(fd)
@@ -198,12 +201,16 @@ def pretrained_file(weight: PretrainedWeight) -> Path:
             torch.hub.download_url_to_file(weight.url, tmp, progress=False)
         except OSError as exc:  # offline, a proxy, an HTTP error (URLError is an OSError)
             reason = getattr(exc, "reason", None) or exc.strerror or exc
-            raise DownloadError(f"could not download the weight {weight.name} from {weight.url} ({reason}); "
-                                f"fetch it on a machine with a connection and put it in {dest}") from None
+            raise DownloadError(
+                f"could not download the weight {weight.name} from {weight.url} ({reason}); "
+                f"fetch it on a machine with a connection and put it in {dest}"
+            ) from None
         got = _sha256(Path(tmp))
         if got != weight.sha256:
-            raise DownloadError(f"the download of {weight.name} from {weight.url} is corrupt (sha256 {got}, "
-                                f"expected {weight.sha256}); nothing was kept, try again")
+            raise DownloadError(
+                f"the download of {weight.name} from {weight.url} is corrupt (sha256 {got}, "
+                f"expected {weight.sha256}); nothing was kept, try again"
+            )
         shutil.move(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -226,12 +233,22 @@ def weight_checkpoint(name: str) -> Dict[str, Any]:
     weight = get_pretrained(name)
     return {
         "model": pretrained_state_dict(weight.name),
-        "config": {"model": weight.arch, "attention": weight.attention, "model_options": {},
-                   "data": weight.data_file, "seed": weight.seed, "epochs": weight.epochs},
-        "meta": {"classes": list(weight.classes), "in_chans": weight.input_size[0],
-                 "input_size": list(weight.input_size[1:]), "mean": list(weight.mean), "std": list(weight.std),
-                 "data": weight.data_file},
+        "config": {
+            "model": weight.arch,
+            "attention": weight.attention,
+            "model_options": {},
+            "data": weight.data_file,
+            "seed": weight.seed,
+            "epochs": weight.epochs,
+        },
+        "meta": {
+            "classes": list(weight.classes),
+            "in_chans": weight.input_size[0],
+            "input_size": list(weight.input_size[1:]),
+            "mean": list(weight.mean),
+            "std": list(weight.std),
+            "data": weight.data_file,
+        },
         "precision": "float32",
         "epoch": weight.epochs - 1,
     }
-

@@ -13,6 +13,7 @@ ResNet-110 its 1.7M parameters. Bottleneck networks (resnet164, preresnet164, Re
 and ImageNet networks use option B: a 1x1 projection (with batch norm in post-activation nets)
 when the shape changes. ``shortcut="A"`` or ``"B"`` overrides either.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,9 +69,7 @@ class ZeroPadShortcut(nn.Module):
         return x
 
 
-def _shortcut(
-    kind: str, in_planes: int, out_planes: int, stride: int, norm: bool
-) -> Optional[nn.Module]:
+def _shortcut(kind: str, in_planes: int, out_planes: int, stride: int, norm: bool) -> Optional[nn.Module]:
     if stride == 1 and in_planes == out_planes:
         return None
     if kind == "A":
@@ -87,9 +86,7 @@ class BasicBlock(nn.Module):
     expansion = 1
     preact = False
 
-    def __init__(
-        self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module
-    ) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module) -> None:
         super().__init__()
         self.conv1 = _conv3x3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -113,9 +110,7 @@ class Bottleneck(nn.Module):
     expansion = 4
     preact = False
 
-    def __init__(
-        self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module
-    ) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module) -> None:
         super().__init__()
         out_planes = planes * self.expansion
         self.conv1 = _conv1x1(in_planes, planes)
@@ -145,9 +140,7 @@ class PreActBasicBlock(nn.Module):
     expansion = 1
     preact = True
 
-    def __init__(
-        self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module
-    ) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.act1 = nn.ReLU(inplace=True)
@@ -172,9 +165,7 @@ class PreActBottleneck(nn.Module):
     expansion = 4
     preact = True
 
-    def __init__(
-        self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module
-    ) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, attention: nn.Module) -> None:
         super().__init__()
         out_planes = planes * self.expansion
         self.bn1 = nn.BatchNorm2d(in_planes)
@@ -229,29 +220,36 @@ def _check_attention_shape(module: nn.Module, attention: Optional[str], shape: S
             return
         raise
     except Exception as error:
-        raise ValueError(f"attention {named} fails on the {size} feature map {where} "
-                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+        raise ValueError(
+            f"attention {named} fails on the {size} feature map {where} "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
     finally:
         for sub, training in modes:
             sub.training = training
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
         got = "x".join(map(str, out.shape[1:])) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"attention {named} changes the feature map {where}: it is given {size} and returns "
-                         f"{got}; an attention module must return a map of its input's shape (C x H x W)")
+        raise ValueError(
+            f"attention {named} changes the feature map {where}: it is given {size} and returns "
+            f"{got}; an attention module must return a map of its input's shape (C x H x W)"
+        )
 
 
 #: The valid values of :class:`ResNet`'s numeric options (``--model-option KEY=VALUE``).
 _OPTION_RANGES = dict(
-    in_chans=Range(1, 1024, integer=True, why="image channels: 3 for RGB",
-                   why_high="more bands than any imaging sensor gives"),
-    num_classes=Range(0, 100_000, integer=True, why="0: no classifier",
-                      why_high="ImageNet-21k has 21,841 classes"),
+    in_chans=Range(
+        1, 1024, integer=True, why="image channels: 3 for RGB", why_high="more bands than any imaging sensor gives"
+    ),
+    num_classes=Range(0, 100_000, integer=True, why="0: no classifier", why_high="ImageNet-21k has 21,841 classes"),
     drop_rate=Range(0, 1, high_open=True, why="the dropout probability before the classifier"),
-    stem_width=Range(1, 4096, integer=True, why="channels of the first convolution",
-                     why_high="ResNets use 64 at most"),
-    input_size=Range(1, MAX_INPUT_PIXELS, integer=True, why="pixels a side",
-                     why_high="activations grow with H x W: at 4096 x 4096 a ResNet's first feature map "
-                     "alone is 1 GiB per image"),
+    stem_width=Range(1, 4096, integer=True, why="channels of the first convolution", why_high="ResNets use 64 at most"),
+    input_size=Range(
+        1,
+        MAX_INPUT_PIXELS,
+        integer=True,
+        why="pixels a side",
+        why_high="activations grow with H x W: at 4096 x 4096 a ResNet's first feature map alone is 1 GiB per image",
+    ),
 )
 
 
@@ -302,8 +300,12 @@ class ResNet(nn.Module):
             raise ValueError(f"unknown stem {short_repr(stem)}; valid: cifar, imagenet")
         if shortcut not in ("A", "B"):
             raise ValueError(f"unknown shortcut {short_repr(shortcut)}; valid: A (zero-pad), B (projection)")
-        for name, value in (("in_chans", in_chans), ("num_classes", num_classes), ("drop_rate", drop_rate),
-                            ("stem_width", stem_width)):
+        for name, value in (
+            ("in_chans", in_chans),
+            ("num_classes", num_classes),
+            ("drop_rate", drop_rate),
+            ("stem_width", stem_width),
+        ):
             if value is not None or name != "stem_width":
                 _OPTION_RANGES[name].check(name, value)
         if not isinstance(zero_init_residual, bool):
@@ -336,9 +338,7 @@ class ResNet(nn.Module):
         # a pre-activation network normalises inside its first block instead
         self.bn1 = nn.Identity() if self.preact else nn.BatchNorm2d(in_planes)
         self.act1 = nn.Identity() if self.preact else nn.ReLU(inplace=True)
-        self.maxpool = (
-            nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
-        )
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
         height, width = math.ceil(height / stem_stride), math.ceil(width / stem_stride)
 
         self.feature_info = []
@@ -351,16 +351,33 @@ class ResNet(nn.Module):
             out_planes = planes * block.expansion
 
             # the stage's numbers are bound as defaults: a closure would see the loop's later values
-            def attention_at(placement: str, out_planes: int = out_planes, height: int = height,
-                             width: int = width, stage: int = stage) -> nn.Module:
-                module = create_attention(attention, out_planes, (height, width), stage=stage,
-                                          stage_ids=stage_ids, placement=placement, **attention_options)
+            def attention_at(
+                placement: str,
+                out_planes: int = out_planes,
+                height: int = height,
+                width: int = width,
+                stage: int = stage,
+            ) -> nn.Module:
+                module = create_attention(
+                    attention,
+                    out_planes,
+                    (height, width),
+                    stage=stage,
+                    stage_ids=stage_ids,
+                    placement=placement,
+                    **attention_options,
+                )
                 _check_attention_shape(module, attention, (out_planes, height, width), f"of stage {stage}")
                 return module
 
             blocks: List[nn.Module] = [
-                block(in_planes if i == 0 else out_planes, planes, stride if i == 0 else 1, shortcut,
-                      attention_at("block"))
+                block(
+                    in_planes if i == 0 else out_planes,
+                    planes,
+                    stride if i == 0 else 1,
+                    shortcut,
+                    attention_at("block"),
+                )
                 for i in range(depth)
             ]
             in_planes = out_planes
@@ -435,9 +452,7 @@ class ResNet(nn.Module):
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                "expected input of shape (B, {}, H, W), got {}".format(self.in_chans, list(x.shape))
-            )
+            raise ValueError("expected input of shape (B, {}, H, W), got {}".format(self.in_chans, list(x.shape)))
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))
 
     @torch.jit.unused
@@ -520,7 +535,7 @@ class ResNet(nn.Module):
         """Drop the stages after the last of ``indices`` (and the head); return the indices kept."""
         take = self._take_indices(indices)
         names = list(self.stages._modules)
-        for name in names[max(take) + 1:]:
+        for name in names[max(take) + 1 :]:
             setattr(self.stages, name, nn.Identity())
         if prune_norm or max(take) < len(names) - 1:
             self.final_norm = nn.Identity()

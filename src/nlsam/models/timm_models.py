@@ -55,6 +55,7 @@ Registration is lazy: importing this module does not import timm (which would ad
 one-shot import hook registers them right after timm's own import finishes. If timm is not
 installed nothing happens. :func:`register_timm_models` registers explicitly.
 """
+
 from __future__ import annotations
 
 import importlib.abc
@@ -136,9 +137,12 @@ def _resnet_kwargs() -> Optional[frozenset]:
     params = list(inspect.signature(ResNet.__init__).parameters.values())
     if any(p.kind == p.VAR_KEYWORD for p in params):
         return None
-    return frozenset(
-        p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ) - {"self", "block", "layers", "widths"}
+    return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)) - {
+        "self",
+        "block",
+        "layers",
+        "widths",
+    }
 
 
 _lock = threading.RLock()
@@ -163,8 +167,10 @@ def model_of_timm_name(name: str) -> Tuple[str, Optional[str]]:
     """``(arch, attention)`` of a timm name: ``model_of_timm_name("se_nlsam_resnet50") ==
     ("resnet50", "se+nlsam")``; a ``ValueError`` for a name that is none of nlsam's."""
     if name not in _VARIANTS:
-        raise ValueError(f"{name!r} is not one of nlsam's timm names ({{attention}}_{{arch}}, e.g. "
-                         f"nlsam_resnet20, se_nlsam_resnet50; TIMM_MODEL_NAMES lists them)")
+        raise ValueError(
+            f"{name!r} is not one of nlsam's timm names ({{attention}}_{{arch}}, e.g. "
+            f"nlsam_resnet20, se_nlsam_resnet50; TIMM_MODEL_NAMES lists them)"
+        )
     return _VARIANTS[name]
 
 
@@ -276,9 +282,7 @@ def _has_weight_source(cfg: Any) -> bool:
     )
 
 
-def _create(
-    variant: str, arch: str, attention: Optional[str], pretrained: bool = False, /, **kwargs
-):
+def _create(variant: str, arch: str, attention: Optional[str], pretrained: bool = False, /, **kwargs):
     from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
     if "attention" in kwargs:
@@ -295,17 +299,14 @@ def _create(
         if "input_size" in kwargs and _spatial_size(kwargs["input_size"], "input_size") != (
             _spatial_size(img_size, "img_size")
         ):
-            raise ValueError(
-                f"img_size={img_size!r} and input_size={kwargs['input_size']!r} disagree; give one"
-            )
+            raise ValueError(f"img_size={img_size!r} and input_size={kwargs['input_size']!r} disagree; give one")
         kwargs["input_size"] = img_size
     if "input_size" in kwargs:
         chans = _channels(kwargs["input_size"])
         if chans is not None:
             if kwargs.setdefault("in_chans", chans) != chans:
                 raise ValueError(
-                    f"input_size={kwargs['input_size']!r} and in_chans={kwargs['in_chans']!r} "
-                    "disagree; give one"
+                    f"input_size={kwargs['input_size']!r} and in_chans={kwargs['in_chans']!r} disagree; give one"
                 )
         kwargs["input_size"] = _spatial_size(kwargs["input_size"], "input_size")
 

@@ -4,6 +4,7 @@ weights (:mod:`nlsam.models.released`) with ``pretrained=True``.
 
     >>> model = torch.hub.load("REPO", "ge_nlsam_resnet20", pretrained=True)   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -23,8 +24,10 @@ def create_released(model: str, pretrained: bool = False, tag: Optional[str] = N
     ``torch.hub`` entry point of the repository's ``hubconf.py`` calls. Keyword arguments go to
     :func:`nlsam.create_model`."""
     if model not in TIMM_MODEL_NAMES:
-        raise ValueError(f"no network {model!r}; valid: the timm names of nlsam.models.timm_models.TIMM_MODEL_NAMES "
-                         f"(e.g. nlsam_resnet20, ge_nlsam_resnet50)")
+        raise ValueError(
+            f"no network {model!r}; valid: the timm names of nlsam.models.timm_models.TIMM_MODEL_NAMES "
+            f"(e.g. nlsam_resnet20, ge_nlsam_resnet50)"
+        )
     arch, attention = model_of_timm_name(model)
     if not pretrained:
         if tag is not None:
@@ -33,8 +36,11 @@ def create_released(model: str, pretrained: bool = False, tag: Optional[str] = N
     released = [w for w in list_pretrained() if w.model == model and (tag is None or w.tag == tag)]
     if not released:
         have = ", ".join(w.name for w in list_pretrained() if w.model == model)
-        valid = f"released for {model}: {have}" if have else \
-            f"none is released for {model}; released: {', '.join(w.name for w in list_pretrained()) or 'none'}"
+        valid = (
+            f"released for {model}: {have}"
+            if have
+            else f"none is released for {model}; released: {', '.join(w.name for w in list_pretrained()) or 'none'}"
+        )
         raise ValueError(f"no released weight {model}{'.' + tag if tag else ''}; {valid}")
     return create_model(arch, attention=attention, pretrained=_PREFIX + released[0].name, **kwargs)
 
@@ -48,6 +54,7 @@ def hub_entrypoint(model: str) -> Callable[..., nn.Module]:
 
     entrypoint.__name__ = entrypoint.__qualname__ = model
     released = [w.name for w in list_pretrained() if w.model == model]
-    entrypoint.__doc__ = (f"nlsam's {model}; pretrained=True loads "
-                          + (", ".join(released) if released else "nothing: no weights are released for it"))
+    entrypoint.__doc__ = f"nlsam's {model}; pretrained=True loads " + (
+        ", ".join(released) if released else "nothing: no weights are released for it"
+    )
     return entrypoint
