@@ -2,7 +2,7 @@
 
 __all__ = ["DISTRIBUTION", "__version__"]
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 #: The name to ``pip install``: ``nlsam`` on the package index is an unrelated project.
 DISTRIBUTION = "torch-nlsam"
