@@ -50,8 +50,10 @@ def test_names_are_registered_and_listed():
         # ours, not one of timm's own models of the same name
         assert timm.models.model_entrypoint(name).__module__ == "nlsam.models.timm_models"
         assert getattr(timm_models, name).__name__ == name
-    # no pretrained weights anywhere
-    assert not set(timm.list_models(pretrained=True)) & set(TIMM_MODEL_NAMES)
+    # pretrained weights exactly where nlsam released some (nlsam.list_pretrained)
+    released = {w.model for w in nlsam.list_pretrained()}
+    assert set(timm.list_models(pretrained=True)) & set(TIMM_MODEL_NAMES) == released
+    assert {w.name for w in nlsam.list_pretrained()} <= set(timm.list_pretrained())
     assert not timm.models.is_model_pretrained("nlsam_resnet50")
     assert timm_models.register_timm_models() is True  # idempotent
 
@@ -88,7 +90,13 @@ def test_pretrained_cfg_of_every_name(name):
     cfg = timm.models.get_pretrained_cfg(name)
     arch = next(a for a in ARCHS if name.endswith("_" + a))
     assert name[: -len(arch) - 1] in ATTENTION_TAGS
-    assert cfg.architecture == name and not cfg.has_weights
+    released = [w for w in nlsam.list_pretrained() if w.model == name]
+    assert cfg.architecture == name and bool(cfg.has_weights) == bool(released)
+    if released:  # the release is the network's default tag, described by its record
+        weight = released[0]
+        assert cfg.tag == weight.tag and cfg.file.endswith(weight.file) and cfg.license == "mit"
+        assert (cfg.input_size, cfg.mean, cfg.std, cfg.num_classes) == (weight.input_size, weight.mean, weight.std, 10)
+        return
     assert (cfg.first_conv, cfg.classifier, cfg.interpolation) == ("conv1", "fc", "bilinear")
     if arch in IMAGENET_ARCHS:
         assert cfg.input_size == (3, 224, 224) and cfg.pool_size == (7, 7)
