@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from safetensors.torch import load_file, save
 
-from nlsam._io import atomic_write_bytes
+from nlsam._io import atomic_write_bytes, file_sha256
 from nlsam.analysis.hub import CardFacts, model_card
 from nlsam.cost import profile
 from nlsam.data import build_data
@@ -57,14 +57,6 @@ NOTE = (
     "network's own fp32 evaluation; the variant's figure is the mean of the final test top-1 the study "
     "recorded for each finished seed (bf16 evaluation), with the sample standard deviation."
 )
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def final_top1(run_dir: Path, epochs: int) -> Optional[float]:
@@ -197,7 +189,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=WEIGHTS, help="where the weights go (default: src/nlsam/weights)")
     args = parser.parse_args()
-    got = sha256(args.data)
+    got = file_sha256(args.data)
     if got != DATA_SHA256:
         raise SystemExit(f"{args.data} is not the CIFAR-10 JPEG copy (sha256 {got}, expected {DATA_SHA256})")
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -15,7 +15,6 @@ loads the network with the weights, giving the run's logits.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+
+from .._io import file_sha256
 
 __all__ = ["CardFacts", "export_hub", "hub_config", "model_card"]
 
@@ -200,14 +201,6 @@ def hub_config(model: nn.Module, config: Mapping[str, Any], meta: Mapping[str, A
     }
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _run_card_facts(state: Mapping[str, Any], model: nn.Module, name: str, machines: Sequence[str] = ()) -> CardFacts:
     """The card of a checkpoint ``state``'s network: its last recorded test top-1, its recipe,
     precision and ``machines`` as the run recorded them, and its cost from :func:`nlsam.profile`."""
@@ -237,7 +230,7 @@ def _run_card_facts(state: Mapping[str, Any], model: nn.Module, name: str, machi
         mean=meta["mean"],
         std=meta["std"],
         data=data,
-        data_sha256=_sha256_of(data_path) if data_path.is_file() else "",
+        data_sha256=file_sha256(data_path) if data_path.is_file() else "",
         top1=float(top1) if top1 is not None else None,
         top1_how=f"test split, as evaluated at the end of epoch {epochs} during training",
         params=int(cost.params),

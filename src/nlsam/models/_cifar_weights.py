@@ -19,7 +19,6 @@ and read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from .._download import weights_download_error
+from .._io import file_sha256
 from .resnet import BasicBlock, ResNet, ZeroPadShortcut
 
 __all__ = [
@@ -142,14 +142,6 @@ def _checkpoint_dir() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _download(source: CifarSource, path: str) -> None:
     """Download ``source`` to ``path`` with torch.hub (hash prefix checked); one-line errors."""
     import torch.hub
@@ -176,7 +168,7 @@ def cifar_state_dict(source: CifarSource) -> Mapping[str, Any]:
     if not os.path.isfile(path):
         _download(source, path)
     prefix = source.hash_prefix
-    if prefix and not _sha256(path).startswith(prefix):
+    if prefix and not file_sha256(path).startswith(prefix):
         raise ValueError(
             f"load_pretrained: {path} is not the published {source.name} (its sha256 does "
             f"not start with {prefix}); delete it and load {source.name} again to download it"

@@ -30,7 +30,6 @@ measured on the copy, not with published CIFAR-10 figures.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import shutil
@@ -44,6 +43,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from .._download import DownloadError
+from .._io import file_sha256
 
 __all__ = [
     "PretrainedWeight",
@@ -157,14 +157,6 @@ def get_pretrained(name: str) -> PretrainedWeight:
     raise ValueError(f"no released weight {bare!r}; released: {valid} (nlsam.list_pretrained())")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
@@ -205,7 +197,7 @@ def pretrained_file(weight: PretrainedWeight) -> Path:
                 f"could not download the weight {weight.name} from {weight.url} ({reason}); "
                 f"fetch it on a machine with a connection and put it in {dest}"
             ) from None
-        got = _sha256(Path(tmp))
+        got = file_sha256(tmp)
         if got != weight.sha256:
             raise DownloadError(
                 f"the download of {weight.name} from {weight.url} is corrupt (sha256 {got}, "
