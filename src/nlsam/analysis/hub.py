@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .._io import file_sha256
+from .export import check_export
 
 __all__ = ["CardFacts", "export_hub", "hub_config", "model_card"]
 
@@ -274,7 +275,7 @@ def export_hub(
 
     With ``check``, the folder is loaded back (through timm's ``local-dir:`` when timm is
     installed, else through nlsam) and its logits compared with the checkpoint's network on
-    random inputs; the largest difference relative to max(1, max |logit|) must be within
+    random inputs (:func:`nlsam.analysis.export.check_export`, batches 1 and 3); the largest difference relative to max(1, max |logit|) must be within
     ``tolerance``, else nothing is left in ``out``. Returns ``{"path", "files", "max_diff",
     "loader"}``.
     """
@@ -307,7 +308,8 @@ def export_hub(
     if check:
         try:
             reloaded, loader = _reload(out)
-            diff = _max_diff(model, reloaded, tuple(config["pretrained_cfg"]["input_size"]))
+            with torch.no_grad():
+                diff = max(check_export(model, reloaded.eval()).values())
         except Exception:
             for p in written:
                 p.unlink(missing_ok=True)
@@ -344,11 +346,3 @@ def _reload(folder: Path) -> Tuple[nn.Module, str]:
     )
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     return model.eval(), "nlsam"
-
-
-@torch.no_grad()
-def _max_diff(expected: nn.Module, got: nn.Module, input_size: Tuple[int, ...]) -> float:
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(3, *input_size, generator=generator)
-    a, b = expected.eval()(x), got.eval()(x)
-    return float((a - b).abs().max()) / max(1.0, float(a.abs().max()))
