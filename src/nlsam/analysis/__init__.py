@@ -1,7 +1,8 @@
-"""What trained networks and studies show: study reports (:mod:`.report`), Grad-CAM
-(:mod:`.gradcam`), NL-SAM attention maps (:mod:`.attention_maps`), localisation scores on the
-``locate`` data (:mod:`.localisation`), predictions (:mod:`.predict`), exports (:mod:`.export`),
-their figures (:mod:`.figures`) and Hugging Face Hub folders (:mod:`.hub`).
+"""What trained networks and studies show: study reports (:mod:`.report`) and the Student-t
+intervals they give (:mod:`.statistics`), Grad-CAM (:mod:`.gradcam`), NL-SAM attention maps
+(:mod:`.attention_maps`), localisation scores on the ``locate`` data (:mod:`.localisation`),
+predictions (:mod:`.predict`), exports (:mod:`.export`), their figures (:mod:`.figures`) and
+Hugging Face Hub folders (:mod:`.hub`).
 
 The ``nlsam`` commands that run them are in :mod:`nlsam.cli`; the cost counter is
 :mod:`nlsam.cost`. ``nlsam.analysis.attention_maps`` and ``nlsam.analysis.predict`` are the
@@ -11,7 +12,15 @@ functions of those names (their modules are reached with ``from nlsam.analysis.p
 
 from .attention_maps import AttentionMap, attention_figure, attention_maps, main_attention
 from .export import check_export, export_model, load_safetensors
-from .figures import check_cmap, png_bytes, save_test_images, write_files
+from .figures import (
+    check_cmap,
+    png_bytes,
+    save_accuracy_by_stage_k,
+    save_accuracy_curves,
+    save_accuracy_vs_gflops,
+    save_test_images,
+    write_files,
+)
 from .gradcam import cam_figure, grad_cam, target_layer
 from .hub import CardFacts, export_hub, hub_config, model_card
 from .localisation import (
@@ -38,16 +47,8 @@ from .predict import (
     predict,
     resolve_target_class,
 )
-from .report import (
-    GroupResult,
-    mean_interval,
-    paired_interval,
-    t_cdf,
-    t_quantile,
-    t_quantile_975,
-    welch_interval,
-    write_report,
-)
+from .report import GroupResult, write_report
+from .statistics import mean_interval, paired_interval, t_cdf, t_quantile, t_quantile_975, welch_interval
 
 __all__ = [
     "AttentionMap",
@@ -87,6 +88,9 @@ __all__ = [
     "prepare_maps",
     "resolve_target_class",
     "run_localisation",
+    "save_accuracy_by_stage_k",
+    "save_accuracy_curves",
+    "save_accuracy_vs_gflops",
     "save_test_images",
     "t_cdf",
     "t_quantile",

@@ -1,11 +1,16 @@
-"""Figures of the inspection commands (matplotlib, drawn off-screen, never through pyplot), and
-sample images to try them on.
+"""Figures of the inspection commands (matplotlib, drawn off-screen, never through pyplot), the
+figures of a study report, and sample images to try the inspection commands on.
 
 All heat maps of one figure share one colour map (``jet`` by default, the convention of
 Grad-CAM figures including the NL-SAM paper's Figure 5) and one colour bar. Inputs are shown
 as the network saw them (after resizing), upsampled with nearest-neighbour so that a 32 x 32
 CIFAR image stays sharp; heat maps are overlaid at 50 % opacity. Figures are saved with a tight
 bounding box, so no title or label is clipped.
+
+Study reports (:func:`nlsam.analysis.report.write_report`): :func:`save_accuracy_vs_gflops`,
+:func:`save_accuracy_by_stage_k` and :func:`save_accuracy_curves` write the PNG figures of the
+paper's Figures 1 and 3 and of the accuracy per epoch, drawn with pyplot on matplotlib's
+off-screen Agg backend.
 
 Sample images: :func:`save_test_images` writes the first test image of every class of a dataset
 (``builtin``, ``cifar10``, ``cifar100``, or an ImageFolder directory or ``.zip`` such as a JPEG
@@ -17,7 +22,7 @@ from __future__ import annotations
 import io
 import textwrap
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +30,15 @@ import torch
 from .._io import atomic_write_bytes
 from .._optional import require
 
-__all__ = ["check_cmap", "png_bytes", "save_test_images", "write_files"]
+__all__ = [
+    "check_cmap",
+    "png_bytes",
+    "save_accuracy_by_stage_k",
+    "save_accuracy_curves",
+    "save_accuracy_vs_gflops",
+    "save_test_images",
+    "write_files",
+]
 
 _DEFAULT_CMAP = "jet"
 _PANEL_INCHES = 2.2
@@ -201,6 +214,113 @@ def write_files(files: Dict[Path, bytes], quiet: bool = False) -> None:
         atomic_write_bytes(path, data)
         if not quiet:
             print(path)
+
+
+# ------------------------------------------------------------------------------------------
+# study reports
+# ------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    """matplotlib's pyplot, on the off-screen Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_accuracy_vs_gflops(variants: Sequence[Tuple[str, float, float, int, int]], path: Path) -> None:
+    """Write the accuracy of study variants against their GFLOPs (the NL-SAM paper's Figure 1)
+    as a PNG to ``path``.
+
+    ``variants``: ``(label, mean, std, params, flops)`` of each variant (accuracy in %, over
+    seeds; at least one variant). Each is a labelled marker with ``std`` as its error bar, the
+    marker's area growing with ``params``.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    largest = max(params for _, _, _, params, _ in variants)
+    for label, mean, std, params, flops in variants:
+        ax.errorbar(flops / 1e9, mean, yerr=std, fmt="none", ecolor="0.5", capsize=3, zorder=1)
+        ax.scatter(flops / 1e9, mean, s=60 + 600 * params / largest, alpha=0.6, zorder=2)
+        ax.annotate(label, (flops / 1e9, mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.margins(x=0.25, y=0.15)
+    ax.set_xlabel("GFLOPs")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("Accuracy against cost (marker area ~ parameters)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_accuracy_by_stage_k(
+    accuracies: Mapping[Tuple[str, int], Tuple[float, float]],
+    stages: Sequence[str],
+    kernels: Sequence[int],
+    spread: Tuple[float, float],
+    baseline: Optional[float],
+    path: Path,
+) -> None:
+    """Write the accuracy of NL-SAM by insertion stages and pooling kernel k (the NL-SAM
+    paper's Figure 3) as a PNG to ``path``.
+
+    One group of bars per entry of ``stages`` (as the report writes them: ``[2,3]``), in it one
+    bar per kernel of ``kernels``: ``accuracies[stage, k]`` is its ``(mean, std)`` in %, the
+    std an error bar; a pair it lacks has no bar. ``baseline``: the baseline's mean accuracy, a
+    dashed line (None: none). The accuracy axis spans ``spread`` (the lowest mean - std and
+    the highest mean + std of the variants) and one point more on either side.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    width = 0.8 / max(len(kernels), 1)
+    for i, k in enumerate(kernels):
+        xs, ys, es = [], [], []
+        for j, stage in enumerate(stages):
+            if (stage, k) in accuracies:
+                mean, std = accuracies[stage, k]
+                xs.append(j + i * width)
+                ys.append(mean)
+                es.append(std)
+        ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"k = {k}")
+    if baseline is not None:
+        ax.axhline(baseline, color="k", linestyle="--", linewidth=1, label="baseline")
+    ax.set_xticks([j + width * (len(kernels) - 1) / 2 for j in range(len(stages))])
+    ax.set_xticklabels([f"stages {s}" for s in stages])
+    ax.set_ylim(spread[0] - 1.0, spread[1] + 1.0)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("NL-SAM by insertion stage and pooling kernel k")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_accuracy_curves(curves: Sequence[Tuple[str, Sequence[float]]], path: Path) -> None:
+    """Write the test accuracy per epoch of study variants as a PNG to ``path``.
+
+    ``curves``: ``(label, accuracies)`` of each variant, ``accuracies[i]`` its test top-1 (%)
+    after epoch ``i + 1``, the mean over its seeds. Each is a line with a marker at every epoch
+    (so that a run of one epoch shows as a point); the epoch axis has whole epochs only.
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, mean in curves:
+        length = len(mean)
+        ax.plot(range(1, length + 1), mean, marker="o", markersize=4 if length > 1 else 7, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test top-1 (%), mean over seeds")
+    ax.set_title("Test accuracy during training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------

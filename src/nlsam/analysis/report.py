@@ -5,11 +5,12 @@ seeds with the seed count. Each variant is compared with its *partner*: a combin
 (``se+nlsam``, ``cbam+nlsam``) with ``X`` alone where the study has it, every other variant with
 the baseline. The difference of means comes with a 95% confidence interval (Welch's t interval,
 unequal variances, with Student's t quantile computed exactly at the fractional Welch degrees
-of freedom: :func:`t_quantile`); where both variants ran the same seeds (the same data order and,
-for fresh runs, the same initialisation of the layers they share), the paired difference too:
-the mean of the per-seed differences with its 95% t interval (:func:`paired_interval`). Parameters and GFLOPs are measured with
+of freedom: :func:`nlsam.analysis.statistics.t_quantile`); where both variants ran the same seeds
+(the same data order and, for fresh runs, the same initialisation of the layers they share), the
+paired difference too: the mean of the per-seed differences with its 95% t interval
+(:func:`nlsam.analysis.statistics.paired_interval`). Parameters and GFLOPs are measured with
 :func:`nlsam.cost.profile` at the data's input size. Writes ``report.md``, ``results.csv``,
-``runs.csv`` and PNG figures into the study directory.
+``runs.csv`` and PNG figures (drawn by :mod:`nlsam.analysis.figures`) into the study directory.
 
 Runs trained on the ``locate`` data also get localisation columns: the share of the Grad-CAM
 map (true class) and of the mean of the network's own spatial attention maps inside the mask
@@ -30,203 +31,33 @@ from __future__ import annotations
 import csv
 import json
 import math
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from statistics import fmean, stdev
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..cost import profile, render_table
+from ..data import procedural_name
 from ..engine.checkpoint import load_checkpoint
 from ..engine.config import TrainConfig, config_keys
 from ..engine.loading import META_DEFAULTS, build_network
 from ..engine.precision import listed_precisions
 from ..engine.run_dir import read_metrics, recorded_machines, recorded_precision
 from ..engine.study import RunStatus, Study, StudyRun, load_study, run_status
+from .figures import save_accuracy_by_stage_k, save_accuracy_curves, save_accuracy_vs_gflops
+from .localisation import localisation_of_run
 
-__all__ = [
-    "GroupResult",
-    "mean_interval",
-    "paired_interval",
-    "t_cdf",
-    "t_quantile",
-    "t_quantile_975",
-    "welch_interval",
-    "write_report",
-]
+# The Student-t functions and intervals live in nlsam.analysis.statistics; they stay importable
+# from this module, where they were first defined.
+from .statistics import mean_interval as mean_interval
+from .statistics import paired_interval as paired_interval
+from .statistics import t_cdf as t_cdf
+from .statistics import t_quantile as t_quantile
+from .statistics import t_quantile_975 as t_quantile_975
+from .statistics import welch_interval as welch_interval
 
-# ------------------------------------------------------------------------------------------
-# Student's t distribution, in pure Python: the CDF through the regularized incomplete beta
-# function, the quantile by bisection
-# ------------------------------------------------------------------------------------------
-
-_EPS = 1e-16
-_LARGE_DF = 2e4  # above: the central probability is summed as a series (see _t_tail)
-
-
-def _log_beta(a: float, b: float) -> float:
-    """``log B(a, b)``; for a large argument through Stirling's series, so that the difference
-    ``lgamma(big) - lgamma(big + small)`` keeps its digits (lgamma of 5e8 is about 1e10)."""
-    small, big = min(a, b), max(a, b)
-    if big < 20:
-        return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-
-    def correction(z: float) -> float:  # lgamma(z) - ((z - 1/2) log z - z + log(2 pi) / 2)
-        z2 = z * z
-        return (1 / 12 - (1 / 360 - (1 / 1260 - 1 / (1680 * z2)) / z2) / z2) / z
-
-    difference = (
-        -small * math.log(big)
-        - (big + small - 0.5) * math.log1p(small / big)
-        + small
-        + correction(big)
-        - correction(big + small)
-    )
-    return math.lgamma(small) + difference
-
-
-def _beta_front(a: float, b: float, x: float, y: float) -> float:
-    """``x**a * y**b / B(a, b)`` with ``y = 1 - x`` (both given, so that neither loses digits)."""
-    log_x = math.log(x) if x <= 0.5 else math.log1p(-y)
-    log_y = math.log(y) if y <= 0.5 else math.log1p(-x)
-    return math.exp(a * log_x + b * log_y - _log_beta(a, b))
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the incomplete beta function, by the modified Lentz method."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 100_000):
-        for coefficient in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + coefficient * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + coefficient / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < _EPS:
-            return h
-    raise ArithmeticError(f"the incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
-
-
-def _beta_series(a: float, b: float, x: float, y: float) -> float:
-    """``I_x(a, b)`` as the power series ``x^a y^b / (a B(a, b)) sum_n (a+b)_n / (a+1)_n x^n``
-    (all terms positive; converges for x < 1, quickly when ``b x`` is moderate)."""
-    if x <= 0.0:
-        return 0.0
-    term, total, n = 1.0, 1.0, 0
-    while term > _EPS * total:
-        term *= (a + b + n) * x / (a + 1 + n)
-        total += term
-        n += 1
-    return _beta_front(a, b, x, y) * total / a
-
-
-def _regularized_beta(a: float, b: float, x: float, y: Optional[float] = None) -> float:
-    """The regularized incomplete beta function ``I_x(a, b)`` (a, b > 0, 0 <= x <= 1); pass
-    ``y = 1 - x`` when it is known more exactly than ``1 - x``."""
-    y = 1.0 - x if y is None else y
-    if x <= 0.0:
-        return 0.0
-    if y <= 0.0:
-        return 1.0
-    # the fraction converges quickly below (a + 1) / (a + b + 2); above, use I_x(a, b) = 1 - I_y(b, a)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return _beta_front(a, b, x, y) * _beta_fraction(a, b, x) / a
-    return 1.0 - _beta_front(a, b, x, y) * _beta_fraction(b, a, y) / b
-
-
-def _check_df(df: float) -> None:
-    if not df > 0:  # also rejects nan
-        raise ValueError(f"degrees of freedom must be > 0, got {df}")
-
-
-def _t_tail(t: float, df: float) -> float:
-    """``P(T > t)`` for ``t >= 0``: ``I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)``."""
-    if math.isinf(df):
-        return 0.5 * math.erfc(t / math.sqrt(2.0))
-    if t > 1e150:  # t^2 overflows (only tiny df get there): I_x(a, b) = x^a / (a B(a, b)) to 1e-300
-        a = df / 2
-        return 0.5 * math.exp(a * (math.log(df) - 2 * math.log(t)) - _log_beta(a, 0.5)) / a
-    t2 = t * t
-    x, y = df / (df + t2), t2 / (df + t2)
-    if df > _LARGE_DF and t2 < 1000.0:
-        # near x = 1 the fraction loses about df * 1e-16 (relative); the central probability
-        # P(|T| < t) = I_y(1/2, df/2) is a series of positive terms there, exact to 1e-16
-        # (absolute, so 1e-16 / tail relative): the better of the two unless tail < 1 / df
-        # (always so from t^2 = 1000 on, where the tail is below 1e-200)
-        tail = 0.5 * (1.0 - _beta_series(0.5, df / 2, y, x))
-        if tail * df > 1.0:
-            return tail
-    return 0.5 * _regularized_beta(df / 2, 0.5, x, y)
-
-
-def t_cdf(x: float, df: float) -> float:
-    """``P(T <= x)`` for Student's t with ``df > 0`` (possibly fractional, or ``math.inf``)
-    degrees of freedom."""
-    _check_df(df)
-    tail = _t_tail(abs(x), df)
-    return tail if x < 0 else 1.0 - tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t with ``df > 0`` degrees of freedom (possibly fractional,
-    or ``math.inf``): bisection on the tail probability, to a relative 1e-12 or better, except
-    for tails below 1e-8 at df above 1e9 (1e-5 there)."""
-    _check_df(df)
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"a quantile needs a probability strictly between 0 and 1, got {p}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    tail = 1.0 - p
-    if tail == 0.5:
-        return 0.0
-    low, high = 0.0, 1.0
-    while _t_tail(high, df) > tail:
-        if high > 1e300:  # tiny df: the quantile exceeds the floats
-            return math.inf
-        low, high = high, 2.0 * high
-    while high - low > 1e-13 * high:
-        middle = 0.5 * (low + high)
-        if _t_tail(middle, df) > tail:
-            low = middle
-        else:
-            high = middle
-    return 0.5 * (low + high)
-
-
-def t_quantile_975(df: float) -> float:
-    """The 0.975 quantile of Student's t with ``df`` (possibly fractional) degrees of freedom."""
-    return t_quantile(0.975, df)
-
-
-def welch_interval(a: Sequence[float], b: Sequence[float]) -> Optional[Tuple[float, float, float]]:
-    """Mean difference ``mean(a) - mean(b)`` and its 95% Welch interval; None with < 2 samples."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    diff = statistics.fmean(a) - statistics.fmean(b)
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return diff, diff, diff
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = t_quantile_975(df) * math.sqrt(va + vb)
-    return diff, diff - half, diff + half
-
-
-def paired_interval(a: Dict[int, float], b: Dict[int, float]) -> Optional[Tuple[float, float, float, int]]:
-    """Mean of ``a[seed] - b[seed]`` over the seeds both have, its 95% t interval (n - 1 degrees
-    of freedom) and n; None with fewer than 2 shared seeds."""
-    diffs = [a[seed] - b[seed] for seed in a if seed in b]
-    if len(diffs) < 2:
-        return None
-    interval = mean_interval(diffs)
-    assert interval is not None  # at least two differences
-    mean, half = interval
-    return mean, mean - half, mean + half, len(diffs)
+__all__ = ["GroupResult", "write_report"]
 
 
 @dataclass
@@ -247,11 +78,11 @@ class GroupResult:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.accuracies)
+        return fmean(self.accuracies)
 
     @property
     def std(self) -> float:
-        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+        return stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
 
     @property
     def by_seed(self) -> Dict[int, float]:
@@ -340,8 +171,6 @@ def _collect(study: Study, statuses: Optional[Mapping[str, RunStatus]] = None) -
         if result.params is None:
             result.params, result.flops = _cost(run.run_dir, _trained_config(run, statuses[run.name]))
         if _on_locate_data(run):
-            from .localisation import localisation_of_run
-
             result.localisation.append(localisation_of_run(run.run_dir))
     results = list(groups.values())
     _attach_baselines(study, results)
@@ -349,8 +178,6 @@ def _collect(study: Study, statuses: Optional[Mapping[str, RunStatus]] = None) -
 
 
 def _on_locate_data(run) -> bool:
-    from ..data import procedural_name
-
     return procedural_name(str(run.config.data)) == "locate"
 
 
@@ -370,17 +197,6 @@ def _figure(result: Dict[str, Any], where: Tuple[str, ...]) -> Optional[float]:
             return None
         value = value[key]
     return float(value)
-
-
-def mean_interval(values: Sequence[float]) -> Optional[Tuple[float, float]]:
-    """The mean of ``values`` and the half-width of its 95% t interval (Student's t with n - 1
-    degrees of freedom); the half-width is nan for a single value; None for none."""
-    if not values:
-        return None
-    if len(values) == 1:
-        return float(values[0]), math.nan
-    half = t_quantile_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return statistics.fmean(values), half
 
 
 def _localisation_values(result: GroupResult, where: Tuple[str, ...]) -> List[float]:
@@ -563,13 +379,11 @@ def write_report(study_dir: Path) -> Path:
                 machines = "; ".join(recorded_machines(run.run_dir))
                 precisions[precision or "not recorded"] += 1
                 if located and _on_locate_data(run):
-                    from .localisation import localisation_of_run
-
                     cached = localisation_of_run(run.run_dir)  # read back from the run's cache
                     loc = [_fmt_value(_figure(cached, where)) for _, _, where in _LOCALISATION_COLUMNS]
             writer.writerow([run.name, _group_label(run.group), run.seed, state, top1, precision, machines, *loc])
 
-    figures = _figures(study, results, study_dir)
+    figures = _figures(results, study_dir)
     lines = [
         f"# Study: {study.name}",
         "",
@@ -755,87 +569,49 @@ def _localisation_note(results: List[GroupResult]) -> str:
     )
 
 
-def _figures(study: Study, results: List[GroupResult], out: Path) -> List[Tuple[str, str]]:
-    import matplotlib
+_STAGES, _POOL = "model_options.nlsam_stages", "model_options.nlsam_pool"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
+def _figures(results: List[GroupResult], out: Path) -> List[Tuple[str, str]]:
+    """Draw the study's figures into ``out`` (:mod:`nlsam.analysis.figures`): accuracy against
+    GFLOPs, by NL-SAM stage and pooling kernel k where the study varies both, and per epoch.
+    Returns the (title, file name) of each figure drawn."""
     # (params and flops are measured together, by _cost)
     costed = [(r, r.params, r.flops) for r in results if r.accuracies and r.params is not None and r.flops]
     done = [r for r, _, _ in costed]
     figures = []
     if done:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        largest = max(params for _, params, _ in costed)
-        for r, params, flops in costed:
-            ax.errorbar(flops / 1e9, r.mean, yerr=r.std, fmt="none", ecolor="0.5", capsize=3, zorder=1)
-            ax.scatter(flops / 1e9, r.mean, s=60 + 600 * params / largest, alpha=0.6, zorder=2)
-            ax.annotate(r.label, (flops / 1e9, r.mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
-        ax.margins(x=0.25, y=0.15)
-        ax.set_xlabel("GFLOPs")
-        ax.set_ylabel("test top-1 (%)")
-        ax.set_title("Accuracy against cost (marker area ~ parameters)")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "accuracy_vs_gflops.png", dpi=120)
-        plt.close(fig)
+        points = [(r.label, r.mean, r.std, params, flops) for r, params, flops in costed]
+        save_accuracy_vs_gflops(points, out / "accuracy_vs_gflops.png")
         figures.append(("Accuracy against GFLOPs (the paper's Figure 1)", "accuracy_vs_gflops.png"))
 
     keys = set().union(*(r.group for r in results)) if results else set()
-    if {"model_options.nlsam_stages", "model_options.nlsam_pool"} <= keys:
-        stages = sorted(
-            {_fmt(r.group["model_options.nlsam_stages"]) for r in done if "model_options.nlsam_stages" in r.group}
-        )
-        ks = sorted({r.group["model_options.nlsam_pool"] for r in done if "model_options.nlsam_pool" in r.group})
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        width = 0.8 / max(len(ks), 1)
-        for i, k in enumerate(ks):
-            xs, ys, es = [], [], []
-            for j, stage in enumerate(stages):
-                match = [
-                    r
-                    for r in done
-                    if _fmt(r.group.get("model_options.nlsam_stages")) == stage
-                    and r.group.get("model_options.nlsam_pool") == k
-                ]
+    if {_STAGES, _POOL} <= keys:
+        stages = sorted({_fmt(r.group[_STAGES]) for r in done if _STAGES in r.group})
+        kernels = sorted({r.group[_POOL] for r in done if _POOL in r.group})
+        accuracies = {}
+        for k in kernels:
+            for stage in stages:
+                match = [r for r in done if _fmt(r.group.get(_STAGES)) == stage and r.group.get(_POOL) == k]
                 if match:
-                    xs.append(j + i * width)
-                    ys.append(match[0].mean)
-                    es.append(match[0].std)
-            ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"k = {k}")
+                    accuracies[stage, k] = (match[0].mean, match[0].std)
         baseline = next((r.baseline for r in done if r.baseline is not None), None)
-        if baseline is not None and baseline.accuracies:
-            ax.axhline(baseline.mean, color="k", linestyle="--", linewidth=1, label="baseline")
-        ax.set_xticks([j + width * (len(ks) - 1) / 2 for j in range(len(stages))])
-        ax.set_xticklabels([f"stages {s}" for s in stages])
-        lows = [r.mean - r.std for r in done]
-        ax.set_ylim(min(lows) - 1.0, max(r.mean + r.std for r in done) + 1.0)
-        ax.set_ylabel("test top-1 (%)")
-        ax.set_title("NL-SAM by insertion stage and pooling kernel k")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "accuracy_by_stage_k.png", dpi=120)
-        plt.close(fig)
+        save_accuracy_by_stage_k(
+            accuracies,
+            stages,
+            kernels,
+            spread=(min(r.mean - r.std for r in done), max(r.mean + r.std for r in done)),
+            baseline=baseline.mean if baseline is not None and baseline.accuracies else None,
+            path=out / "accuracy_by_stage_k.png",
+        )
         figures.append(("Accuracy by stage and k (the paper's Figure 3)", "accuracy_by_stage_k.png"))
 
-    curves = [r for r in results if r.curves]
-    if curves:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in curves:
+    curves = []
+    for r in results:
+        if r.curves:
             length = min(len(c) for c in r.curves)
-            mean = [statistics.fmean(c[i] for c in r.curves) for i in range(length)]
-            # markers: a run of one epoch gives one point, which a line alone would not show
-            ax.plot(range(1, length + 1), mean, marker="o", markersize=4 if length > 1 else 7, label=r.label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test top-1 (%), mean over seeds")
-        ax.set_title("Test accuracy during training")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "curves.png", dpi=120)
-        plt.close(fig)
+            curves.append((r.label, [fmean(c[i] for c in r.curves) for i in range(length)]))
+    if curves:
+        save_accuracy_curves(curves, out / "curves.png")
         figures.append(("Test accuracy per epoch", "curves.png"))
     return figures
