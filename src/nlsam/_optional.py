@@ -1,10 +1,12 @@
 """Optional packages: imported only by the paths that need them, with a one-line error naming
-the ``pip install`` that fixes a missing one."""
+the ``pip install`` that fixes a missing one (:func:`require`), or as None where the code works
+without them (:func:`optional_module`)."""
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Optional
 
 from .version import DISTRIBUTION
 
@@ -40,3 +42,12 @@ def require(module: str, purpose: str) -> ModuleType:
             f"{purpose} needs the '{package}' package: pip install {package} "
             f"(or pip install '{DISTRIBUTION}[{extra}]' for {_EXTRAS[extra]})"
         ) from None
+
+
+def optional_module(module: str) -> Optional[ModuleType]:
+    """Import ``module``, or None when it is not installed (or too old to have it), for code
+    that works without it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None

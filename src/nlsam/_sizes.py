@@ -41,11 +41,9 @@ def to_2tuple(size: SizeLike, name: str = "feature_size") -> Tuple[int, int]:
 
 
 def size_pair(size: SizeLike) -> Tuple[int, int]:
-    """``32`` -> ``(32, 32)``; ``(H, W)`` -> ``(H, W)`` as ints."""
-    if isinstance(size, int):
-        return size, size
-    h, w = (int(s) for s in size)
-    return h, w
+    """:func:`to_2tuple` naming ``input_size``; an old name still imported by
+    :mod:`nlsam.analysis.localisation`: new code calls :func:`to_2tuple`."""
+    return to_2tuple(size, "input_size")
 
 
 def parse_input_size(values: Optional[Sequence[int]], *, min_pixels: Optional[int] = None) -> Optional[Tuple[int, int]]:

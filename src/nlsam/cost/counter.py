@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .._ranges import check_model_argument
-from .._sizes import check_max_side
+from .._sizes import check_max_side, to_2tuple
+from ..attention import attention_types
 from .report import CostReport, ModuleCost, TypeCost
 from .rules import _op_name, count_op
 
@@ -62,13 +63,6 @@ class _CostMode(TorchDispatchMode):
         return out
 
 
-def _attention_types() -> Tuple[Type[nn.Module], ...]:
-    """Every registered attention module class (:func:`nlsam.attention.attention_types`)."""
-    from ..attention import attention_types
-
-    return attention_types()
-
-
 def _input_shape(model: nn.Module, input_size: Optional[InputSize]) -> Tuple[int, int, int]:
     if input_size is None:
         input_size = getattr(model, "input_size", None)
@@ -89,7 +83,7 @@ def _input_shape(model: nn.Module, input_size: Optional[InputSize]) -> Tuple[int
         raise ValueError(f"input_size must be an int, (H, W) or (C, H, W), got {input_size!r}")
     if len(size) == 3:
         channels = size[0]
-    height, width = size[-2] if len(size) > 1 else size[0], size[-1]
+    height, width = to_2tuple(size[-2:] if len(size) > 1 else size[0], "input_size")
     check_max_side(height, width, "profile: input_size")
     return channels, height, width
 
@@ -122,7 +116,7 @@ def profile(
     """
     check_model_argument(model, "profile")
     channels, height, width = _input_shape(model, input_size)
-    detail = tuple(_attention_types() if detail_types is None else detail_types)
+    detail = tuple(attention_types() if detail_types is None else detail_types)
     named = list(model.named_modules())
     mode = _CostMode(len(named))
 

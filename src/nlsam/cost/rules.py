@@ -39,12 +39,15 @@ matmul MACs only, the number fvcore, ptflops and most papers call "FLOPs".
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch.utils._pytree import tree_flatten
+
+from .._optional import optional_module
 
 __all__ = ["COUNTING_RULES", "count_op"]
 
@@ -226,11 +229,16 @@ def _attention_macs(name: str, args: Sequence[Any]) -> Optional[int]:
     return batch * length * source * (dim + dim_v)
 
 
+@functools.lru_cache(maxsize=None)
+def _flop_registry() -> Optional[Dict[Any, Any]]:
+    """torch's FlopCounterMode formulas by operator, or None on a torch without them."""
+    return getattr(optional_module("torch.utils.flop_counter"), "flop_registry", None)
+
+
 def _registry_macs(func: Any, args: Sequence[Any], kwargs: Dict[str, Any], out: Any) -> Optional[int]:
     """MACs from torch's own FlopCounterMode formulas (attention kernels, ...), if it has one."""
-    try:
-        from torch.utils.flop_counter import flop_registry
-    except ImportError:  # pragma: no cover - old torch
+    flop_registry = _flop_registry()
+    if flop_registry is None:  # pragma: no cover - old torch
         return None
     formula = flop_registry.get(func.overloadpacket)
     if formula is None:

@@ -19,6 +19,9 @@ Supported data:
 In-memory data is augmented in whole batches on the training device (zero-pad + random crop,
 horizontal flip) and normalized there. Train loaders shard per rank with a per-epoch
 deterministic shuffle; test loaders shard without duplicates (reduce metrics over ranks).
+
+``peek_data`` tells the input size and class count that ``build_data`` would give, without
+loading the images (e.g. to settle the image size before loading the data once).
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from ._augment import Normalizer, random_crop_flip
 from ._build import (
     DATASET_NAMES,
     DataBundle,
+    DataInfo,
     build_data,
     check_data_source,
     default_data_dir,
     parse_procedural,
+    peek_data,
     procedural_name,
     procedural_size,
 )
@@ -49,6 +54,7 @@ __all__ = [
     "ChecksumError",
     "DATASET_NAMES",
     "DataBundle",
+    "DataInfo",
     "DatasetNotFoundError",
     "DownloadError",
     "LOCATE_CLASSES",
@@ -62,6 +68,7 @@ __all__ = [
     "generate_builtin",
     "generate_locate",
     "parse_procedural",
+    "peek_data",
     "preprocess_image",
     "procedural_name",
     "procedural_size",

@@ -7,16 +7,25 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
 
-from .._sizes import size_pair
+from .._normalisation import IMAGENET_MEAN, IMAGENET_STD
+from .._sizes import to_2tuple
 from ._augment import Normalizer
-from ._builtin import BUILTIN_CLASSES, BuiltinSplit, generate_builtin
-from ._cifar import CIFAR_SPECS, cifar_not_found, find_cifar, load_cifar
+from ._datasets import (
+    DATASET_NAMES,
+    DatasetEntry,
+    dataset_entry,
+    default_data_dir,
+    parse_procedural,
+    procedural_name,
+    procedural_size,
+)
 from ._folder import (
+    FolderIndex,
     LazyImageDataset,
     channel_stats,
     choose_size,
@@ -27,28 +36,25 @@ from ._folder import (
 )
 from ._images import SMALL_IMAGE_MAX, preprocess_image
 from ._loaders import InMemoryLoader, ShardSampler, TorchLoader
-from ._localisation import LOCATE_CLASSES, LocateSplit, generate_locate
 
-__all__ = ["DATASET_NAMES", "DataBundle", "LoaderOptions", "build_data", "check_data_source", "default_data_dir"]
+__all__ = [
+    "DATASET_NAMES",
+    "DataBundle",
+    "DataInfo",
+    "LoaderOptions",
+    "build_data",
+    "check_data_source",
+    "default_data_dir",
+    "parse_procedural",
+    "peek_data",
+    "procedural_name",
+    "procedural_size",
+]
 
 _log = logging.getLogger("nlsam.data")
 
-#: Dataset names :func:`build_data` knows (besides paths to ImageFolder directories / zips).
-DATASET_NAMES = ("builtin", "locate", "cifar10", "cifar100")
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-BUILTIN_DEFAULT_TRAIN = 10_000
-BUILTIN_DEFAULT_TEST = 2_000
-LOCATE_DEFAULT_TRAIN = 10_000
-LOCATE_DEFAULT_TEST = 2_000
-
-#: The procedural datasets: name -> (generator, class names, default train / test sizes).
-_PROCEDURAL: Dict[str, Tuple[Callable[..., Union[BuiltinSplit, LocateSplit]], Tuple[str, ...], int, int]] = {
-    "builtin": (generate_builtin, BUILTIN_CLASSES, BUILTIN_DEFAULT_TRAIN, BUILTIN_DEFAULT_TEST),
-    "locate": (generate_locate, LOCATE_CLASSES, LOCATE_DEFAULT_TRAIN, LOCATE_DEFAULT_TEST),
-}
+#: The side of the square input of folders of large images when ``image_size`` is not given.
+LARGE_IMAGE_SIZE = 224
 
 # uint8 datasets up to this size are moved to an accelerator once and indexed there.
 _MAX_DEVICE_BYTES = 4 << 30
@@ -92,6 +98,18 @@ class DataBundle:
 
 
 @dataclass(frozen=True)
+class DataInfo:
+    """What :func:`peek_data` tells of a dataset without loading it: the ``name``,
+    ``input_size`` (H, W), ``num_classes`` and ``in_chans`` that the :class:`DataBundle` of
+    ``build_data(data, image_size=None)`` has."""
+
+    name: str
+    input_size: Tuple[int, int]
+    num_classes: int
+    in_chans: int = 3
+
+
+@dataclass(frozen=True)
 class LoaderOptions:
     """How the loaders of :func:`build_data` batch, place, shard and augment the data (its
     arguments of those names; ``eval_batch_size`` resolved), passed down to every builder."""
@@ -106,48 +124,6 @@ class LoaderOptions:
     channels_last: bool
     num_workers: int
     cache_dir: Optional[str]
-
-
-def default_data_dir() -> Path:
-    """Where datasets are looked for without ``data_dir``: ``$NLSAM_DATA_DIR``, else ``./data``."""
-    return Path(os.environ.get("NLSAM_DATA_DIR") or "data").expanduser()
-
-
-def procedural_name(spec: str) -> Optional[str]:
-    """``"builtin"`` or ``"locate"`` when ``spec`` names that procedural dataset (with or
-    without ``:N_TRAIN:N_TEST:DATA_SEED``), else None."""
-    low = spec.strip().lower()
-    name = low.split(":", 1)[0]
-    return name if name in _PROCEDURAL and (low == name or low.startswith(name + ":")) else None
-
-
-def parse_procedural(spec: str) -> Tuple[str, int, int, int]:
-    """``builtin[:N_TRAIN[:N_TEST[:DATA_SEED]]]`` or the same for ``locate`` -> (name,
-    n_train, n_test, data_seed), with the dataset's defaults for what is left out."""
-    name = procedural_name(spec)
-    if name is None:
-        raise ValueError(f"{spec!r} is not a procedural dataset; expected one of {', '.join(_PROCEDURAL)}")
-    _, _, default_train, default_test = _PROCEDURAL[name]
-    parts = spec.strip().split(":")[1:]
-    usage = f"{name}[:N_TRAIN[:N_TEST[:DATA_SEED]]], e.g. {name}:20000:4000"
-    if len(parts) > 3:
-        raise ValueError(f"bad {name} dataset spec {spec!r}; expected {usage}")
-    try:
-        vals = [int(p.replace("_", "")) for p in parts]
-    except ValueError:
-        raise ValueError(f"bad {name} dataset spec {spec!r}; expected {usage}") from None
-    defaults = [default_train, default_test, 0]
-    n_train, n_test, data_seed = vals + defaults[len(vals) :]
-    if n_train < 1 or n_test < 1:
-        raise ValueError(f"bad {name} dataset spec {spec!r}: sizes must be positive")
-    return name, n_train, n_test, data_seed
-
-
-def procedural_size(name: str, image_size: int) -> int:
-    """The size a procedural dataset is generated at for a model input of ``image_size``: the
-    same, up to 64 px (larger inputs are resized on the device); locate needs 16 px or more."""
-    size = min(image_size, SMALL_IMAGE_MAX)
-    return max(size, 16) if name == "locate" else size
 
 
 def _check_args(
@@ -251,10 +227,6 @@ def _resolve_path(data: str, data_dir: Optional[str]) -> Optional[Path]:
     return None
 
 
-def _cifar_root(data_dir: Optional[str]) -> Path:
-    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-
-
 def _folder_path(data: str, data_dir: Optional[str]) -> Path:
     """The ImageFolder directory or zip ``data`` names, or the error for an unknown dataset."""
     path = _resolve_path(data.strip(), data_dir)
@@ -270,15 +242,47 @@ def _folder_path(data: str, data_dir: Optional[str]) -> Path:
 def check_data_source(data: str, *, data_dir: Optional[str] = None, download: bool = False) -> None:
     """Fail as :func:`build_data` would on a dataset that is not there, without loading it:
     a bad builtin or locate spec, CIFAR files missing (without ``download``), a path that does not exist."""
-    low = data.strip().lower()
-    if procedural_name(data) is not None:
-        parse_procedural(data)
-    elif low.replace("-", "") in CIFAR_SPECS:
-        name = low.replace("-", "")
-        if not download and find_cifar(name, _cifar_root(data_dir).absolute()) is None:
-            raise cifar_not_found(name, _cifar_root(data_dir))
+    entry = dataset_entry(data)
+    if entry is not None:
+        entry.check(entry, data, data_dir, download)
     else:
         _folder_path(data, data_dir)
+
+
+def peek_data(data: str, data_dir: Optional[str] = None) -> DataInfo:
+    """A dataset's native input size and class count, without loading or decoding its images.
+
+    The ``input_size`` is exactly that of ``build_data(data, data_dir=data_dir,
+    image_size=None).input_size``, so a caller can settle the image size (e.g. a network's
+    own) before loading the data once. For ``builtin``, ``locate`` and CIFAR it comes from the
+    dataset registry (nothing is generated or read; CIFAR's files need not be there yet, see
+    :func:`check_data_source`). For an ImageFolder directory or ``.zip`` the files are listed
+    and the headers of a sample of up to 256 training images are read, as ``build_data`` does
+    to choose the size: their most common size when it is at most 64 px, else 224 x 224.
+
+    Args:
+        data: a dataset name or path, as :func:`build_data` takes it.
+        data_dir: as :func:`build_data` takes it (relative paths are also tried under it).
+
+    Returns:
+        A :class:`DataInfo`: ``name``, ``input_size`` (H, W), ``num_classes`` and ``in_chans``.
+
+    Raises:
+        ValueError: unknown dataset name (lists the valid ones), a bad builtin or locate spec, a
+            corrupt zip, an empty folder, fewer than 2 classes with training images, or none of
+            the sampled training images readable.
+        FileNotFoundError: an ImageFolder without train/ or without val/ and test/.
+    """
+    key = data.strip()
+    entry = dataset_entry(key)
+    if entry is not None:
+        if entry.procedural is not None:
+            parse_procedural(key)  # a bad spec fails here as in build_data
+        return DataInfo(name=entry.name, input_size=entry.input_size, num_classes=entry.num_classes)
+    path = _folder_path(data, data_dir)
+    index = _indexed_folder(path)
+    height, width = _folder_input_size(index, None)
+    return DataInfo(name=_folder_name(path), input_size=(int(height), int(width)), num_classes=len(index.classes))
 
 
 def build_data(
@@ -364,45 +368,10 @@ def build_data(
         cache_dir=cache_dir,
     )
     key = data.strip()
-    low = key.lower()
     start = time.monotonic()
-
-    classes: Sequence[str]
-    if procedural_name(key) is not None:
-        name, n_train, n_test, data_seed = parse_procedural(key)
-        generate, classes, _, _ = _PROCEDURAL[name]
-        size = image_size or 32
-        gen_size = procedural_size(name, size)
-        tr = generate(n_train, image_size=gen_size, seed=data_seed, split="train")
-        te = generate(n_test, image_size=gen_size, seed=data_seed, split="test")
-        mean, std = channel_stats(tr.images)
-        bundle = _in_memory_bundle(
-            name,
-            classes,
-            (tr.images, tr.labels),
-            (te.images, te.labels),
-            mean,
-            std,
-            opts,
-            skipped=0,
-            out_size=size_pair(size),
-        )
-    elif low.replace("-", "") in CIFAR_SPECS:
-        name = low.replace("-", "")
-        root = _cifar_root(data_dir)
-        tr_x, tr_y, te_x, te_y, classes = load_cifar(name, root, download=download)
-        spec = CIFAR_SPECS[name]
-        bundle = _in_memory_bundle(
-            name,
-            classes,
-            (tr_x, tr_y),
-            (te_x, te_y),
-            spec.mean,
-            spec.std,
-            opts,
-            skipped=0,
-            out_size=size_pair(image_size or 32),
-        )
+    entry = dataset_entry(key)
+    if entry is not None:
+        bundle = _named_bundle(entry, key, data_dir, download, image_size, opts)
     else:
         bundle = _folder_bundle(_folder_path(data, data_dir), image_size, opts)
     _log.info(
@@ -421,12 +390,55 @@ def build_data(
     return bundle
 
 
-def _folder_bundle(path: Path, image_size: Optional[int], opts: LoaderOptions) -> DataBundle:
+def _named_bundle(
+    entry: DatasetEntry,
+    spec: str,
+    data_dir: Optional[str],
+    download: bool,
+    image_size: Optional[int],
+    opts: LoaderOptions,
+) -> DataBundle:
+    """The bundle of a registered dataset: its splits held in memory, resized on the device
+    to ``image_size`` when it is not the dataset's own size."""
+    out_size = to_2tuple(image_size, "image_size") if image_size is not None else entry.input_size
+    splits = entry.load(entry, spec, data_dir, download, out_size)
+    if entry.mean is not None and entry.std is not None:
+        mean, std = entry.mean, entry.std
+    else:
+        mean, std = channel_stats(splits.train[0])
+    return _in_memory_bundle(
+        entry.name, splits.classes, splits.train, splits.test, mean, std, opts, skipped=0, out_size=out_size
+    )
+
+
+def _folder_name(path: Path) -> str:
+    """A folder dataset's name: the zip's stem, or the directory's name."""
+    return path.stem if path.is_file() else path.name
+
+
+def _indexed_folder(path: Path) -> FolderIndex:
+    """The files of the folder or zip at ``path``, refused with fewer than 2 classes with training images."""
     index = index_folder(path)
     _check_classes(str(path), index.classes, [label for _, label in index.train])
-    name = path.stem if path.is_file() else path.name
+    return index
+
+
+def _folder_input_size(index: FolderIndex, image_size: Optional[int]) -> Tuple[int, int]:
+    """The (H, W) a folder's loaders yield: ``image_size``, else the most common size of a
+    sample of training images (their headers only) when it is at most 64 px (the images are
+    then decoded into memory at that size), else :data:`LARGE_IMAGE_SIZE`."""
     with index.reader() as reader:
         size = choose_size(index, reader, image_size)
+    if max(size) <= SMALL_IMAGE_MAX:
+        return size
+    side = int(image_size or LARGE_IMAGE_SIZE)
+    return side, side
+
+
+def _folder_bundle(path: Path, image_size: Optional[int], opts: LoaderOptions) -> DataBundle:
+    index = _indexed_folder(path)
+    name = _folder_name(path)
+    size = _folder_input_size(index, image_size)
     if max(size) <= SMALL_IMAGE_MAX:
         d = load_small_folder(index, size, opts.cache_dir)
         return _in_memory_bundle(
@@ -442,7 +454,7 @@ def _folder_bundle(path: Path, image_size: Optional[int], opts: LoaderOptions) -
             cache_path=d.cache_path,
         )
     # Large images: decoded lazily by worker processes with torchvision transforms.
-    side = int(image_size or 224)
+    side = size[0]
     if len(index.train) < opts.world_size:
         raise ValueError(f"{path}: {len(index.train)} training images cannot be sharded over {opts.world_size} ranks")
     norm = Normalizer(IMAGENET_MEAN, IMAGENET_STD, opts.device, channels_last=opts.channels_last)

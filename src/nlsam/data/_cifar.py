@@ -34,8 +34,6 @@ class CifarSpec:
     meta_file: str
     label_key: str
     names_key: str
-    mean: Tuple[float, float, float]
-    std: Tuple[float, float, float]
 
     @property
     def archive(self) -> str:
@@ -58,8 +56,6 @@ CIFAR_SPECS = {
         meta_file="batches.meta",
         label_key="labels",
         names_key="label_names",
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
     ),
     "cifar100": CifarSpec(
         name="cifar100",
@@ -71,8 +67,6 @@ CIFAR_SPECS = {
         meta_file="meta",
         label_key="fine_labels",
         names_key="fine_label_names",
-        mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762),
     ),
 }
 

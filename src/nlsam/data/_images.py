@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .._sizes import SizeLike, size_pair
+from .._sizes import SizeLike, to_2tuple
 
 __all__ = ["SMALL_IMAGE_MAX", "decode_image", "fit_image", "preprocess_image", "resize_shorter", "to_rgb"]
 
@@ -61,7 +61,7 @@ def fit_image(img: Image.Image, size: SizeLike) -> Image.Image:
     For an image with the target aspect ratio this is a plain resize; an image that already
     has the target size is returned unchanged.
     """
-    h, w = size_pair(size)
+    h, w = to_2tuple(size, "size")
     iw, ih = img.size
     if (iw, ih) == (w, h):
         return img
@@ -112,7 +112,7 @@ def preprocess_image(
             img = to_rgb(f)
     else:
         img = to_rgb(img)
-    h, w = size_pair(input_size)
+    h, w = to_2tuple(input_size, "input_size")
     if max(h, w) <= SMALL_IMAGE_MAX:
         img = fit_image(img, (h, w))
     else:

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Dict, Union
 
 import numpy as np
+from PIL import Image
 
 from .._download import DatasetNotFoundError
-from ._build import default_data_dir
 from ._builtin import BUILTIN_CLASSES, generate_builtin
 from ._cifar import CIFAR_SPECS, _load_pickle, _read_batch, find_cifar
+from ._datasets import default_data_dir
 from ._folder import index_folder
 
 __all__ = ["sample_images"]
@@ -32,8 +33,6 @@ def sample_images(data: str, per_class: int = 1, data_dir: Union[str, Path, None
         ValueError: ``per_class`` below 1, or ``data`` none of the above.
         DatasetNotFoundError: the CIFAR files are not under ``data_dir``.
     """
-    from PIL import Image
-
     if per_class < 1:
         raise ValueError(f"--per-class must be at least 1, got {per_class}")
     files: Dict[str, bytes] = {}
