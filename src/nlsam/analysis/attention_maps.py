@@ -25,6 +25,7 @@ from torch import nn
 
 from .._optional import require
 from ..attention import NLSAM, attention_parts, list_attention, spatial_attention_types
+from .figures import _display_image, _render_attention_figure, check_cmap, png_bytes, write_files
 from .predict import (
     Inspected,
     _forward_checked,
@@ -135,8 +136,6 @@ def attention_figure(
     vrange: Optional[Tuple[float, float]] = None,
 ):
     """The figure of the NL-SAM maps of one image."""
-    from .figures import _display_image, _render_attention_figure
-
     x = inspected.prepare(img, input_size)
     logits, maps = attention_maps(inspected.model, x, stage)
     probs = logits.float().softmax(dim=1)[0]
@@ -165,8 +164,6 @@ def main_attention(args: argparse.Namespace) -> int:
     """What ``nlsam attention`` does with its parsed arguments (``checkpoint``, ``images``,
     ``out``, ``stage``, ``input_size``, ``cmap``, ``range``): one figure of every block's NL-SAM
     map per image, written into ``out``; returns the exit status."""
-    from .figures import check_cmap, png_bytes, write_files
-
     require("matplotlib", "nlsam attention")
     check_cmap(args.cmap)
     images = load_images(args.images)

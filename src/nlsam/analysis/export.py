@@ -33,8 +33,13 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 from torch import nn
 
+from .._io import write_target
 from .._optional import require
+from ..engine.checkpoint import resolve_checkpoint_path
+from ..engine.evaluate import check_finite_outputs
+from ..engine.loading import model_from_checkpoint
 from ..version import __version__
+from .figures import write_files
 from .predict import Inspected, _data_config, load_inspected
 
 __all__ = ["check_export", "export_model", "load_safetensors"]
@@ -170,8 +175,6 @@ def load_safetensors(path: Union[str, Path], device: Union[str, torch.device] = 
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    from ..engine.loading import model_from_checkpoint
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"safetensors file not found: {path}")
@@ -203,8 +206,6 @@ def _check_writable(path: Path, what: str = "--out") -> None:
     (tried for real: permissions, read-only file systems and /proc all say no that way).
     A character device or a FIFO (``/dev/null``), which is written directly, must be writable
     itself; a symbolic link is checked as the file it points to (:func:`nlsam._io.write_target`)."""
-    from .._io import write_target
-
     try:
         target, direct = write_target(path)
     except (ValueError, OSError) as exc:  # a block device, a socket, a symbolic link loop
@@ -228,8 +229,6 @@ def _check_writable(path: Path, what: str = "--out") -> None:
 @torch.no_grad()
 def _check_finite(model: nn.Module) -> None:
     """Broken weights (NaN/inf) are named before any export work, not blamed on the exporter."""
-    from ..engine.evaluate import check_finite_outputs
-
     x = torch.randn(1, *_data_config(model)["input_size"], generator=torch.Generator().manual_seed(0))
     check_finite_outputs(model, model(x), "on a random input")
 
@@ -270,8 +269,6 @@ def export_model(
     :func:`check_export` measures it. Raises ``ValueError`` (nothing written) if the export fails
     or differs by more than ``tolerance``.
     """
-    from ..engine.checkpoint import resolve_checkpoint_path
-
     if fmt not in _FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(_FORMATS)}")
     if not tolerance >= 0:  # NaN too
@@ -309,8 +306,6 @@ def export_model(
                 f"the {fmt} model differs from PyTorch by up to {worst:.3g} of the logits' "
                 f"scale (tolerance {tolerance:g}); nothing written"
             )
-    from .figures import write_files
-
     try:
         write_files({path: data}, quiet=True)
     except OSError as exc:  # e.g. the disk filled up; name the target, not the temporary file

@@ -29,6 +29,7 @@ import torch
 
 from .._io import atomic_write_bytes
 from .._optional import require
+from ..data import sample_images
 
 __all__ = [
     "check_cmap",
@@ -336,8 +337,6 @@ def save_test_images(data: str, out: Path, per_class: int = 1, data_dir: Optiona
     ``data_dir``) or the path of an ImageFolder directory or ``.zip`` (its ``test/`` or ``val/``
     images are copied byte for byte), as :func:`nlsam.data.sample_images` gives them.
     """
-    from ..data import sample_images
-
     files = {Path(out) / name: content for name, content in sample_images(data, per_class, data_dir).items()}
     write_files(files)
     return list(files)

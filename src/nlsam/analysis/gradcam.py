@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .._optional import require
+from .figures import _display_image, _render_cam_figure, _short_name
 from .predict import Inspected, resolve_target_class
 
 if TYPE_CHECKING:
@@ -86,8 +87,6 @@ def cam_figure(
     cmap: str = "jet",
 ):
     """The Grad-CAM figure for ``images`` (one row each) and ``checkpoints`` (one column each)."""
-    from .figures import _display_image, _render_cam_figure, _short_name
-
     labels = list(labels) if labels else _column_labels(checkpoints)
     targets = [resolve_target_class(target, c.classes) for c in checkpoints]
     rows = []

@@ -24,7 +24,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .._io import file_sha256
+from .._io import atomic_write_bytes, file_sha256
+from ..cost import profile
+from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+from ..engine.loading import model_from_checkpoint
+from ..engine.run_dir import recorded_machines
+from ..models import create_model
+from ..models.timm_models import register_timm_models, timm_model_name
 from .export import check_export
 
 __all__ = ["CardFacts", "export_hub", "hub_config", "model_card"]
@@ -170,8 +176,6 @@ def model_card(facts: CardFacts) -> str:
 def hub_config(model: nn.Module, config: Mapping[str, Any], meta: Mapping[str, Any]) -> Dict[str, Any]:
     """``config.json`` in timm's layout for the network a run's ``config`` and data ``meta``
     describe (``model`` is that network; it gives the number of features)."""
-    from ..models.timm_models import timm_model_name
-
     size = tuple(meta["input_size"])
     model_args: Dict[str, Any] = dict(config.get("model_options") or {})
     model_args["input_size"] = list(size)
@@ -205,9 +209,6 @@ def hub_config(model: nn.Module, config: Mapping[str, Any], meta: Mapping[str, A
 def _run_card_facts(state: Mapping[str, Any], model: nn.Module, name: str, machines: Sequence[str] = ()) -> CardFacts:
     """The card of a checkpoint ``state``'s network: its last recorded test top-1, its recipe,
     precision and ``machines`` as the run recorded them, and its cost from :func:`nlsam.profile`."""
-    from ..cost import profile
-    from ..models.timm_models import timm_model_name
-
     config, meta = state["config"], state.get("meta", {})
     size = (int(meta.get("in_chans", 3)), *tuple(meta["input_size"]))
     cost = profile(model, input_size=size)
@@ -281,11 +282,6 @@ def export_hub(
     """
     from safetensors.torch import save
 
-    from .._io import atomic_write_bytes
-    from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
-    from ..engine.loading import model_from_checkpoint
-    from ..engine.run_dir import recorded_machines
-
     out = Path(out)
     _check_target(out)
     path = resolve_checkpoint_path(checkpoint)
@@ -330,13 +326,9 @@ def _reload(folder: Path) -> Tuple[nn.Module, str]:
     if importlib.util.find_spec("timm") is not None:
         import timm
 
-        from ..models.timm_models import register_timm_models
-
         register_timm_models()
         return timm.create_model(f"local-dir:{folder}", pretrained=True).eval(), "timm local-dir:"
     from safetensors.torch import load_file
-
-    from ..models import create_model
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     args = dict(config["model_args"])

@@ -53,7 +53,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._io import atomic_write_bytes
 from .._sizes import size_pair
+from ..data import LOCATE_CLASSES, Normalizer, generate_locate, parse_procedural, procedural_name, procedural_size
+from ..engine.checkpoint import load_checkpoint, peek_checkpoint, resolve_checkpoint_path
+from ..engine.loading import model_from_checkpoint
 from .attention_maps import _spatial_attention_modules
 from .gradcam import target_layer
 from .predict import _classes, _data_config
@@ -291,8 +295,6 @@ def locate_data(spec: str, image_size: Optional[int] = None, n: Optional[int] = 
     """The test split (its first ``n`` images; default all) of the locate dataset ``spec``
     (``locate[:N_TRAIN[:N_TEST[:DATA_SEED]]]``), generated at the size the data of a run with
     ``image_size`` was generated at; ValueError for another dataset."""
-    from ..data import generate_locate, parse_procedural, procedural_name, procedural_size
-
     if procedural_name(str(spec)) != "locate":
         raise ValueError(
             f"data {spec!r} is not the locate data: localisation needs its masks "
@@ -332,8 +334,6 @@ def evaluate_localisation(
     differ a little from a bf16 evaluation); the scores are computed at the masks' size.
     ``grad_cam.zero_maps`` counts the all-zero Grad-CAM maps (scored as the area share).
     """
-    from ..data import Normalizer
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = torch.device(device)
@@ -415,10 +415,6 @@ def run_localisation(
     """:func:`evaluate_localisation` of a checkpoint or run directory (its best.pt, else
     last.pt) on the test split of the locate data it was trained on, with what was evaluated
     (checkpoint, epoch, data, model, attention, input size)."""
-    from ..data import LOCATE_CLASSES, procedural_name
-    from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
-    from ..engine.loading import model_from_checkpoint
-
     path = resolve_checkpoint_path(checkpoint)
     state = load_checkpoint(path)
     cfg = state["config"]
@@ -463,9 +459,6 @@ def localisation_of_run(
     accuracy ``nlsam report`` reports), read from ``run_dir/localisation.json`` when that was
     computed for the same checkpoint epoch, image count and metric version, else computed and
     written there (atomically)."""
-    from .._io import atomic_write_bytes
-    from ..engine.checkpoint import peek_checkpoint
-
     run_dir = Path(run_dir)
     path = run_dir / checkpoint
     state = peek_checkpoint(path)

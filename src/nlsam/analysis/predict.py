@@ -26,7 +26,10 @@ from torch import nn
 from .._io import PathLike
 from .._sizes import check_max_side
 from .._sizes import parse_input_size as _parse_input_size
+from ..data import preprocess_image, to_rgb
+from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
 from ..engine.evaluate import check_finite_outputs
+from ..engine.loading import model_from_checkpoint
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,8 +57,6 @@ def load_images(paths: Sequence[PathLike]) -> List[Tuple[Path, "Image.Image"]]:
     that is not a decodable image, naming the path.
     """
     from PIL import Image, UnidentifiedImageError
-
-    from ..data import to_rgb
 
     if not paths:
         raise ValueError("no images given")
@@ -135,8 +136,6 @@ class Inspected:
 
     def prepare(self, img: "Image.Image", input_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """One image -> the 1 x 3 x H x W tensor the model reads."""
-        from ..data import preprocess_image
-
         cfg = self.data_config
         return preprocess_image(img, input_size or self.input_size, cfg["mean"], cfg["std"])
 
@@ -161,9 +160,6 @@ def _model_label(config: Dict[str, Any]) -> str:
 
 def load_inspected(path: PathLike) -> Inspected:
     """Load a checkpoint or run directory for inspection (eval mode, on the CPU)."""
-    from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
-    from ..engine.loading import model_from_checkpoint
-
     source = path if isinstance(path, str) else Path(path)
     state = load_checkpoint(source)  # one-line errors for corrupt files and pickled code
     model = model_from_checkpoint(state)
