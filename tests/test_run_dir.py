@@ -16,7 +16,8 @@ from nlsam.cli import main
 from nlsam.engine import TrainConfig, train
 from nlsam.engine.checkpoint import best_checkpoint, load_checkpoint, peek_checkpoint
 from nlsam.engine.run_dir import RunDirInUseError, lock_holder, lock_run_dir, read_metrics
-from nlsam.engine.study import execute_study, load_study, run_state
+from nlsam.engine.study import load_study, run_state
+from nlsam.engine.study_runner import execute_study
 
 train_module = importlib.import_module("nlsam.engine.train")  # the module, not nlsam.engine.train()
 

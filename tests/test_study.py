@@ -7,7 +7,8 @@ import yaml
 
 from nlsam.analysis.report import t_quantile_975, welch_interval, write_report
 from nlsam.cli import main
-from nlsam.engine.study import execute_study, load_study, run_state
+from nlsam.engine.study import load_study, run_state
+from nlsam.engine.study_runner import execute_study
 
 SMALLEST = """
 base: {data: builtin, model: resnet20, epochs: 1}

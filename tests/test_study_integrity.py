@@ -12,7 +12,8 @@ from nlsam.analysis.report import write_report
 from nlsam.cli import main
 from nlsam.engine.checkpoint import save_checkpoint
 from nlsam.engine.config import save_yaml
-from nlsam.engine.study import execute_study, load_study, lock_study_dir, run_state, run_status
+from nlsam.engine.study import load_study, run_state, run_status
+from nlsam.engine.study_runner import execute_study, lock_study_dir
 
 TINY_BASE = {"data": "builtin:256:64:0", "model": "resnet20", "epochs": 1, "batch_size": 64, "lr": 0.1}
 

@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..configs import study_path
-    from ..engine.study import execute_study, load_study
+    from ..engine.study import load_study
+    from ..engine.study_runner import execute_study
 
     study = load_study(study_path(args.study_file), out=args.out, overrides=dict(args.overrides))
     counts = execute_study(study, workers=args.workers, executor=args.executor, dry_run=args.dry_run)
