@@ -16,10 +16,10 @@ from .se import SqueezeExcite
 from .ge import GatherExcite
 from .cbam import CBAMChannelGate, CBAMSpatialGate
 from .bam import BAM
-from .gate import Gate, check_init, zero_
+from .gate import INITS, Gate, apply_init, check_init, zero_
 from .registry import (
-    INITS,
     AttentionPart,
+    AttentionPlan,
     UnknownOptionError,
     attention_option_keys,
     attention_parts,
@@ -43,6 +43,7 @@ from . import registry as _registry
 __all__ = [
     "ATTENTION_NAMES",
     "AttentionPart",
+    "AttentionPlan",
     "BAM",
     "CBAMChannelGate",
     "CBAMSpatialGate",
@@ -53,6 +54,7 @@ __all__ = [
     "NLSAM",
     "SqueezeExcite",
     "UnknownOptionError",
+    "apply_init",
     "attention_option_keys",
     "attention_parts",
     "attention_placement",

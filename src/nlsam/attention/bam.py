@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._ranges import Range
-from .gate import Gate, check_init, zero_
+from .gate import Gate, apply_init, zero_
 from .nlsam import _check_feature_map
 from .registry import register_attention
 from .se import _reduced_channels
@@ -55,9 +55,7 @@ class BAM(nn.Module):
             nn.Conv2d(hidden, 1, 1),
         )
         self.gate = Gate()
-        self.init = check_init(init)
-        if init == "identity":
-            self.reset_identity()
+        apply_init(self, init)
 
     def reset_identity(self) -> None:
         zero_(self.channel_branch[-1], self.spatial_branch[-1])

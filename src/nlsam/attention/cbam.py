@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .._ranges import Range
-from .gate import Gate, check_init, zero_
+from .gate import Gate, apply_init, zero_
 from .nlsam import _check_feature_map
 from .registry import register_attention, register_composition
 from .se import _reduced_channels
@@ -28,9 +28,7 @@ class CBAMChannelGate(nn.Module):
             nn.Conv2d(hidden, channels, 1),
         )
         self.gate = Gate()
-        self.init = check_init(init)
-        if init == "identity":
-            self.reset_identity()
+        apply_init(self, init)
 
     def reset_identity(self) -> None:
         """Gate ``2 * sigmoid`` after a zeroed last MLP layer: both descriptors give 0, gate 1."""
@@ -67,9 +65,7 @@ class CBAMSpatialGate(nn.Module):
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.norm = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
         self.gate = Gate()
-        self.init = check_init(init)
-        if init == "identity":
-            self.reset_identity()
+        apply_init(self, init)
 
     def reset_identity(self) -> None:
         """Gate ``2 * sigmoid`` after a batch norm with zero scale and shift (the convolution

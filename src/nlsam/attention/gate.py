@@ -13,21 +13,44 @@ existed (it has no ``scale`` key) keeps the receiving module's gate.
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import nn
 
-from .registry import INITS
+from .._ranges import short_repr
 
-__all__ = ["Gate", "check_init", "zero_"]
+__all__ = ["Gate", "INITS", "apply_init", "check_init", "zero_"]
+
+#: Gate initialisations every attention part takes as its ``init`` option: ``"paper"``, the
+#: paper's modules as they are; ``"identity"``, each module starts as the identity (see above).
+#: The one list of them: ``nlsam.attention.INITS`` and ``nlsam.models.INIT_MODES`` are this tuple.
+INITS: Tuple[str, ...] = ("paper", "identity")
 
 
 def check_init(init: str) -> str:
     """Return ``init`` when it is a gate initialisation (:data:`nlsam.attention.INITS`:
     ``"paper"`` or ``"identity"``), else raise a one-line ``ValueError`` naming the valid ones."""
     if init not in INITS:
-        from .._ranges import short_repr
-
         raise ValueError(f"unknown attention init {short_repr(init)}; valid: {', '.join(INITS)}")
+    return init
+
+
+def apply_init(module: nn.Module, init: str) -> str:
+    """Give the attention ``module`` the gate initialisation ``init`` and return it: the one
+    place an initialisation takes effect.
+
+    ``init`` is checked (:func:`check_init`) and kept as ``module.init``; ``"identity"`` then calls
+    the module's ``reset_identity()`` (its gate becomes ``2 * sigmoid`` and the layer in front of
+    it starts at zero, so the module returns its input unchanged), ``"paper"`` leaves the module
+    as built. Every built-in module calls this at the end of its constructor;
+    :func:`nlsam.attention.identity_init` calls it on modules already built, and a network calls
+    it again after its own weight init, which would undo an identity start.
+    """
+    # nn.Module's __setattr__ and __getattr__ are annotated for tensors and modules only
+    module.init = check_init(init)  # type: ignore[assignment]
+    if init == "identity":
+        module.reset_identity()  # type: ignore[operator]
     return init
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from .._ranges import Range, short_repr
 from .._sizes import SizeLike, to_2tuple
-from .gate import Gate, check_init, zero_
+from .gate import Gate, apply_init, zero_
 from .registry import register_attention
 
 __all__ = ["INTERPOLATION_MODES", "NLSAM", "set_compiled_forward"]
@@ -146,9 +146,7 @@ class NLSAM(nn.Module):
         self.fc2 = nn.Linear(hidden, num_positions)
         self.gate = Gate()
         self.reset_parameters()
-        self.init = check_init(init)
-        if init == "identity":
-            self.reset_identity()
+        apply_init(self, init)
         self.compiled_forward = False
 
     def reset_parameters(self) -> None:

@@ -8,11 +8,16 @@ and ``feature_size`` where its signature takes them, plus its own keyword option
     register_attention("se", SqueezeExcite, groups=("channel",))              # in se.py
     register_composition("se+nlsam", ("se", "nlsam"))                         # in __init__.py
 
-A network passes options to the parts by name, as flat keywords ``PART_OPTION`` (or
+A user gives options to the parts by name, as flat keywords ``PART_OPTION`` (or
 ``GROUP_OPTION`` for every part of a group): ``nlsam_pool=2``, ``nlsam_reduction={3: 4, 4: 2}``
 (a value per stage), ``se_reduction=4``, ``channel_reduction=4`` (SE, GE, CBAM and BAM at
 once), ``nlsam_stages=[3]`` (the stages that get the part), ``attention_init="identity"``
 (every part). A part-specific key wins over a group key.
+
+Those flat keys are split by part once, where a user gives them (:func:`nlsam.create_model`,
+:func:`nlsam.insert`, :func:`create_attention`), by :func:`split_attention_options`, which also
+names any key no part takes. Everything below takes the split options: an
+:class:`AttentionPlan` holds them for one network and builds its modules place by place.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from torch import nn
 
 from .._ranges import short_repr
 from .._sizes import to_2tuple
+from .gate import INITS, apply_init
 
 __all__ = [
     "AttentionPart",
+    "AttentionPlan",
     "INITS",
     "UnknownOptionError",
     "attention_option_keys",
@@ -47,8 +54,9 @@ __all__ = [
 ]
 
 _PLACEMENTS = ("block", "stage")
-#: Gate initialisations every part takes as its ``init`` option.
-INITS = ("paper", "identity")
+#: The arguments a network gives a part's builder where its signature names them (the rest are
+#: the part's options).
+_STRUCTURAL_ARGUMENTS = ("channels", "feature_size")
 #: The group every part belongs to, for its ``init`` option only: ``attention_init="identity"``.
 _ALL_PARTS = "attention"
 #: Names that mean "no attention" (:func:`check_attention_name`): never a registered name.
@@ -75,6 +83,9 @@ class AttentionPart:
         groups: option groups the part also answers to (``channel`` for SE, GE, CBAM and BAM).
         default_stages: the number of last stages a network gives the part by default (None: all).
         listed: whether the part is an attention name by itself (CBAM's gates are not).
+        options: the keyword options its builder takes (read from its signature once, when it
+            is registered).
+        arguments: which of ``channels`` and ``feature_size`` its builder takes (idem).
     """
 
     name: str
@@ -85,15 +96,13 @@ class AttentionPart:
     default_stages: Optional[int] = None
     listed: bool = True
     options: Tuple[str, ...] = field(default=(), compare=False)
+    arguments: Tuple[str, ...] = field(default=(), compare=False)
 
     def build(self, channels: int, feature_size: Tuple[int, int], **options: Any) -> nn.Module:
-        args: Dict[str, Any] = {}
-        params = _parameters(self.builder)
-        if "channels" in params:
-            args["channels"] = channels
-        if "feature_size" in params:
-            args["feature_size"] = feature_size
-        return self.builder(**args, **options)
+        """The part's module for a ``channels`` x ``feature_size`` feature map, with ``options``
+        (already split and checked: its own option names, one value each)."""
+        given = {"channels": channels, "feature_size": feature_size}
+        return self.builder(**{a: given[a] for a in self.arguments}, **options)
 
 
 _PARTS: Dict[str, AttentionPart] = {}
@@ -163,7 +172,8 @@ def register_attention(
     the training resolution) where its signature names them, and with the part's options.
     It must take ``init`` (``"paper"`` or ``"identity"``: a gate that starts as the identity, see
     :func:`identity_init`); a module built with ``init="identity"`` keeps it as ``self.init`` and
-    has ``reset_identity()``, which networks call again after their own weight init.
+    has ``reset_identity()``, which networks call again after their own weight init
+    (:func:`nlsam.attention.apply_init` does both, in one line at the end of a constructor).
     Registering one of your own names again replaces that part. The names of nlsam's own
     parts and compositions are refused unless ``overwrite=True`` (which replaces the built-in
     everywhere); ``none``, ``null`` and the option groups' names (``attention``, ``channel``)
@@ -180,9 +190,12 @@ def register_attention(
     options = tuple(
         k
         for k, p in params.items()
-        if k not in ("channels", "feature_size") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        if k not in _STRUCTURAL_ARGUMENTS and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     )
-    _PARTS[name] = AttentionPart(name, builder, placement, spatial_map, tuple(groups), default_stages, listed, options)
+    arguments = tuple(a for a in _STRUCTURAL_ARGUMENTS if a in params)
+    _PARTS[name] = AttentionPart(
+        name, builder, placement, spatial_map, tuple(groups), default_stages, listed, options, arguments
+    )
     if listed:
         _COMPOSITIONS[name] = (name,)
     return builder
@@ -326,6 +339,91 @@ def _part_stages(part: AttentionPart, options: Mapping[str, Any], stage_ids: Seq
     return list(chosen)
 
 
+#: Options split by part, as :func:`split_attention_options` gives them:
+#: ``{"nlsam": {"pool": 2}, "se": {"reduction": 4}, ...}`` (a part left out takes its defaults).
+_PartOptions = Mapping[str, Mapping[str, Any]]
+
+
+class AttentionPlan:
+    """The attention composition ``name`` of one network, with its options: builds the module of
+    each place of the network (:meth:`build`).
+
+    Args:
+        name: a composition name (``"se+nlsam"``, ...) or None for no attention.
+        options: the parts' options, already split by part and checked
+            (:func:`split_attention_options`, where a user gives flat ``PART_OPTION`` keys); an
+            option may hold one value or a dict stage -> value.
+        stage_ids: all the network's stages; with them each part goes only to its own stages
+            (its ``stages`` option, else its last ``default_stages``, else all), checked at its
+            first module. Without them every part goes everywhere.
+
+    One plan serves every block of a network: nothing is split or inspected per module (each
+    builder's signature is read once, when its part is registered).
+
+    Attributes:
+        name: the composition's normalised name (None: no attention).
+        parts: its parts, in the order they are applied.
+        options: each part's options, by part name.
+        outside_parts: the parts registered from outside nlsam (not one of its own modules).
+    """
+
+    def __init__(
+        self,
+        name: Optional[str],
+        options: Optional[_PartOptions] = None,
+        stage_ids: Optional[Sequence[int]] = None,
+    ) -> None:
+        self.name = check_attention_name(name)
+        self.parts = attention_parts(self.name)
+        given = options or {}
+        self.options: Dict[str, Dict[str, Any]] = {part.name: dict(given.get(part.name, {})) for part in self.parts}
+        self.outside_parts = tuple(p for p in self.parts if not is_builtin_part(p))
+        self.stage_ids = None if stage_ids is None else list(stage_ids)
+        self._stages: Dict[str, List[int]] = {}  # each part's stages, checked at its first module
+
+    def _stages_of(self, part: AttentionPart) -> List[int]:
+        if part.name not in self._stages:
+            assert self.stage_ids is not None
+            self._stages[part.name] = _part_stages(part, self.options[part.name], self.stage_ids)
+        return self._stages[part.name]
+
+    def build(
+        self,
+        channels: int,
+        feature_size: Any,
+        *,
+        stage: Optional[int] = None,
+        placement: str = "block",
+        place_options: Optional[_PartOptions] = None,
+    ) -> nn.Module:
+        """The attention module for a ``channels`` x ``feature_size`` feature map of ``stage``:
+        the parts placed at ``placement`` (``"block"`` or ``"stage"``) that go to ``stage``, one
+        after another; ``nn.Identity`` where none does. ``place_options`` (split by part) hold
+        values for this one place, over the plan's (:func:`nlsam.insert`'s pooling kernel
+        fitted to each feature map)."""
+        size = to_2tuple(feature_size)
+        modules = []
+        for part in self.parts:
+            if part.placement != placement:
+                continue
+            if self.stage_ids is not None and stage not in self._stages_of(part):
+                continue
+            opts = self.options[part.name]
+            if place_options and part.name in place_options:
+                opts = {**opts, **place_options[part.name]}
+            kwargs = {k: _stage_value(v, stage, f"{part.name}_{k}") for k, v in opts.items() if k != "stages"}
+            try:
+                modules.append(part.build(channels, size, **kwargs))
+            except ValueError as error:
+                named = _name_option(error, part, stage)
+                if named is None:
+                    raise
+                raise named from None
+        if not modules:
+            return nn.Identity()
+        return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
 def create_attention(
     name: Optional[str],
     channels: int,
@@ -338,30 +436,14 @@ def create_attention(
 ) -> nn.Module:
     """Build the attention composition ``name`` for a ``channels`` x ``feature_size`` feature map.
 
-    ``options`` are flat ``PART_OPTION`` keys (see the module docstring). In a network, ``stage``
-    (the stage this map belongs to) and ``stage_ids`` (all its stages) keep only the parts that
-    go to this stage, resolve per-stage values, and ``placement`` only the parts placed there.
-    ``None``, or no part left, gives ``nn.Identity``.
+    ``options`` are flat ``PART_OPTION`` keys (see the module docstring), split by part here.
+    In a network, ``stage`` (the stage this map belongs to) and ``stage_ids`` (all its stages)
+    keep only the parts that go to this stage, resolve per-stage values, and ``placement`` only
+    the parts placed there. ``None``, or no part left, gives ``nn.Identity``. A network builds
+    all its modules from one :class:`AttentionPlan` instead.
     """
-    per_part = split_attention_options(options)
-    modules = []
-    for part in attention_parts(name):
-        if part.placement != placement:
-            continue
-        opts = per_part[part.name]
-        if stage_ids is not None and stage not in _part_stages(part, opts, stage_ids):
-            continue
-        kwargs = {k: _stage_value(v, stage, f"{part.name}_{k}") for k, v in opts.items() if k != "stages"}
-        try:
-            modules.append(part.build(channels, to_2tuple(feature_size), **kwargs))
-        except ValueError as error:
-            named = _name_option(error, part, stage)
-            if named is None:
-                raise
-            raise named from None
-    if not modules:
-        return nn.Identity()
-    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+    plan = AttentionPlan(name, split_attention_options(options), stage_ids)
+    return plan.build(channels, feature_size, stage=stage, placement=placement)
 
 
 def _name_option(error: ValueError, part: AttentionPart, stage: Optional[int]) -> Optional[ValueError]:
@@ -377,14 +459,22 @@ def _name_option(error: ValueError, part: AttentionPart, stage: Optional[int]) -
     return ValueError(f"{part.name}_{option}{where}{message[len(option) :]}")
 
 
-def identity_init(module: nn.Module) -> nn.Module:
-    """Switch every attention module inside ``module`` to its identity-at-start gate
-    (``reset_identity()``: the gate becomes 2 * sigmoid and the layer before it starts at zero,
-    so the module returns its input unchanged until it learns otherwise); return ``module``."""
+def identity_init(module: nn.Module, *, built_identity_only: bool = False) -> nn.Module:
+    """Start the attention modules inside ``module`` as the identity and return ``module``: each
+    gets ``init="identity"`` (:func:`nlsam.attention.apply_init`: the gate becomes 2 * sigmoid and
+    the layer before it starts at zero, so the module returns its input unchanged until it learns
+    otherwise).
+
+    ``built_identity_only``: only the modules that already have ``init == "identity"`` (built with
+    it). A network calls this after its own weight init, which would undo their start; the
+    others keep the paper's init.
+    """
     kinds = attention_types()
     for sub in module.modules():
-        # nn.Module's __getattr__ is annotated for tensors and modules: look the method up as Any
-        reset = getattr(sub, "reset_identity", None) if isinstance(sub, kinds) else None
-        if reset is not None:
-            reset()
+        if built_identity_only:
+            chosen = getattr(sub, "init", None) == "identity"
+        else:
+            chosen = isinstance(sub, kinds)
+        if chosen and hasattr(sub, "reset_identity"):
+            apply_init(sub, "identity")
     return module

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .._ranges import Range
-from .gate import Gate, check_init, zero_
+from .gate import Gate, apply_init, zero_
 from .nlsam import _check_feature_map
 from .registry import register_attention
 
@@ -41,9 +41,7 @@ class _Excite(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
         self.gate = Gate()
-        self.init = check_init(init)
-        if init == "identity":
-            self.reset_identity()
+        apply_init(self, init)
 
     def excite(self, context: torch.Tensor) -> torch.Tensor:
         return self.gate(self.fc2(self.act(self.fc1(context))))
