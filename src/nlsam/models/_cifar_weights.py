@@ -28,7 +28,9 @@ import torch
 from torch import nn
 
 from .._download import weights_download_error
-from .._io import file_sha256
+from .._io import file_sha256, read_torch_file
+from ..attention import attention_types
+from .registry import is_model
 from .resnet import BasicBlock, ResNet, ZeroPadShortcut
 
 __all__ = [
@@ -162,8 +164,6 @@ def _download(source: CifarSource, path: str) -> None:
 def cifar_state_dict(source: CifarSource) -> Mapping[str, Any]:
     """The contents of ``source``'s file: from torch.hub's cache, else downloaded there; its
     sha256 prefix checked (when published) and read with ``torch.load(weights_only=True)``."""
-    from .._io import read_torch_file
-
     path = os.path.join(_checkpoint_dir(), source.file_name)
     if not os.path.isfile(path):
         _download(source, path)
@@ -240,8 +240,6 @@ def _model_shape(model: nn.Module) -> Tuple[Optional[_Shape], Optional[str]]:
 
 
 def _is_attention(module: nn.Module) -> bool:
-    from ..attention import attention_types
-
     return isinstance(module, attention_types())
 
 
@@ -257,8 +255,6 @@ def _describe_other(model: nn.Module) -> str:
 
 def _create_call(shape: _Shape, shortcut: str, classes: int) -> str:
     """How to build the nlsam network that ``shape`` fits."""
-    from .registry import is_model
-
     option = ", shortcut='B'" if shortcut == "B" else ""
     if is_model(f"resnet{shape.depth}") and len({w for _, w in shape.stages}) > 1 and shape.stem == 16:
         return f"create_model('resnet{shape.depth}'{option})"

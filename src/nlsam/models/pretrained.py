@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .._download import weights_download_error
+from .._io import read_torch_file
 from ..attention import attention_types
 from ._cifar_weights import (
     akamaster_to_nlsam,
@@ -193,9 +194,7 @@ def _read_source(source: Source) -> Tuple[Mapping[str, Any], str]:
     if isinstance(source, Mapping):
         content, label = source, "state dict"
     elif isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
-        from .._io import read_torch_file  # weights_only=True, one-line errors
-
-        content, label = read_torch_file(source), os.fspath(source)
+        content, label = read_torch_file(source), os.fspath(source)  # weights_only=True, one-line errors
     elif isinstance(source, str) and source.startswith(_PREFIX):  # one of nlsam's released weights
         return pretrained_state_dict(source), source
     elif isinstance(source, str) and source.startswith(_WEIGHT_PREFIXES):
