@@ -14,9 +14,8 @@ import torch
 
 import nlsam
 from nlsam.cli import build_parser, main
-from nlsam.engine import TrainConfig, train
+from nlsam.engine import Progress, TrainConfig, train
 from nlsam.engine.evaluate import evaluate
-from nlsam.engine.train import Progress
 
 TINY = dict(data="builtin:256:64:0", model="resnet20", attention="nlsam", batch_size=64, log_every=1000)
 

@@ -229,7 +229,7 @@ def test_resume_refuses_changed_settings_from_flags_and_files(finished, tmp_path
 
 
 def test_resume_takes_the_same_data_by_another_path_but_not_other_data(tmp_path, monkeypatch):
-    from nlsam.engine.train import resume_changes
+    from nlsam.engine import resume_changes
 
     (tmp_path / "data").mkdir()
     for name in ("a.zip", "b.zip"):

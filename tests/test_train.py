@@ -13,9 +13,8 @@ import yaml
 
 import nlsam
 from nlsam.cli import main
-from nlsam.engine import TrainConfig, resolve_config, train
+from nlsam.engine import NonFiniteLossError, TrainConfig, lr_factor, resolve_config, train
 from nlsam.engine.checkpoint import load_checkpoint
-from nlsam.engine.train import NonFiniteLossError, lr_factor
 
 TINY = dict(data="builtin:512:256:0", model="resnet20", attention="nlsam", batch_size=64, log_every=1000)
 
@@ -160,7 +159,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_last_good_checkpoint(tmp_
     before = _weights(tmp_path / "run" / "last.pt")
     import importlib
 
-    train_module = importlib.import_module("nlsam.engine.train")  # the module, not the function
+    train_module = importlib.import_module("nlsam.engine.optimisation")  # where the loss is made
 
     monkeypatch.setattr(train_module.nn, "CrossEntropyLoss", _NaNLoss)
     with pytest.raises(NonFiniteLossError, match="training loss became nan at epoch 2"):

@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import build_data
     from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+    from ..engine.device import resolve_device
     from ..engine.evaluate import evaluate
     from ..engine.loading import model_from_checkpoint
     from ..engine.precision import resolve_amp, trained_precision
-    from ..engine.train import resolve_device
     from ..models import is_released_name
 
     path = args.checkpoint if is_released_name(args.checkpoint) else resolve_checkpoint_path(args.checkpoint)

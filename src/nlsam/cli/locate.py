@@ -55,7 +55,7 @@ def _rows(result: Dict[str, Any]) -> List[Tuple[str, float, float]]:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.localisation import run_localisation
-    from ..engine.train import resolve_device
+    from ..engine.device import resolve_device
 
     result = run_localisation(args.checkpoint, n=args.n, batch_size=args.batch_size, device=resolve_device(args.device))
     if args.json:

@@ -4,8 +4,9 @@ then :func:`nlsam.engine.train`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from pathlib import Path
+import typing
 from typing import Any, Optional
 
 from ._args import model_option
@@ -39,8 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..configs import config_path
-    from ..engine.config import TrainConfig, resolve_config
-    from ..engine.train import NonFiniteLossError, default_run_dir, train
+    from ..engine import NonFiniteLossError, resolve_config, resumed_config
+    from ..engine.train import train
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "config_file")}
     if "model_options" in overrides:
@@ -48,15 +49,12 @@ def run(args: argparse.Namespace) -> int:
     config_file = getattr(args, "config_file", None)
     if config_file is not None:
         config_file = config_path(config_file)  # a file, or a shipped config's name
-    base = None
     if overrides.get("resume"):
         # a resumed run starts from its own saved config; a file and flags given now may change
         # only what a resumed run can honour (checked against the checkpoint by train)
-        given = resolve_config(config_file, overrides)
-        run_dir = Path(given.out) if given.out else default_run_dir(given)
-        base = {k: v for k, v in _saved_settings(run_dir).items() if k in TrainConfig.__dataclass_fields__}
-        overrides["out"] = str(run_dir)
-    cfg = resolve_config(config_file, overrides, base=base)
+        cfg = resumed_config(config_file, overrides)
+    else:
+        cfg = resolve_config(config_file, overrides)
     try:
         train(cfg)
     except NonFiniteLossError as exc:
@@ -65,45 +63,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _saved_settings(run_dir: Path) -> dict:
-    """The settings of the run in ``run_dir``: its ``config.yaml``, or where that is missing the
-    copy every checkpoint holds (``last.pt``'s; config.yaml is then written again)."""
-    from ..engine.checkpoint import load_checkpoint
-    from ..engine.config import load_yaml
-
-    saved, last = run_dir / "config.yaml", run_dir / "last.pt"
-    if saved.is_file():
-        return load_yaml(saved)
-    if not last.exists():
-        raise FileNotFoundError(
-            f"cannot resume: no {saved} and no last.pt in {run_dir}, so there is no run "
-            "to continue; start the run without --resume"
-        )
-    print(
-        f"nlsam train: warning: {saved} is missing; resuming with the settings saved in {last}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return dict(load_checkpoint(last)["config"])
-
-
 def _str_or_none(value: str) -> Optional[str]:
     return None if value.lower() in ("none", "null", "") else value
 
 
 def _flag_type(hint: Any) -> Any:
     """The argparse ``type`` of a config field's scalar type hint (``Optional[X]`` -> ``X``)."""
-    import typing
-
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per :class:`~nlsam.engine.config.TrainConfig` field, with the field's help."""
-    import dataclasses
-    import typing
-
     from ..engine.config import CHOICES, TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
@@ -134,8 +105,6 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def _flag_help(f: Any, hint: Any) -> str:
     """A config field's help, with its valid range where it has one (``training epochs; valid: 1..10000``)."""
-    import typing
-
     text = f.metadata.get("help") or ""
     valid = f.metadata.get("valid")
     if valid is not None:

@@ -11,6 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from ..attention import attention_option_keys
 from ..models import create_model
 from ..plugins import import_modules
 from .checkpoint import _state_dict_mismatch, load_checkpoint
@@ -79,8 +80,6 @@ def _share_plain_init(
 
 def _plain_options(config: Mapping[str, Any]) -> Dict[str, Any]:
     """``model_options`` without those of the attention modules (a plain network refuses them)."""
-    from ..attention import attention_option_keys
-
     attention_keys = set(attention_option_keys())
     return {k: v for k, v in (config.get("model_options") or {}).items() if k not in attention_keys}
 

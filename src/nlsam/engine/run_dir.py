@@ -16,6 +16,11 @@ A kill between the writes therefore leaves ``best.pt`` or ``metrics.jsonl`` one 
 
 One process trains into a directory at a time: :func:`lock_run_dir` holds an exclusive lock on
 ``RUN_DIR/.lock`` for the whole run, released by the kernel however the process ends.
+
+Starting and resuming: :func:`open_run_dir` checks ``--out`` and, for ``--resume``, reads the
+run's ``last.pt`` (refusing one that is not the run's own); :func:`resumed_config` is the
+config of a resumed run (its saved settings, then what is given now) and
+:func:`resume_changes` what a resume changes, of the settings it may change.
 """
 
 from __future__ import annotations
@@ -23,19 +28,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .._io import PathLike, atomic_write_bytes, remove_stale_temporaries
-from .checkpoint import _best_is_stale, peek_checkpoint, save_checkpoint
+from .._ranges import short_repr
+from .checkpoint import _best_is_stale, load_checkpoint, peek_checkpoint, save_checkpoint
+from .config import TrainConfig, load_yaml, resolve_config
 
 __all__ = [
     "RunDirInUseError",
+    "default_run_dir",
     "lock_holder",
     "lock_run_dir",
+    "open_run_dir",
     "read_metrics",
     "recorded_machines",
     "recorded_precision",
+    "resume_changes",
+    "resumed_config",
+    "saved_settings",
 ]
 
 try:  # POSIX; elsewhere runs are not locked
@@ -218,3 +232,166 @@ def _repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -
         save_checkpoint(dict(state), run_dir / "best.pt")
         done.append(f"rewrote best.pt from last.pt (epoch {state['epoch'] + 1})")
     return done
+
+
+# ----------------------------------------------------------------------------- starting and resuming a run
+#: Settings a resumed run may change: they do not alter what was trained so far, and the rest
+#: of the run follows them (more or fewer ``epochs`` re-plan the lr schedule from the next epoch).
+#: Every other setting must equal the saved one.
+_RESUME_CHANGEABLE = (
+    "epochs",
+    "device",
+    "amp",
+    "compile",
+    "channels_last",
+    "deterministic",
+    "num_workers",
+    "eval_batch_size",
+    "data_dir",
+    "download",
+    "cache_dir",
+    "log_every",
+    "tensorboard",
+)
+_NOT_COMPARED = ("out", "resume")
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """Where ``nlsam train`` writes a run without ``--out``: ``runs/DATA-MODEL-ATTENTION-seedSEED``."""
+    data = Path(cfg.data).stem if os.sep in cfg.data or cfg.data.endswith(".zip") else cfg.data
+    return Path("runs") / f"{data}-{cfg.model}-{cfg.attention or 'plain'}-seed{cfg.seed}"
+
+
+def _check_out_dir(run_dir: Path) -> None:
+    """Make sure the run directory can be created and written, before any data is loaded."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} is a file, not a directory; choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {run_dir} cannot be created: {exc.strerror or exc}; choose another --out") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {run_dir} is not writable; choose another --out")
+
+
+def resume_changes(saved: Dict[str, Any], cfg: TrainConfig) -> Dict[str, tuple]:
+    """The settings in which ``cfg`` differs from a run's ``saved`` config, as ``{key: (saved,
+    now)}``. Refuses (``ValueError``) any change outside :data:`_RESUME_CHANGEABLE`."""
+    defaults = TrainConfig().to_dict()
+    changes = {}
+    for key, value in cfg.to_dict().items():
+        before = saved.get(key, defaults[key])
+        if key not in _NOT_COMPARED and before != value and not (key == "data" and _same_path(before, value)):
+            changes[key] = (before, value)
+    refused = [k for k in changes if k not in _RESUME_CHANGEABLE]
+    if refused:
+        detail = ", ".join(f"{k} (saved {changes[k][0]!r}, now {changes[k][1]!r})" for k in refused)
+        raise ValueError(
+            f"cannot resume {cfg.out} with changed {detail}: a resumed run keeps its settings except "
+            f"{', '.join(_RESUME_CHANGEABLE)}; start a new run with another --out to change them"
+        )
+    return changes
+
+
+def _check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
+    """Refuse a ``last.pt`` whose settings are not those the run directory's ``config.yaml``
+    records (outside :data:`_RESUME_CHANGEABLE`): a checkpoint copied from another run, or a
+    config edited by hand. Without this the difference reads as a change asked for now."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        recorded = load_yaml(path)
+    except ValueError:  # an unreadable config.yaml is reported where it is read for the resume
+        return
+    defaults = TrainConfig().to_dict()
+    differ = [
+        key
+        for key in defaults
+        if key not in _RESUME_CHANGEABLE + _NOT_COMPARED
+        and _differs(key, state["config"].get(key, defaults[key]), recorded.get(key, defaults[key]))
+    ]
+    if differ:
+        detail = ", ".join(
+            f"{k} ({short_repr(state['config'].get(k, defaults[k]))} in last.pt, "
+            f"{short_repr(recorded.get(k, defaults[k]))} in config.yaml)"
+            for k in differ[:4]
+        )
+        more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+        raise ValueError(
+            f"cannot resume {run_dir}: its last.pt and config.yaml describe different runs: {detail}{more}; "
+            "last.pt was copied from another run, or config.yaml was edited. Put back the run's own last.pt "
+            "(or config.yaml: a resumed run keeps its settings), or start a new run with another --out"
+        )
+
+
+def _differs(key: str, a: Any, b: Any) -> bool:
+    return a != b and not (key == "data" and _same_path(a, b))
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` name one existing file or folder (``../data/x.zip`` and its
+    absolute path, say): a resumed run may name its data either way."""
+    try:
+        return os.path.samefile(str(a), str(b))
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def open_run_dir(cfg: TrainConfig) -> Tuple[TrainConfig, Path, Optional[Dict[str, Any]]]:
+    """Return ``(config, run_dir, resume_state)``, the config with its ``out`` set: check ``--out``, and for ``--resume`` that the
+    run exists and the settings may change as asked; refuse to overwrite an existing run."""
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    cfg = replace(cfg, out=str(run_dir))
+    _check_out_dir(run_dir)
+    last = run_dir / "last.pt"
+    if cfg.resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: no {last}; start the run without --resume")
+        state = load_checkpoint(last)
+        _check_same_run(run_dir, state)
+        return cfg, run_dir, state
+    if last.exists():
+        raise ValueError(
+            f"run directory {run_dir} already holds a run; add --resume to continue it or choose another --out"
+        )
+    trained = len(read_metrics(run_dir)) if (run_dir / "metrics.jsonl").is_file() else 0
+    if trained:  # a run whose checkpoints are gone: starting again would overwrite its epochs
+        raise ValueError(
+            f"run directory {run_dir} holds metrics.jsonl with {trained} epoch(s) but no last.pt to resume from; "
+            "starting again would overwrite them: move the folder away or choose another --out"
+        )
+    return cfg, run_dir, None
+
+
+def saved_settings(run_dir: Path) -> Dict[str, Any]:
+    """The settings of the run in ``run_dir``: its ``config.yaml``, or where that is missing the
+    copy every checkpoint holds (``last.pt``'s; config.yaml is then written again)."""
+    saved, last = run_dir / "config.yaml", run_dir / "last.pt"
+    if saved.is_file():
+        return load_yaml(saved)
+    if not last.exists():
+        raise FileNotFoundError(
+            f"cannot resume: no {saved} and no last.pt in {run_dir}, so there is no run "
+            "to continue; start the run without --resume"
+        )
+    print(
+        f"nlsam train: warning: {saved} is missing; resuming with the settings saved in {last}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return dict(load_checkpoint(last)["config"])
+
+
+def resumed_config(
+    config_file: Optional[Union[str, Path]] = None, overrides: Optional[Mapping[str, Any]] = None
+) -> TrainConfig:
+    """The config of ``--resume``: the run's own saved settings (:func:`saved_settings`), then the
+    YAML file and the flags given now, which may change only what a resumed run can honour
+    (checked against its ``last.pt`` when the run starts). The run is the one the file and flags
+    name (``out``), or :func:`default_run_dir` of them."""
+    overrides = dict(overrides or {})
+    given = resolve_config(config_file, overrides)
+    run_dir = Path(given.out) if given.out else default_run_dir(given)
+    base = {k: v for k, v in saved_settings(run_dir).items() if k in TrainConfig.__dataclass_fields__}
+    return resolve_config(config_file, dict(overrides, out=str(run_dir)), base=base)
