@@ -323,7 +323,7 @@ def test_locate_command_errors(study, capsys, tmp_path):
 
 
 def test_mean_interval():
-    from nlsam.analysis.report import mean_interval
+    from nlsam.analysis.statistics import mean_interval
 
     mean, half = mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302652729749464 / math.sqrt(3))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nlsam.analysis.report import t_quantile_975, welch_interval, write_report
+from nlsam.analysis.report import write_report
+from nlsam.analysis.statistics import t_quantile_975, welch_interval
 from nlsam.cli import main
 
 # the README's smallest study
@@ -43,7 +44,7 @@ def test_t_quantile_975_limits_and_errors():
 
 def test_t_distribution_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
-    from nlsam.analysis.report import t_cdf, t_quantile
+    from nlsam.analysis.statistics import t_cdf, t_quantile
 
     dfs = [0.3, 0.7, 1, 1.01, 1.17, 1.5, 1.93, 2, 2.5, 3.7, 7.3, 30.5, 123.4, 1e4, 1e5, 3e5, 1e6, 1e9]
     for df in dfs:

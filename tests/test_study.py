@@ -5,7 +5,8 @@ import math
 import pytest
 import yaml
 
-from nlsam.analysis.report import t_quantile_975, welch_interval, write_report
+from nlsam.analysis.report import write_report
+from nlsam.analysis.statistics import t_quantile_975, welch_interval
 from nlsam.cli import main
 from nlsam.engine.study import load_study, run_state
 from nlsam.engine.study_runner import execute_study
@@ -236,7 +237,8 @@ def test_shipped_study_files_are_valid(tmp_path):
 def test_partners_and_paired_differences():
     from types import SimpleNamespace
 
-    from nlsam.analysis.report import GroupResult, _attach_baselines, _row, paired_interval
+    from nlsam.analysis.report import GroupResult, _attach_baselines, _row
+    from nlsam.analysis.statistics import paired_interval
 
     def group(attention, accuracies, seeds):
         return GroupResult(f"attention={attention}", {"attention": attention}, list(accuracies), list(seeds))

@@ -47,15 +47,7 @@ from ..engine.run_dir import read_metrics, recorded_machines, recorded_precision
 from ..engine.study import RunStatus, Study, StudyRun, load_study, run_status
 from .figures import save_accuracy_by_stage_k, save_accuracy_curves, save_accuracy_vs_gflops
 from .localisation import localisation_of_run
-
-# The Student-t functions and intervals live in nlsam.analysis.statistics; they stay importable
-# from this module, where they were first defined.
-from .statistics import mean_interval as mean_interval
-from .statistics import paired_interval as paired_interval
-from .statistics import t_cdf as t_cdf
-from .statistics import t_quantile as t_quantile
-from .statistics import t_quantile_975 as t_quantile_975
-from .statistics import welch_interval as welch_interval
+from .statistics import mean_interval, paired_interval, welch_interval
 
 __all__ = ["GroupResult", "write_report"]
 
