@@ -40,12 +40,6 @@ def to_2tuple(size: SizeLike, name: str = "feature_size") -> Tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def size_pair(size: SizeLike) -> Tuple[int, int]:
-    """:func:`to_2tuple` naming ``input_size``; an old name still imported by
-    :mod:`nlsam.analysis.localisation`: new code calls :func:`to_2tuple`."""
-    return to_2tuple(size, "input_size")
-
-
 def parse_input_size(values: Optional[Sequence[int]], *, min_pixels: Optional[int] = None) -> Optional[Tuple[int, int]]:
     """``--input-size H [W]`` -> (H, W), or None (not given: the model's own size).
 

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._io import atomic_write_bytes
-from .._sizes import size_pair
+from .._sizes import to_2tuple
 from ..data import LOCATE_CLASSES, Normalizer, generate_locate, parse_procedural, procedural_name, procedural_size
 from ..engine.checkpoint import load_checkpoint, peek_checkpoint, resolve_checkpoint_path
 from ..engine.loading import model_from_checkpoint
@@ -339,7 +339,7 @@ def evaluate_localisation(
     device = torch.device(device)
     model = model.to(device).eval()
     S = tuple(data.masks.shape[-2:])
-    norm = Normalizer(mean, std, device, out_size=size_pair(input_size) if input_size else None)
+    norm = Normalizer(mean, std, device, out_size=to_2tuple(input_size, "input_size") if input_size else None)
     has_own = bool(_spatial_attention_modules(model))
     correct = 0
     scores: Dict[str, List[torch.Tensor]] = {}

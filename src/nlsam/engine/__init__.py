@@ -53,6 +53,7 @@ from .precision import (
 from .prepare import PreparedRun, data_meta, prepare_run
 from .progress import Progress
 from .run_dir import (
+    RESUME_CHANGEABLE,
     RunDirInUseError,
     default_run_dir,
     lock_holder,
@@ -82,6 +83,7 @@ from .study_runner import (
 from .train import train
 
 __all__ = [
+    "RESUME_CHANGEABLE",
     "AMP_MODES",
     "CHOICES",
     "DistInfo",

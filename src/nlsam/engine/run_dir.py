@@ -39,6 +39,7 @@ from .checkpoint import _best_is_stale, load_checkpoint, peek_checkpoint, save_c
 from .config import TrainConfig, load_yaml, resolve_config
 
 __all__ = [
+    "RESUME_CHANGEABLE",
     "RunDirInUseError",
     "default_run_dir",
     "lock_holder",
@@ -238,7 +239,7 @@ def _repair_run_dir(run_dir: PathLike, state: Optional[Dict[str, Any]] = None) -
 #: Settings a resumed run may change: they do not alter what was trained so far, and the rest
 #: of the run follows them (more or fewer ``epochs`` re-plan the lr schedule from the next epoch).
 #: Every other setting must equal the saved one.
-_RESUME_CHANGEABLE = (
+RESUME_CHANGEABLE = (
     "epochs",
     "device",
     "amp",
@@ -276,26 +277,26 @@ def _check_out_dir(run_dir: Path) -> None:
 
 def resume_changes(saved: Dict[str, Any], cfg: TrainConfig) -> Dict[str, tuple]:
     """The settings in which ``cfg`` differs from a run's ``saved`` config, as ``{key: (saved,
-    now)}``. Refuses (``ValueError``) any change outside :data:`_RESUME_CHANGEABLE`."""
+    now)}``. Refuses (``ValueError``) any change outside :data:`RESUME_CHANGEABLE`."""
     defaults = TrainConfig().to_dict()
     changes = {}
     for key, value in cfg.to_dict().items():
         before = saved.get(key, defaults[key])
         if key not in _NOT_COMPARED and before != value and not (key == "data" and _same_path(before, value)):
             changes[key] = (before, value)
-    refused = [k for k in changes if k not in _RESUME_CHANGEABLE]
+    refused = [k for k in changes if k not in RESUME_CHANGEABLE]
     if refused:
         detail = ", ".join(f"{k} (saved {changes[k][0]!r}, now {changes[k][1]!r})" for k in refused)
         raise ValueError(
             f"cannot resume {cfg.out} with changed {detail}: a resumed run keeps its settings except "
-            f"{', '.join(_RESUME_CHANGEABLE)}; start a new run with another --out to change them"
+            f"{', '.join(RESUME_CHANGEABLE)}; start a new run with another --out to change them"
         )
     return changes
 
 
 def _check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
     """Refuse a ``last.pt`` whose settings are not those the run directory's ``config.yaml``
-    records (outside :data:`_RESUME_CHANGEABLE`): a checkpoint copied from another run, or a
+    records (outside :data:`RESUME_CHANGEABLE`): a checkpoint copied from another run, or a
     config edited by hand. Without this the difference reads as a change asked for now."""
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -308,7 +309,7 @@ def _check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
     differ = [
         key
         for key in defaults
-        if key not in _RESUME_CHANGEABLE + _NOT_COMPARED
+        if key not in RESUME_CHANGEABLE + _NOT_COMPARED
         and _differs(key, state["config"].get(key, defaults[key]), recorded.get(key, defaults[key]))
     ]
     if differ:

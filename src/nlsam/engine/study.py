@@ -51,7 +51,7 @@ from .config import TrainConfig, _check_keys, load_yaml
 from .device import resolve_device
 from .loading import build_network
 from .precision import listed_precisions, precision_name, resolve_amp
-from .run_dir import _RESUME_CHANGEABLE, read_metrics, recorded_precision
+from .run_dir import RESUME_CHANGEABLE, read_metrics, recorded_precision
 
 __all__ = [
     "RunStatus",
@@ -498,7 +498,7 @@ def _held_run_changes(run: StudyRun, status: RunStatus) -> Dict[str, Tuple[Any, 
         if key == "epochs":
             if status.checkpoint and isinstance(now, int) and status.epochs <= now:
                 continue
-        elif key in _RESUME_CHANGEABLE:
+        elif key in RESUME_CHANGEABLE:
             continue
         changes[key] = (before, now)
     return changes
