@@ -34,7 +34,8 @@ def build_network(
 
     ``meta``, in the layout of a checkpoint's ``meta`` and ``meta.json``: ``classes`` (their
     number sizes the classifier), ``in_chans`` and ``input_size`` (H, W); a key it lacks, or no
-    ``meta`` at all, leaves the network's default (its native input size). ``device="meta"``
+    ``meta`` at all, leaves the network's default (its native input size); ``model_options`` that
+    set one of these win over ``meta``. ``device="meta"``
     builds it without memory or time, to check that the options fit.
     """
     if isinstance(config, TrainConfig):
@@ -49,9 +50,9 @@ def build_network(
             data["input_size"] = tuple(meta["input_size"])
     import_modules(config.get("imports") or ())  # a user's own attention modules, by name
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return create_model(
-            config["model"], attention=config.get("attention"), **data, **(config.get("model_options") or {})
-        )
+        # an option the config sets itself (num_classes, in_chans, input_size) is the one checked and used
+        options = {**data, **(config.get("model_options") or {})}
+        return create_model(config["model"], attention=config.get("attention"), **options)
 
 
 def _share_plain_init(
