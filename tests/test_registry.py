@@ -175,6 +175,44 @@ def test_identity_init_of_built_modules_equals_the_option():
         NLSAM((8, 8), init="zero")
 
 
+def test_one_init_mechanism_and_one_list_of_modes():
+    from nlsam.attention import INITS, apply_init, gate, registry
+    from nlsam.models import INIT_MODES, insert
+
+    assert INIT_MODES is INITS is registry.INITS is gate.INITS
+    module = identity_init(NLSAM((8, 8)))
+    assert module.init == "identity" and module.gate.identity  # as if built with init="identity"
+    assert apply_init(NLSAM((8, 8)), "paper") == "paper"
+    model = nlsam.create_model("resnet20", attention="se+nlsam", nlsam_init="identity")
+    assert {type(m).__name__: m.init for m in model.modules() if isinstance(m, attention_types())} == {
+        "SqueezeExcite": "paper",
+        "NLSAM": "identity",
+    }
+    report = insert(nlsam.create_model("resnet20"), "se", init="identity")
+    assert all(i.module.init == "identity" and i.module.gate.identity for i in report)
+
+
+def test_a_network_splits_its_options_once_and_reads_no_signature(monkeypatch):
+    from collections import Counter
+
+    from nlsam.attention import registry
+
+    counts = Counter()
+    for name in ("_parameters", "_part_stages", "split_attention_options"):
+        original = getattr(registry, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(registry, name, counted)
+    with torch.device("meta"):  # 54 blocks, built without memory or time
+        nlsam.create_model("resnet110", attention="se+nlsam", nlsam_pool=1, se_reduction=8)
+    assert counts["_parameters"] == 0  # each builder's signature was read when it was registered
+    assert counts["_part_stages"] == 2  # once for SE, once for NL-SAM: not once per block
+    assert counts["split_attention_options"] == 0  # split by create_model, not by the network
+
+
 def test_train_init_from_a_plain_run_starts_as_that_network(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NLSAM_CACHE_DIR", str(tmp_path / "cache"))
     base = tmp_path / "base"

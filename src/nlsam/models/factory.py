@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import difflib
 import logging
-from typing import Any
+from typing import Any, Dict, Mapping
 
 from torch import nn
 
 from .._ranges import short_repr
-from ..attention import UnknownOptionError, check_attention_name
+from ..attention import UnknownOptionError, attention_option_keys, check_attention_name, split_attention_options
 from .pretrained import load_pretrained
-from .registry import _MODELS, _model_options, list_models
+from .registry import _ATTENTION_OPTIONS, _MODELS, _model_parameters, list_models
 from .released import _PREFIX, get_pretrained
 
 __all__ = ["create_model"]
@@ -41,17 +41,10 @@ def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module
         close = difflib.get_close_matches(str(name), list(_MODELS), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"unknown model {short_repr(name)}{hint}; valid: {', '.join(list_models())}")
-    valid = _model_options(name)
-    for key in kwargs:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UnknownOptionError(
-                f"unknown option {short_repr(key)} for model {name}{hint}; valid: {', '.join(valid)}"
-            )
+    arguments = _builder_arguments(name, kwargs)
     if isinstance(pretrained, str) and pretrained.startswith(_PREFIX):
         _check_released(pretrained, name, kwargs.get("attention"))
-    model = _MODELS[name](**kwargs)
+    model = _MODELS[name](**arguments)
     if pretrained is not False and pretrained is not None:
         if pretrained is True:
             if getattr(model, "stage_ids", [None])[0] != 2:
@@ -65,6 +58,31 @@ def create_model(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module
         model.pretrained_report = report  # type: ignore[assignment]
         _log.info("%s: %s", name, report)
     return model
+
+
+def _builder_arguments(name: str, options: Mapping[str, Any]) -> Dict[str, Any]:
+    """``options`` as the builder of network ``name`` takes them, checked and split here, once:
+    its own options as given, and the flat attention options (``nlsam_pool=2``, ...) split by part
+    (:func:`nlsam.attention.split_attention_options`) into one ``attention_options`` argument
+    (``{"nlsam": {"pool": 2}, ...}``), where the network takes them.
+
+    Raises :class:`nlsam.attention.UnknownOptionError` for a key the network does not take,
+    naming the valid ones.
+    """
+    own, takes_attention = _model_parameters(name)
+    valid = own + attention_option_keys() if takes_attention else own
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownOptionError(
+                f"unknown option {short_repr(key)} for model {name}{hint}; valid: {', '.join(valid)}"
+            )
+    if not takes_attention:
+        return dict(options)
+    arguments = {k: v for k, v in options.items() if k in own}
+    arguments[_ATTENTION_OPTIONS] = split_attention_options({k: v for k, v in options.items() if k not in own})
+    return arguments
 
 
 def _check_released(source: str, name: str, attention: Any) -> None:

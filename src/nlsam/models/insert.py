@@ -52,12 +52,13 @@ from torch import nn
 from .._ranges import check_model_argument
 from .._sizes import SizeLike, check_max_side, to_2tuple
 from ..attention import (
+    INITS,
+    AttentionPlan,
     attention_option_keys,
     attention_parts,
     attention_placement,
     attention_types,
     check_attention_name,
-    create_attention,
     identity_init,
     list_attention,
     split_attention_options,
@@ -77,8 +78,8 @@ from .resnet import (
 __all__ = ["After", "INIT_MODES", "InsertReport", "Insertion", "insert"]
 
 #: ``"paper"``: the modules as the paper defines them; ``"identity"``: each module starts as the
-#: identity (:func:`nlsam.attention.identity_init`).
-INIT_MODES = ("paper", "identity")
+#: identity (:func:`nlsam.attention.identity_init`). The same tuple as :data:`nlsam.attention.INITS`.
+INIT_MODES = INITS
 
 #: Where :func:`insert` puts the modules in a network that is not a ResNet: the names of the
 #: modules to follow, or a function of a module's name and the module that says whether to.
@@ -507,24 +508,28 @@ def _network_options(
     defaults: Mapping[str, Any],
     stages: Optional[List[int]],
     options: Mapping[str, Any],
-) -> Dict[str, Any]:
-    """create_attention's options: nlsam's defaults for the network (its NL-SAM stages, r, the
-    channel ratio), ``stages`` for every part, then the user's options over them."""
+    attention_options: Mapping[str, Mapping[str, Any]],
+) -> Dict[str, Dict[str, Any]]:
+    """The plan's options, split by part: nlsam's defaults for the network (its NL-SAM stages, r,
+    the channel ratio; k is fitted to each place by :func:`_build`), the user's
+    ``attention_options`` (``options`` split) over them, and ``stages`` for every part of
+    ``attention`` whose own ``PART_stages`` key is not in ``options``."""
     valid = set(attention_option_keys())
-    merged = {k: v for k, v in defaults.items() if k in valid and k != "nlsam_pool"}
+    merged = split_attention_options({k: v for k, v in defaults.items() if k in valid and k != "nlsam_pool"})
+    for name, given in attention_options.items():
+        merged.setdefault(name, {}).update(given)
     if stages is not None:
-        merged.update({f"{part.name}_stages": stages for part in attention_parts(attention)})
-    merged.update(options)
+        for part in attention_parts(attention):
+            if f"{part.name}_stages" not in options:
+                merged[part.name]["stages"] = stages
     return merged
 
 
 def _build(
-    attention: str,
+    plan: AttentionPlan,
     target: _Target,
     feature: torch.Tensor,
-    options: Dict[str, Any],
     default_pool: Union[int, Mapping[int, int]],
-    stage_ids: Optional[List[int]],
     input_hw: Tuple[int, int],
 ) -> nn.Module:
     """The attention module for one place (``nn.Identity`` where no part goes to its stage).
@@ -532,31 +537,26 @@ def _build(
     NL-SAM's k, unless given, is the network's default (per stage at 224 px, 4/2/1 in ImageNet
     stages 3/4/5) or, where that does not divide the feature map, the largest k below it that
     does."""
+    attention = plan.name
     channels, height, width = feature.shape[1:]
-    kwargs = dict(options)
     valid = _divisors(height, width)
-    if "nlsam_pool" not in kwargs:
+    place_options = None
+    nlsam_part = next((part for part in plan.parts if part.name == "nlsam"), None)
+    if nlsam_part is not None and "pool" in nlsam_part.options and "pool" not in plan.options["nlsam"]:
         preferred = _preferred_pool(default_pool, target.stage)
-        kwargs["nlsam_pool"] = max(k for k in valid if k <= preferred)
+        place_options = {"nlsam": {"pool": max(k for k in valid if k <= preferred)}}
     try:
-        module = create_attention(
-            attention,
-            channels,
-            (height, width),
-            stage=target.stage,
-            stage_ids=stage_ids,
-            placement=target.placement,
-            **kwargs,
+        module = plan.build(
+            channels, (height, width), stage=target.stage, placement=target.placement, place_options=place_options
         )
     except ValueError as error:
         where = f" (stage {target.stage})" if target.stage is not None else ""
-        has_nlsam = any(part.name == "nlsam" for part in attention_parts(attention))
-        pools = f"; valid nlsam_pool k here: {', '.join(map(str, valid))}" if has_nlsam else ""
+        pools = f"; valid nlsam_pool k here: {', '.join(map(str, valid))}" if nlsam_part is not None else ""
         raise ValueError(
             f"insert: {attention!r} does not fit {target.name}{where}, a {channels}x{height}x"
             f"{width} feature map at input size {input_hw[0]}x{input_hw[1]}: {error}{pools}"
         ) from None
-    _check_attention_shape(module, attention, (channels, height, width), f"at {target.name}")
+    _check_attention_shape(module, plan, (channels, height, width), f"at {target.name}")
     return module
 
 
@@ -614,9 +614,9 @@ def insert(
     name = check_attention_name(attention)
     if name is None:
         raise ValueError(f"insert: attention is {attention!r}; name one of {', '.join(list_attention())}")
-    if init not in INIT_MODES:
-        raise ValueError(f"insert: unknown init {init!r}; valid: {', '.join(INIT_MODES)}")
-    split_attention_options(options)  # an unknown option fails here, naming the valid ones
+    if init not in INITS:
+        raise ValueError(f"insert: unknown init {init!r}; valid: {', '.join(INITS)}")
+    attention_options = split_attention_options(options)  # the one check: an unknown option fails here
     placement = attention_placement(name)
     if after is not None:
         if stages is not None:
@@ -628,10 +628,10 @@ def insert(
     shape = _input_shape(model, input_size, defaults["input_size"])
     features = _dry_pass(model, targets, shape)
 
-    merged = _network_options(name, defaults, stages, options)
+    plan = AttentionPlan(name, _network_options(name, defaults, stages, options, attention_options), stage_ids)
     built = []
     for target, feature in zip(targets, features):
-        module = _build(name, target, feature, merged, defaults["nlsam_pool"], stage_ids, shape[1:])
+        module = _build(plan, target, feature, defaults["nlsam_pool"], shape[1:])
         if not isinstance(module, nn.Identity):
             if init == "identity":
                 module = identity_init(module)

@@ -17,7 +17,7 @@ when the shape changes. ``shortcut="A"`` or ``"B"`` overrides either.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +26,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .._ranges import Range, short_repr
 from .._sizes import MAX_INPUT_PIXELS, SizeLike, to_2tuple
-from ..attention import (
-    attention_parts,
-    check_attention_name,
-    create_attention,
-    is_builtin_part,
-    split_attention_options,
-)
+from ..attention import AttentionPlan, identity_init, split_attention_options
+from .registry import register_model
 
 __all__ = [
     "BasicBlock",
@@ -193,15 +188,15 @@ class PreActBottleneck(nn.Module):
 Block = Type[Union[BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck]]
 
 
-def _check_attention_shape(module: nn.Module, attention: Optional[str], shape: Sequence[int], where: str) -> None:
-    """Raise a ``ValueError`` naming the module unless ``module`` (built for the composition
-    ``attention``) maps a ``shape`` = (C, H, W) feature map to one of the same shape.
+def _check_attention_shape(module: nn.Module, plan: AttentionPlan, shape: Sequence[int], where: str) -> None:
+    """Raise a ``ValueError`` naming the module unless ``module`` (built by ``plan``) maps a
+    ``shape`` = (C, H, W) feature map to one of the same shape.
 
     nlsam's own modules keep the shape by construction (and are tested), so only a composition
     with a part registered from outside is tried: once, on zeros at batch 2, in eval mode,
     without gradient and without touching the random state. On the meta device it costs nothing.
     """
-    outside = [p for p in attention_parts(attention) if not is_builtin_part(p)]
+    outside = plan.outside_parts
     if not outside or isinstance(module, nn.Identity):
         return
     named = ", ".join(f"{p.name!r} ({getattr(p.builder, '__qualname__', p.builder)})" for p in outside)
@@ -271,11 +266,13 @@ class ResNet(nn.Module):
         shortcut: ``"A"`` (zero-padding identity) or ``"B"`` (projection) on shape changes.
         drop_rate: dropout before the classifier.
         zero_init_residual: zero the last BN of each post-activation block.
-        **attention_options: options of the attention parts, by part name (see
-            :mod:`nlsam.attention.registry`): ``nlsam_stages`` (the stages whose blocks get
-            NL-SAM; default the last two), ``nlsam_pool`` (k) and ``nlsam_reduction`` (r), each an
-            int or a dict stage -> value, ``nlsam_interpolation``; ``channel_stages`` (SE, GE,
-            CBAM, BAM; default all) and ``channel_reduction``; ``attention_init="identity"``.
+        attention_options: options of the attention parts, split by part and checked, as
+            :func:`nlsam.attention.split_attention_options` gives them from the flat keys that
+            :func:`nlsam.create_model` takes: ``{"nlsam": {"stages": [2, 3], "pool": 2,
+            "reduction": 8}, "se": {"reduction": 4}, ...}`` (``stages``: the stages whose blocks
+            get the part, default the last two for NL-SAM and all for the others; ``pool`` k and
+            ``reduction`` r, each an int or a dict stage -> value; ``init``: ``"identity"`` to
+            start as the identity). A part left out takes its module's defaults.
     """
 
     def __init__(
@@ -293,7 +290,7 @@ class ResNet(nn.Module):
         drop_rate: float = 0.0,
         zero_init_residual: bool = False,
         stem_width: Optional[int] = None,
-        **attention_options: Any,
+        attention_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     ) -> None:
         super().__init__()
         if stem not in ("cifar", "imagenet"):
@@ -313,15 +310,14 @@ class ResNet(nn.Module):
         input_size = to_2tuple(input_size, "input_size")
         if max(input_size) > MAX_INPUT_PIXELS:
             _OPTION_RANGES["input_size"].check("input_size", max(input_size))
-        attention = check_attention_name(attention)
-        split_attention_options(attention_options)  # an unknown option fails here, naming the valid ones
         first_stage = 1 if stem == "cifar" else 2
         stage_ids = list(range(first_stage, first_stage + len(layers)))
+        plan = AttentionPlan(attention, attention_options, stage_ids)  # an unknown attention fails here
 
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.input_size = to_2tuple(input_size, "input_size")
-        self.attention_name = attention
+        self.attention_name = plan.name
         self.drop_rate = drop_rate
         self.preact = block.preact
         self.stage_ids = stage_ids
@@ -358,16 +354,8 @@ class ResNet(nn.Module):
                 width: int = width,
                 stage: int = stage,
             ) -> nn.Module:
-                module = create_attention(
-                    attention,
-                    out_planes,
-                    (height, width),
-                    stage=stage,
-                    stage_ids=stage_ids,
-                    placement=placement,
-                    **attention_options,
-                )
-                _check_attention_shape(module, attention, (out_planes, height, width), f"of stage {stage}")
+                module = plan.build(out_planes, (height, width), stage=stage, placement=placement)
+                _check_attention_shape(module, plan, (out_planes, height, width), f"of stage {stage}")
                 return module
 
             blocks: List[nn.Module] = [
@@ -398,10 +386,7 @@ class ResNet(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_planes, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(zero_init_residual)
-        for m in self.modules():  # the convolution init above must not undo an identity start
-            reset_identity = getattr(m, "reset_identity", None)
-            if getattr(m, "init", None) == "identity" and reset_identity is not None:
-                reset_identity()
+        identity_init(self, built_identity_only=True)  # the convolution init above must not undo an identity start
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
@@ -557,38 +542,58 @@ class ResNet(nn.Module):
 #   overhead of ResNet-50 + NL-SAM at +0.032M parameters and +0.0063 GFLOPs, the paper's
 #   "+0.03M and +0.007G". SE/GE/CBAM/BAM use their own papers' ratio 16.
 # ---------------------------------------------------------------------------------------------
-from .registry import register_model  # noqa: E402
-
-_CIFAR_DEFAULTS: Dict[str, Any] = dict(
-    stem="cifar",
-    num_classes=10,
-    input_size=32,
+_CIFAR_NETWORK_DEFAULTS: Dict[str, Any] = dict(stem="cifar", num_classes=10, input_size=32)
+_CIFAR_ATTENTION_DEFAULTS: Dict[str, Any] = dict(
     nlsam_stages=(2, 3),
     nlsam_pool=2,
     nlsam_reduction=8,
     channel_reduction=4,
 )
-_IMAGENET_DEFAULTS: Dict[str, Any] = dict(
-    stem="imagenet",
-    num_classes=1000,
-    input_size=224,
+_IMAGENET_NETWORK_DEFAULTS: Dict[str, Any] = dict(stem="imagenet", num_classes=1000, input_size=224)
+_IMAGENET_ATTENTION_DEFAULTS: Dict[str, Any] = dict(
     nlsam_stages=(3, 4, 5),
     nlsam_pool={3: 4, 4: 2, 5: 1},
     nlsam_reduction=2,
     channel_reduction=16,
 )
+#: Every default of a builder, the network's and the attention's (flat ``PART_OPTION`` keys).
+_CIFAR_DEFAULTS: Dict[str, Any] = {**_CIFAR_NETWORK_DEFAULTS, **_CIFAR_ATTENTION_DEFAULTS}
+_IMAGENET_DEFAULTS: Dict[str, Any] = {**_IMAGENET_NETWORK_DEFAULTS, **_IMAGENET_ATTENTION_DEFAULTS}
 
 
-def _cifar_resnet(block: Block, blocks_per_stage: int, **kwargs) -> ResNet:
-    options = dict(_CIFAR_DEFAULTS, shortcut="A" if block.expansion == 1 else "B")
+def _with_attention_defaults(
+    defaults: Mapping[str, Any], attention_options: Optional[Mapping[str, Mapping[str, Any]]]
+) -> Dict[str, Dict[str, Any]]:
+    """A builder's attention defaults (flat keys, split by part here) with the caller's options
+    (already split) over them, option by option."""
+    options = split_attention_options(defaults)
+    for part, given in (attention_options or {}).items():
+        options.setdefault(part, {}).update(given)
+    return options
+
+
+def _cifar_resnet(
+    block: Block,
+    blocks_per_stage: int,
+    attention_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    **kwargs: Any,
+) -> ResNet:
+    options = dict(_CIFAR_NETWORK_DEFAULTS, shortcut="A" if block.expansion == 1 else "B")
     options.update(kwargs)
-    return ResNet(block, [blocks_per_stage] * 3, [16, 32, 64], **options)
+    attention = _with_attention_defaults(_CIFAR_ATTENTION_DEFAULTS, attention_options)
+    return ResNet(block, [blocks_per_stage] * 3, [16, 32, 64], **options, attention_options=attention)
 
 
-def _imagenet_resnet(block: Block, layers: Sequence[int], **kwargs) -> ResNet:
-    options = dict(_IMAGENET_DEFAULTS, shortcut="B")
+def _imagenet_resnet(
+    block: Block,
+    layers: Sequence[int],
+    attention_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    **kwargs: Any,
+) -> ResNet:
+    options = dict(_IMAGENET_NETWORK_DEFAULTS, shortcut="B")
     options.update(kwargs)
-    return ResNet(block, layers, [64, 128, 256, 512], **options)
+    attention = _with_attention_defaults(_IMAGENET_ATTENTION_DEFAULTS, attention_options)
+    return ResNet(block, layers, [64, 128, 256, 512], **options, attention_options=attention)
 
 
 @register_model
