@@ -67,9 +67,14 @@ import warnings
 from functools import partial
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from .._normalisation import CIFAR10_MEAN, CIFAR10_STD
+from .._normalisation import IMAGENET_MEAN as _IMAGENET_MEAN
+from .._normalisation import IMAGENET_STD as _IMAGENET_STD
 from .._sizes import to_2tuple
 from ..attention import check_attention_name, list_attention
 from .factory import create_model as _nlsam_create_model
+from .pretrained import _full_state_dict
+from .registry import _ATTENTION_OPTIONS
 from .registry import is_model as _nlsam_is_model
 from .released import PretrainedWeight, list_pretrained, shipped_file
 from .resnet import _CIFAR_DEFAULTS, _IMAGENET_DEFAULTS, ResNet
@@ -103,10 +108,6 @@ CIFAR_ARCHS: Tuple[str, ...] = (
     "preresnet110",
     "preresnet164",
 )
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)  # = timm.data.IMAGENET_DEFAULT_MEAN / _STD
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # name -> (arch, attention)
 _VARIANTS: Dict[str, Tuple[str, Optional[str]]] = {
@@ -133,9 +134,10 @@ _TIMM_KWARGS = frozenset(
 
 
 def _resnet_kwargs() -> Optional[frozenset]:
-    """The keyword arguments ResNet accepts (None: it takes any, so nothing to check)."""
+    """The keyword arguments ResNet accepts (None: it takes any, or the attention options that
+    :func:`nlsam.create_model` checks and splits, so nothing to check here)."""
     params = list(inspect.signature(ResNet.__init__).parameters.values())
-    if any(p.kind == p.VAR_KEYWORD for p in params):
+    if any(p.kind == p.VAR_KEYWORD or p.name == _ATTENTION_OPTIONS for p in params):
         return None
     return frozenset(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)) - {
         "self",
@@ -375,8 +377,6 @@ def _create(variant: str, arch: str, attention: Optional[str], pretrained: bool 
 def _pretrained_filter(state_dict: Dict[str, Any], model: Any) -> Dict[str, Any]:
     """timm's hook between reading weights and loading them: torchvision / timm ResNet names
     (``layer1.0.conv1``) become nlsam's (``stages.layer1.0.conv1``); attention keeps its init."""
-    from .pretrained import _full_state_dict
-
     return _full_state_dict(model, state_dict)
 
 
