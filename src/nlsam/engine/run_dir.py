@@ -282,7 +282,7 @@ def resume_changes(saved: Dict[str, Any], cfg: TrainConfig) -> Dict[str, tuple]:
     changes = {}
     for key, value in cfg.to_dict().items():
         before = saved.get(key, defaults[key])
-        if key not in _NOT_COMPARED and before != value and not (key == "data" and _same_path(before, value)):
+        if key not in _NOT_COMPARED and _differs(key, before, value):
             changes[key] = (before, value)
     refused = [k for k in changes if k not in RESUME_CHANGEABLE]
     if refused:
@@ -327,6 +327,8 @@ def _check_same_run(run_dir: Path, state: Dict[str, Any]) -> None:
 
 
 def _differs(key: str, a: Any, b: Any) -> bool:
+    """Whether setting ``key`` differs between ``a`` and ``b``: the data by another path to the
+    same file does not."""
     return a != b and not (key == "data" and _same_path(a, b))
 
 

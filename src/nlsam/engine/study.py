@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from .config import TrainConfig, _check_keys, load_yaml
 from .device import resolve_device
 from .loading import build_network
 from .precision import listed_precisions, precision_name, resolve_amp
-from .run_dir import RESUME_CHANGEABLE, read_metrics, recorded_precision
+from .run_dir import _NOT_COMPARED, RESUME_CHANGEABLE, _differs, read_metrics, recorded_precision
 
 __all__ = [
     "RunStatus",
@@ -474,13 +473,6 @@ def run_state(run: StudyRun) -> str:
     return run_status(run).state
 
 
-def _same_file(a: Any, b: Any) -> bool:
-    try:
-        return os.path.samefile(str(a), str(b))
-    except (OSError, TypeError, ValueError):
-        return False
-
-
 def _held_run_changes(run: StudyRun, status: RunStatus) -> Dict[str, Tuple[Any, Any]]:
     """The settings in which the study now gives ``run`` other values than the run trained
     with, as ``{key: (trained, now)}``, of a run the study directory holds (one that trained an
@@ -493,7 +485,7 @@ def _held_run_changes(run: StudyRun, status: RunStatus) -> Dict[str, Tuple[Any, 
     changes = {}
     for key, now in run.config.to_dict().items():
         before = status.config.get(key, defaults[key])
-        if key in ("out", "resume") or before == now or (key == "data" and _same_file(before, now)):
+        if key in _NOT_COMPARED or not _differs(key, before, now):
             continue
         if key == "epochs":
             if status.checkpoint and isinstance(now, int) and status.epochs <= now:
