@@ -222,6 +222,13 @@ def write_files(files: Dict[Path, bytes], quiet: bool = False) -> None:
 # ------------------------------------------------------------------------------------------
 
 
+def _save_report_figure(fig, path: Path) -> None:
+    """Write one of the study report's figures to ``path`` (tight layout, 120 dpi) and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+
+
 def _pyplot():
     """matplotlib's pyplot, on the off-screen Agg backend."""
     import matplotlib
@@ -252,9 +259,7 @@ def save_accuracy_vs_gflops(variants: Sequence[Tuple[str, float, float, int, int
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("Accuracy against cost (marker area ~ parameters)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_report_figure(fig, path)
 
 
 def save_accuracy_by_stage_k(
@@ -294,9 +299,7 @@ def save_accuracy_by_stage_k(
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("NL-SAM by insertion stage and pooling kernel k")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_report_figure(fig, path)
 
 
 def save_accuracy_curves(curves: Sequence[Tuple[str, Sequence[float]]], path: Path) -> None:
@@ -319,9 +322,7 @@ def save_accuracy_curves(curves: Sequence[Tuple[str, Sequence[float]]], path: Pa
     ax.set_title("Test accuracy during training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_report_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------
