@@ -45,13 +45,13 @@ def test_one_nlsam_block_matches_the_hand_formula():
         "avg_pool2d": N * k * k,  # 1 per element read = output elements x kernel area
         "relu": h,  # 1 per output element
         "sigmoid": N,  # 1 per output element
-        "upsample_nearest2d": H * W,  # 1 tap per output element
+        # nearest upsampling by k: a broadcast of the pooled map over k x k blocks (0, no upsample op)
         "mul": C * H * W,  # x * map, 1 per output element
     }
     assert report.flops_by_op == expected_by_op
-    extra = C * H * W + H * W + N * k * k + h + N + H * W + C * H * W
-    assert report.extra_flops == extra == 17224
-    assert report.flops == 2 * 2 * N * h + extra == 19272
+    extra = C * H * W + H * W + N * k * k + h + N + C * H * W
+    assert report.extra_flops == extra == 16968
+    assert report.flops == 2 * 2 * N * h + extra == 19016
     assert report.uncounted_ops == {}
 
 
@@ -63,13 +63,24 @@ def test_interpolation_modes_and_adaptive_path():
     bicubic = profile(NLSAM(H, pool=2, reduction=8, interpolation="bicubic"), (C, H, H))
     assert bicubic.flops_by_op["upsample_bicubic2d"] == 16 * H * H
     assert bicubic.flops_by_op["clamp"] == H * H
+    # area upsampling is an adaptive average pooling to H x H: 1 read per output element
+    area = profile(NLSAM(H, pool=2, reduction=8, interpolation="area"), (C, H, H))
+    assert area.flops_by_op["_adaptive_avg_pool2d"] == H * H
+    # nearest by an integer factor is a broadcast over k x k blocks: no upsampling op at all
+    nearest = profile(NLSAM(H, pool=2, reduction=8), (C, H, H))
+    assert not any(op.startswith(("upsample", "_upsample")) for op in nearest.flops_by_op)
+    assert bilinear.flops == nearest.flops + 4 * H * H and bicubic.flops == nearest.flops + 17 * H * H
     # another input size: adaptive pooling of a 20x20 map to the trained 8x8 grid
     other = profile(NLSAM(H, pool=2, reduction=8), (C, 20, 20))
     # windows along one side: [floor(i*20/8), ceil((i+1)*20/8)) = [0,3), [2,5), [5,8), [7,10),
     # [10,13), [12,15), [15,18), [17,20): eight windows of 3, 24 reads (> 20: they overlap)
     assert other.flops_by_op["_adaptive_avg_pool2d"] == 24 * 24  # on the 1-channel mean map
+    # the 8x8 grid does not tile 20x20: nearest upsampling still runs, 1 tap per output element
     assert other.flops_by_op["upsample_nearest2d"] == 20 * 20
     assert other.macs == 2 * N * (N // 8)
+    # a 24x24 map is tiled by the 8x8 grid (3x3 blocks): the broadcast again, no upsampling
+    tiled = profile(NLSAM(H, pool=2, reduction=8), (C, 24, 24))
+    assert "upsample_nearest2d" not in tiled.flops_by_op and tiled.flops_by_op["mul"] == C * 24 * 24
 
 
 def test_elementary_rules():
@@ -185,8 +196,9 @@ def test_resnet50_nlsam_overhead(resnet50):
     assert 0.025 < extra["mparams"] < 0.035
     assert 0.005 < extra["gflops"] < 0.009
     # the channel sums (1 per element), their division by C (1 per position: 4 x 28^2 + 6 x 14^2
-    # + 3 x 7^2 = 4,459), pooling, the two fc layers, sigmoid, upsampling and the multiply
-    assert extra["flops"] == 6_297_008
+    # + 3 x 7^2 = 4,459), pooling, the two fc layers, sigmoid and the multiply (the nearest
+    # upsampling of the 7 x 7 grid is a broadcast over k x k blocks: 0)
+    assert extra["flops"] == 6_292_696
     # the overhead is exactly the cost of the NL-SAM modules
     nlsam_total = with_nlsam.type_cost("NLSAM")
     assert nlsam_total.count == 13

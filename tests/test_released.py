@@ -235,10 +235,10 @@ def test_torch_hub_loads_the_shipped_weights_from_the_checkout():
 
 @needs_shipped
 @pytest.mark.skipif(not DATA.is_file(), reason=f"the CIFAR-10 JPEG copy is not at {DATA}")
-def test_nlsam_eval_reproduces_the_card_top1(capsys):
+@pytest.mark.parametrize("weight", SHIPPED, ids=[w.name for w in SHIPPED])
+def test_nlsam_eval_reproduces_the_card_top1(weight, capsys):
     from nlsam.cli import main
 
-    weight = SHIPPED[0]
     assert main(["eval", f"nlsam:{weight.name}", "--data", str(DATA), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n"] == 10000 and round(result["top1"], 2) == weight.top1

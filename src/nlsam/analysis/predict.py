@@ -30,6 +30,7 @@ from ..data import preprocess_image, to_rgb
 from ..engine.checkpoint import load_checkpoint, resolve_checkpoint_path
 from ..engine.evaluate import check_finite_outputs
 from ..engine.loading import model_from_checkpoint
+from ..engine.precision import trained_precision
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -124,6 +125,8 @@ class Inspected:
     meta: Dict[str, Any]
     label: str
     classes: List[str] = field(default_factory=list)
+    #: the autocast dtype the run trained in (None: fp32), :func:`nlsam.engine.trained_precision`
+    precision: Optional[torch.dtype] = None
 
     @property
     def data_config(self) -> Dict[str, Any]:
@@ -173,6 +176,7 @@ def load_inspected(path: PathLike) -> Inspected:
         state.get("meta", {}),
         _model_label(state["config"]),
         classes,
+        trained_precision(state, torch.device("cpu")),
     )
 
 
@@ -220,10 +224,12 @@ def predict(
     topk: int = 5,
     input_size: Optional[Tuple[int, int]] = None,
     batch_size: int = 64,
+    amp_dtype: Optional[torch.dtype] = None,
 ) -> List[List[Dict[str, Any]]]:
     """Top-k predictions per image: ``[[{"rank", "index", "class", "score"}, ...], ...]``,
     sorted by decreasing softmax score. ``topk`` is clipped to the number of classes. Images are
-    prepared and run ``batch_size`` at a time, fewer at large input sizes (:data:`_PIXELS_PER_BATCH`).
+    prepared and run ``batch_size`` at a time, fewer at large input sizes (:data:`_PIXELS_PER_BATCH`),
+    under CPU autocast to ``amp_dtype`` when given (``nlsam predict`` passes the run's precision).
     Raises ``ValueError`` when the network's outputs are not finite (broken weights)."""
     if topk < 1:
         raise ValueError(f"--topk must be at least 1, got {topk}")
@@ -233,7 +239,8 @@ def predict(
     results = []
     for start in range(0, len(images), batch_size):
         x = torch.cat([inspected.prepare(img, input_size) for img in images[start : start + batch_size]])
-        logits = _forward_checked(inspected.model, x)
+        with torch.autocast("cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            logits = _forward_checked(inspected.model, x)
         where = "on the first batch" if start == 0 else f"on images {start + 1}-{start + len(logits)}"
         check_finite_outputs(inspected.model, logits, where)
         probs = logits.float().softmax(dim=1)

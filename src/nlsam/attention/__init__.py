@@ -16,10 +16,11 @@ from .se import SqueezeExcite
 from .ge import GatherExcite
 from .cbam import CBAMChannelGate, CBAMSpatialGate
 from .bam import BAM
-from .gate import INITS, Gate, apply_init, check_init, zero_
+from .gate import INITS, Gate, add_attended, apply_gate, apply_init, check_init, zero_
 from .registry import (
     AttentionPart,
     AttentionPlan,
+    AttentionSequence,
     UnknownOptionError,
     attention_option_keys,
     attention_parts,
@@ -44,6 +45,7 @@ __all__ = [
     "ATTENTION_NAMES",
     "AttentionPart",
     "AttentionPlan",
+    "AttentionSequence",
     "BAM",
     "CBAMChannelGate",
     "CBAMSpatialGate",
@@ -54,6 +56,8 @@ __all__ = [
     "NLSAM",
     "SqueezeExcite",
     "UnknownOptionError",
+    "add_attended",
+    "apply_gate",
     "apply_init",
     "attention_option_keys",
     "attention_parts",

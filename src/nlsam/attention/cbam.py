@@ -4,11 +4,13 @@ batch norm, sigmoid), as in the authors' official code."""
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import nn
 
 from .._ranges import Range
-from .gate import Gate, apply_init, zero_
+from .gate import Gate, apply_gate, apply_init, zero_
 from .nlsam import _check_feature_map
 from .registry import register_attention, register_composition
 from .se import _reduced_channels
@@ -35,11 +37,16 @@ class CBAMChannelGate(nn.Module):
         zero_(self.mlp[2])
         self.gate.make_identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def split_gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(x, gate)``, the B x C x 1 x 1 channel gate (see :func:`nlsam.attention.add_attended`)."""
         _check_feature_map(x, "CBAMChannelGate")
         avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
         mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))
-        return x * self.gate(avg + mx)
+        return x, self.gate(avg + mx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, gate = self.split_gate(x)
+        return apply_gate(features, gate)
 
 
 class CBAMSpatialGate(nn.Module):
@@ -78,8 +85,13 @@ class CBAMSpatialGate(nn.Module):
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
         return self.gate(self.norm(self.conv(pooled)))
 
+    def split_gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(x, map)``, the B x 1 x H x W spatial gate (see :func:`nlsam.attention.add_attended`)."""
+        return x, self.attention_map(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.attention_map(x)
+        features, gate = self.split_gate(x)
+        return apply_gate(features, gate)
 
 
 register_attention("cbam_channel", CBAMChannelGate, groups=("channel",), listed=False)

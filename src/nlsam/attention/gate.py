@@ -9,18 +9,26 @@ The gate travels with the weights: its scale (1 for ``sigmoid``, 2 for ``2 * sig
 buffer ``gate.scale`` of the state dict, and loading a state dict restores the gate it was saved
 with, whatever gate the receiving module was built with. A state dict saved before the buffer
 existed (it has no ``scale`` key) keeps the receiving module's gate.
+
+**The gate at the block's epilogue.** Every gating module here (NL-SAM, SE, GE, CBAM's gates)
+ends in ``x * gate``, and a residual block then adds the shortcut. A module that hands out its
+gate, ``split_gate(x) -> (x, gate)``, lets the block compute ``shortcut + x * gate`` in one
+elementwise pass (:func:`add_attended`, through :func:`apply_gate`) instead of writing the gated
+map and reading it again for the addition, forward and backward. NL-SAM's gate is handed out at
+its pooled grid, h x w: nearest upsampling by the integer factor k is an expand and reshape of
+that grid (the ONNX graph carries these instead of a Resize node).
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
 from .._ranges import short_repr
 
-__all__ = ["Gate", "INITS", "apply_init", "check_init", "zero_"]
+__all__ = ["Gate", "INITS", "add_attended", "apply_gate", "apply_init", "check_init", "zero_"]
 
 #: Gate initialisations every attention part takes as its ``init`` option: ``"paper"``, the
 #: paper's modules as they are; ``"identity"``, each module starts as the identity (see above).
@@ -109,3 +117,66 @@ def zero_(*modules: nn.Module) -> None:
             tensor = getattr(module, name, None)
             if isinstance(tensor, torch.Tensor):
                 nn.init.zeros_(tensor)
+
+
+def apply_gate(x: torch.Tensor, gate: torch.Tensor, shortcut: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x * gate`` (plus ``shortcut`` when given) in one elementwise pass over ``x``.
+
+    ``gate`` broadcasts over ``x`` (B x C x H x W): a channel gate (B x C x 1 x 1), a full spatial
+    map (B x 1 x H x W), or a spatial map at a coarser grid h x w with H and W multiples of h and w,
+    upsampled here by nearest neighbour (the paper's distribution step, its Table 3 choice) as a
+    broadcast of each value over its kh x kw block, equal to ``F.interpolate(gate, (H, W),
+    mode="nearest")``. With ``shortcut`` this is ``torch.addcmul(shortcut, x, gate)``: the gated map
+    is never written and read again for the residual addition.
+    """
+    height, width = x.shape[-2], x.shape[-1]
+    grid = (gate.shape[-2], gate.shape[-1])
+    if gate.dim() == 4 and grid != (height, width) and grid != (1, 1):
+        if height % grid[0] or width % grid[1]:
+            raise ValueError(
+                f"a {grid[0]}x{grid[1]} gate does not tile a {height}x{width} feature map; "
+                "valid gates are 1x1, the map's size, or a grid whose sides divide the map's"
+            )
+        blocks = gate[:, :, :, None, :, None].expand(-1, -1, -1, height // grid[0], -1, width // grid[1])
+        gate = blocks.flatten(4, 5).flatten(2, 3)  # one value per position: 1/C of a pass over x
+    if shortcut is None:
+        return x * gate
+    if not torch.jit.is_scripting():  # TorchScript leaves this branch out when it compiles
+        if torch.onnx.is_in_onnx_export():
+            return shortcut + x * gate  # the TorchScript-based exporter writes addcmul as three nodes
+    return torch.addcmul(shortcut, x, gate)
+
+
+def _runs_own_forward(module: nn.Module) -> bool:
+    """Whether ``module`` must run its own forward: hooks watch it or a module inside it, or a
+    module inside it runs a compiled forward (:func:`nlsam.attention.set_compiled_forward`)."""
+    from torch.nn.modules import module as module_base
+
+    if module_base._global_forward_hooks or module_base._global_forward_pre_hooks:
+        return True
+    return any(
+        m._forward_hooks
+        or m._forward_pre_hooks
+        or m._backward_hooks
+        or m._backward_pre_hooks
+        or getattr(m, "compiled_forward", False)
+        for m in module.modules()
+    )
+
+
+@torch.jit.unused
+def add_attended(attention: nn.Module, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """``shortcut + attention(x)``: the residual addition of a block whose branch ``x`` ends in
+    ``attention``, fused with the attention's gating when the module hands out its gate.
+
+    A module with ``split_gate(x) -> (features, gate)`` (every gating module of nlsam, and a
+    composition of them, whose earlier parts run as usual) gives ``shortcut + features * gate``
+    in one pass (:func:`apply_gate`); any other module, one that hooks watch (they must see its
+    forward run) and one running a compiled forward, is called as it is. Values and gradients equal the unfused sum's within
+    float rounding (tested against each paper's formulation).
+    """
+    split_gate = getattr(attention, "split_gate", None)
+    if split_gate is None or _runs_own_forward(attention):
+        return attention(x) + shortcut
+    features, gate = split_gate(x)
+    return apply_gate(features, gate, shortcut)

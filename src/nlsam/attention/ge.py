@@ -5,11 +5,14 @@ channel. This is the GE the NL-SAM paper combines with NL-SAM ("global depthwise
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._sizes import SizeLike, to_2tuple
+from .gate import apply_gate
 from .nlsam import _check_feature_map
 from .registry import register_attention
 from .se import _Excite
@@ -37,13 +40,18 @@ class GatherExcite(_Excite):
         self.gather_norm = nn.BatchNorm2d(channels)
         self._build_excite(channels, reduction, init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def split_gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(x, gate)``, the B x C x 1 x 1 channel gate (see :func:`nlsam.attention.add_attended`)."""
         _check_feature_map(x, "GatherExcite")
         context = x
         if x.shape[-2] != self.feature_size[0] or x.shape[-1] != self.feature_size[1]:
             context = F.adaptive_avg_pool2d(x, self.feature_size)
         context = self.gather_norm(self.gather(context))
-        return x * self.excite(context)
+        return x, self.excite(context)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, gate = self.split_gate(x)
+        return apply_gate(features, gate)
 
 
 register_attention("ge", GatherExcite, groups=("channel",))

@@ -21,7 +21,7 @@ from torch import nn
 
 from .._ranges import Range, short_repr
 from .._sizes import SizeLike, to_2tuple
-from .gate import Gate, apply_init, zero_
+from .gate import Gate, apply_gate, apply_init, zero_
 from .registry import register_attention
 
 __all__ = ["INTERPOLATION_MODES", "NLSAM", "set_compiled_forward"]
@@ -166,14 +166,11 @@ class NLSAM(nn.Module):
         zero_(self.fc2)
         self.gate.make_identity()
 
-    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the B x 1 x H x W attention map for ``x``: the gate values, in (0, 1) (in (0, 2)
-        with the identity gate). An empty batch gives an empty map."""
+    def grid_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Steps 1 and 2 of the paper: the B x 1 x h x w gate values on the pooled grid (h x w =
+        :attr:`grid_size`), before the distribution step upsamples them."""
         _check_feature_map(x, "NLSAM")
-        batch = x.shape[0]
         height, width = x.shape[-2], x.shape[-1]
-        if batch == 0:
-            return x.new_zeros((0, 1, height, width))
         # the channel mean, written as a sum scaled on the one-channel result: the sum's
         # gradient is a broadcast view, where mean's backward writes a full B x C x H x W tensor
         # (the module's forward + backward ran 1.5-1.8x faster on a CPU; same values)
@@ -183,26 +180,58 @@ class NLSAM(nn.Module):
                 context = F.avg_pool2d(context, self.pool, self.pool)
         else:
             context = F.adaptive_avg_pool2d(context, self.grid_size)
-        weights = self.gate(self.fc2(self.act(self.fc1(context.reshape(batch, -1)))))
-        weights = weights.reshape(batch, 1, self.grid_size[0], self.grid_size[1])
-        if weights.shape[-2] != height or weights.shape[-1] != width:
-            if self.interpolation in ("bilinear", "bicubic"):
-                weights = F.interpolate(weights, size=(height, width), mode=self.interpolation, align_corners=False)
-                if self.interpolation == "bicubic":
-                    # bicubic kernels overshoot; keep the map within the gate's range
-                    weights = weights.clamp(0.0, 2.0 if self.gate.identity else 1.0)
-            else:
-                weights = F.interpolate(weights, size=(height, width), mode=self.interpolation)
-        return weights
+        # flatten / unflatten, not reshape(batch, ...): a traced export keeps the batch dynamic
+        weights = self.gate(self.fc2(self.act(self.fc1(context.flatten(1)))))
+        return weights.unflatten(1, self.grid_size).unsqueeze(1)
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the B x 1 x H x W attention map for ``x``: the gate values, in (0, 1) (in (0, 2)
+        with the identity gate), upsampled to the map's size (step 3 of the paper). An empty batch
+        gives an empty map."""
+        _check_feature_map(x, "NLSAM")
+        height, width = x.shape[-2], x.shape[-1]
+        if x.shape[0] == 0:
+            return x.new_zeros((0, 1, height, width))
+        return self._upsample(self.grid_map(x), (height, width))
+
+    def _upsample(self, weights: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        if weights.shape[-2:] == size:
+            return weights
+        if self.interpolation in ("bilinear", "bicubic"):
+            weights = F.interpolate(weights, size=size, mode=self.interpolation, align_corners=False)
+            if self.interpolation == "bicubic":
+                # bicubic kernels overshoot; keep the map within the gate's range
+                weights = weights.clamp(0.0, 2.0 if self.gate.identity else 1.0)
+            return weights
+        return F.interpolate(weights, size=size, mode=self.interpolation)
+
+    def split_gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(x, gate)`` with ``self(x) == apply_gate(x, gate)`` (:func:`nlsam.attention.apply_gate`):
+        the gate at the pooled grid when nearest upsampling is by integer factors (the paper's
+        setting; :func:`~nlsam.attention.apply_gate` upsamples it), else the upsampled map. A residual block adds
+        its shortcut in the same pass (:func:`nlsam.attention.add_attended`)."""
+        _check_feature_map(x, "NLSAM")
+        height, width = x.shape[-2], x.shape[-1]
+        if x.shape[0] == 0:
+            return x, x.new_zeros((0, 1, height, width))
+        weights = self.grid_map(x)
+        tiles = height % self.grid_size[0] == 0 and width % self.grid_size[1] == 0
+        if not (self.interpolation == "nearest" and tiles):
+            weights = self._upsample(weights, (height, width))
+        return x, weights.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_feature_map(x, "NLSAM")  # here too: the compiled path would take it for a compiler failure
         if self.compiled_forward and not torch.jit.is_scripting():
             return self._forward_compiled(x)
-        return self._attend(x)
+        features, gate = self.split_gate(x)
+        return apply_gate(features, gate)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        """The distribution step: ``x`` times its attention map, broadcast over channels."""
+        """The paper's formulation, step by step: ``x`` times its upsampled attention map,
+        broadcast over channels. The forward pass gives the same values through
+        :meth:`split_gate` and :func:`~nlsam.attention.apply_gate` (and a residual block adds its
+        shortcut in the same pass); tests hold it to this."""
         return x * self.attention_map(x).to(x.dtype)
 
     @torch.jit.unused

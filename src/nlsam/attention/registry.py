@@ -27,6 +27,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type
 
+import torch
 from torch import nn
 
 from .._ranges import short_repr
@@ -36,6 +37,7 @@ from .gate import INITS, apply_init
 __all__ = [
     "AttentionPart",
     "AttentionPlan",
+    "AttentionSequence",
     "INITS",
     "UnknownOptionError",
     "attention_option_keys",
@@ -344,6 +346,21 @@ def _part_stages(part: AttentionPart, options: Mapping[str, Any], stage_ids: Seq
 _PartOptions = Mapping[str, Mapping[str, Any]]
 
 
+class AttentionSequence(nn.Sequential):
+    """The parts of a composition (``"se+nlsam"``: SE, then NL-SAM), applied one after another:
+    an ``nn.Sequential`` (its state dict keys are ``0.``, ``1.``, ...) that hands out its last
+    part's gate (:func:`nlsam.attention.add_attended`). A composition whose last part has no
+    ``split_gate`` is built as a plain ``nn.Sequential``."""
+
+    def split_gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(features, gate)``: every part but the last applied to ``x``, and the last part's
+        gate on the result, so that ``self(x) == apply_gate(features, gate)``."""
+        *first, last = list(self)
+        for module in first:
+            x = module(x)
+        return last.split_gate(x)  # type: ignore[operator]  # built only when the last part has it
+
+
 class AttentionPlan:
     """The attention composition ``name`` of one network, with its options: builds the module of
     each place of the network (:meth:`build`).
@@ -421,7 +438,9 @@ class AttentionPlan:
                 raise named from None
         if not modules:
             return nn.Identity()
-        return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+        if len(modules) == 1:
+            return modules[0]
+        return AttentionSequence(*modules) if hasattr(modules[-1], "split_gate") else nn.Sequential(*modules)
 
 
 def create_attention(

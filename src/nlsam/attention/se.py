@@ -3,11 +3,13 @@ C -> C/r -> C with ReLU and sigmoid, rescaling each channel."""
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import nn
 
 from .._ranges import Range
-from .gate import Gate, apply_init, zero_
+from .gate import Gate, apply_gate, apply_init, zero_
 from .nlsam import _check_feature_map
 from .registry import register_attention
 
@@ -61,9 +63,14 @@ class SqueezeExcite(_Excite):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self._build_excite(channels, reduction, init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def split_gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(x, gate)``, the B x C x 1 x 1 channel gate (see :func:`nlsam.attention.add_attended`)."""
         _check_feature_map(x, "SqueezeExcite")
-        return x * self.excite(self.pool(x))
+        return x, self.excite(self.pool(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, gate = self.split_gate(x)
+        return apply_gate(features, gate)
 
 
 register_attention("se", SqueezeExcite, groups=("channel",))

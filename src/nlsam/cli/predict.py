@@ -11,6 +11,8 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..engine.config import AMP_MODES
+
     p = sub.add_parser(
         "predict",
         help="top-k classes of images, as text or JSON",
@@ -22,16 +24,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=5, help="classes per image (default 5; at most all classes)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="N", help=SIZE_HELP)
+    p.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default=None,
+        help="mixed precision (default: the precision the run trained in; auto: bf16 on CPUs with "
+        "native bf16, else fp32; see nlsam train --help)",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..analysis.predict import load_images, load_inspected, parse_input_size, predict
+    from ..engine.precision import precision_name, resolve_amp
 
     input_size = parse_input_size(args.input_size)  # checked first: it costs nothing
     images = load_images(args.images)
     inspected = load_inspected(args.checkpoint)
-    results = predict(inspected, [img for _, img in images], topk=args.topk, input_size=input_size)
+    amp_dtype = resolve_amp(args.amp, torch.device("cpu")) if args.amp else inspected.precision
+    results = predict(inspected, [img for _, img in images], topk=args.topk, input_size=input_size, amp_dtype=amp_dtype)
     size = input_size or inspected.input_size
     if args.json:
         print(
@@ -41,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
                     model=inspected.config.get("model"),
                     attention=inspected.config.get("attention"),
                     input_size=list(size),
+                    precision=precision_name(amp_dtype),
                     topk=min(args.topk, len(inspected.classes)),
                     results=[dict(image=str(path), predictions=preds) for (path, _), preds in zip(images, results)],
                 )

@@ -9,13 +9,13 @@ insertion renames the wrapped batch norms (``bn3`` becomes ``bn3.0``)::
     >>> model = torchvision.models.resnet50()   # e.g. weights="IMAGENET1K_V2"
     >>> report = nlsam.insert(model, "nlsam", init="identity")   # stages 3, 4, 5 at 224 px
     >>> print(report)                                             # doctest: +SKIP
-    NL-SAM inserted in ResNet at 3x224x224, init 'identity': 13 modules, +31,525 params (+0.123%), +6.30 MFLOPs
+    NL-SAM inserted in ResNet at 3x224x224, init 'identity': 13 modules, +31,525 params (+0.123%), +6.29 MFLOPs
     module          stage  C x H x W   Params  MFLOPs
     --------------  -----  ----------  ------  ------
-    layer2.0.bn3.1      3  512x28x28    2,425   0.810
+    layer2.0.bn3.1      3  512x28x28    2,425   0.809
     ...
     layer4.2.bn3.1      5  2048x7x7     2,425   0.206
-    total               -  -           31,525   6.298
+    total               -  -           31,525   6.293
 
 ``init="identity"`` starts every inserted module as the identity (the network computes exactly
 what it computed before, and the modules learn from there); ``init="paper"`` (the default) keeps
@@ -27,12 +27,12 @@ a dry forward pass::
 
     >>> vgg = torchvision.models.vgg11()
     >>> print(nlsam.insert(vgg, "nlsam", after=["features.7", "features.12"]))   # doctest: +SKIP
-    NL-SAM inserted in VGG at 3x224x224, init 'paper': 2 modules, +164,174 params (+0.124%), +2.75 MFLOPs
+    NL-SAM inserted in VGG at 3x224x224, init 'paper': 2 modules, +164,174 params (+0.124%), +2.74 MFLOPs
     module         stage  C x H x W   Params  MFLOPs
     -------------  -----  ---------  -------  ------
-    features.7.1       -  256x56x56  154,546   1.923
-    features.12.1      -  512x28x28    9,628   0.824
-    total              -  -          164,174   2.747
+    features.7.1       -  256x56x56  154,546   1.920
+    features.12.1      -  512x28x28    9,628   0.823
+    total              -  -          164,174   2.744
 
 Feature sizes are always measured (one forward pass at ``input_size``, no gradient, eval mode),
 never computed by hand.

@@ -1,8 +1,9 @@
 """ResNets that carry attention modules, for CIFAR (He et al. 2015/2016) and ImageNet.
 
 Attention sits on the residual branch of every block of the chosen stages, just before the
-addition, where SE and CBAM sit and where the NL-SAM paper puts NL-SAM. BAM, designed for the
-points between stages, goes once at the end of each chosen stage except the last.
+addition, where SE and CBAM sit and where the NL-SAM paper puts NL-SAM; a gating module's
+multiply and the addition run as one pass (:func:`nlsam.attention.add_attended`). BAM, designed
+for the points between stages, goes once at the end of each chosen stage except the last.
 
 Stages are numbered as in the papers: CIFAR networks have stages 1-3 (16/32/64 channels at
 32/16/8 pixels for 32x32 inputs); ImageNet networks have stages 2-5 (conv2_x .. conv5_x).
@@ -26,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .._ranges import Range, short_repr
 from .._sizes import MAX_INPUT_PIXELS, SizeLike, to_2tuple
-from ..attention import AttentionPlan, identity_init, split_attention_options
+from ..attention import AttentionPlan, add_attended, identity_init, split_attention_options
 from .registry import register_model
 
 __all__ = [
@@ -95,8 +96,10 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.act1(self.bn1(self.conv1(x)))
-        out = self.attention(self.bn2(self.conv2(out)))
-        return self.act2(out + identity)
+        out = self.bn2(self.conv2(out))
+        if torch.jit.is_scripting():  # TorchScript runs the modules' own forward
+            return self.act2(self.attention(out) + identity)
+        return self.act2(add_attended(self.attention, out, identity))
 
 
 class Bottleneck(nn.Module):
@@ -124,8 +127,10 @@ class Bottleneck(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.act2(self.bn2(self.conv2(out)))
-        out = self.attention(self.bn3(self.conv3(out)))
-        return self.act3(out + identity)
+        out = self.bn3(self.conv3(out))
+        if torch.jit.is_scripting():  # TorchScript runs the modules' own forward
+            return self.act3(self.attention(out) + identity)
+        return self.act3(add_attended(self.attention, out, identity))
 
 
 class PreActBasicBlock(nn.Module):
@@ -151,7 +156,9 @@ class PreActBasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(pre)
         out = self.conv1(pre)
         out = self.conv2(self.act2(self.bn2(out)))
-        return self.attention(out) + identity
+        if torch.jit.is_scripting():  # TorchScript runs the modules' own forward
+            return self.attention(out) + identity
+        return add_attended(self.attention, out, identity)
 
 
 class PreActBottleneck(nn.Module):
@@ -181,7 +188,9 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(pre)
         out = self.conv2(self.act2(self.bn2(out)))
         out = self.conv3(self.act3(self.bn3(out)))
-        return self.attention(out) + identity
+        if torch.jit.is_scripting():  # TorchScript runs the modules' own forward
+            return self.attention(out) + identity
+        return add_attended(self.attention, out, identity)
 
 
 #: The residual block classes a :class:`ResNet` is built from.
