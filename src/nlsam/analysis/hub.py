@@ -161,6 +161,7 @@ def model_card(facts: CardFacts) -> str:
         "## Usage",
         "```python",
         "import nlsam, timm",
+        "",
         usage,
         "```",
         "",
