@@ -172,8 +172,8 @@ def add_attended(attention: nn.Module, x: torch.Tensor, shortcut: torch.Tensor) 
     A module with ``split_gate(x) -> (features, gate)`` (every gating module of nlsam, and a
     composition of them, whose earlier parts run as usual) gives ``shortcut + features * gate``
     in one pass (:func:`apply_gate`); any other module, one that hooks watch (they must see its
-    forward run) and one running a compiled forward, is called as it is. Values and gradients equal the unfused sum's within
-    float rounding (tested against each paper's formulation).
+    forward run) and one running a compiled forward, is called as it is. Values and gradients
+    equal the unfused sum's within float rounding (tested against each paper's formulation).
     """
     split_gate = getattr(attention, "split_gate", None)
     if split_gate is None or _runs_own_forward(attention):

@@ -208,8 +208,8 @@ class NLSAM(nn.Module):
     def split_gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(x, gate)`` with ``self(x) == apply_gate(x, gate)`` (:func:`nlsam.attention.apply_gate`):
         the gate at the pooled grid when nearest upsampling is by integer factors (the paper's
-        setting; :func:`~nlsam.attention.apply_gate` upsamples it), else the upsampled map. A residual block adds
-        its shortcut in the same pass (:func:`nlsam.attention.add_attended`)."""
+        setting; :func:`~nlsam.attention.apply_gate` upsamples it), else the upsampled map. A
+        residual block adds its shortcut in the same pass (:func:`nlsam.attention.add_attended`)."""
         _check_feature_map(x, "NLSAM")
         height, width = x.shape[-2], x.shape[-1]
         if x.shape[0] == 0:
