@@ -192,10 +192,12 @@ def make_workloads(args: argparse.Namespace) -> List[Workload]:
     return workloads
 
 
-def build_network(workload: Workload, network: str) -> nn.Module:
-    """The network, with the same random weights every time it is built (seeded). Inference
-    networks get batch-norm statistics from random batches and eval mode; training networks are
-    in train mode. Contiguous memory layout, float32."""
+def build_network(workload: Workload, network: str, partner: Optional[nn.Module] = None) -> nn.Module:
+    """The network, with the same random weights every time it is built (seeded). With
+    ``partner`` (the network it is compared with), every weight the two have in common is the
+    partner's (:func:`share_weights`), so that a pair differs only by the attention it adds.
+    Inference networks get batch-norm statistics from random batches and eval mode; training
+    networks are in train mode. Contiguous memory layout, float32."""
     torch.manual_seed(0)
     model = nlsam.create_model(
         workload.model,
@@ -203,10 +205,31 @@ def build_network(workload: Workload, network: str) -> nn.Module:
         num_classes=workload.num_classes,
         input_size=workload.input_size,
     )
+    if partner is not None:
+        share_weights(model, partner)
     if workload.kind == "train":
         return model.train()
     set_batchnorm_statistics(model, workload.input_size)
     return model.eval()
+
+
+@torch.no_grad()
+def share_weights(model: nn.Module, partner: nn.Module) -> int:
+    """Copy into ``model`` every parameter and buffer of ``partner`` it has too: the same name
+    and shape, or the same shape where a block's one attention module became the first or only
+    part of a composition (``attention.X`` and ``attention.0.X``). Seeded construction alone
+    does not give a pair the same backbone weights: the attention modules built between its
+    layers draw from the random stream. Returns the number of tensors copied."""
+    source = partner.state_dict()
+    copied = 0
+    for name, tensor in model.state_dict().items():
+        candidates = (name, name.replace(".attention.0.", ".attention."), name.replace(".attention.", ".attention.0."))
+        for candidate in candidates:
+            if candidate in source and source[candidate].shape == tensor.shape:
+                tensor.copy_(source[candidate])
+                copied += 1
+                break
+    return copied
 
 
 @torch.no_grad()
@@ -509,11 +532,14 @@ def run_perf_child(spec: Dict[str, Any]) -> None:
     if workload.kind == "onnx":
         call = onnx_call(onnx_session(Path(spec["onnx_path"]), spec["threads"]), workload, batch)
         path = "after"  # the file carries its path
-    elif workload.kind == "train":
-        amp = getattr(torch, spec["amp"]) if spec["amp"] else None
-        call = train_step_call(build_network(workload, network), workload, batch, amp)
     else:
-        call = eager_call(build_network(workload, network).to(memory_format=torch.channels_last), workload, batch)
+        partner = partner_of(network)
+        model = build_network(workload, network, build_network(workload, partner) if partner != network else None)
+        if workload.kind == "train":
+            amp = getattr(torch, spec["amp"]) if spec["amp"] else None
+            call = train_step_call(model, workload, batch, amp)
+        else:
+            call = eager_call(model.to(memory_format=torch.channels_last), workload, batch)
     time_variant(call, path, WARMUP_CALLS)
     if spec["calls"]:
         time_variant(call, path, spec["calls"])
@@ -644,8 +670,10 @@ def format_report(args: argparse.Namespace, argv: Sequence[str], results: Result
         f"({BOOTSTRAP_RESAMPLES} resamples of the rounds) and a two-sided sign test of the rounds in which "
         "the attended network was slower. The row *after vs before* is the same statistic for the attended "
         "network's fused time over its unfused time (negative: the fusion made it faster). ms are medians "
-        "per call. Networks: random weights (seeded; the inference networks with batch-norm statistics of "
-        "random batches), random inputs prepared once.",
+        "per call. Networks: random weights (seeded), every weight an attended network shares with its "
+        "partner copied from the partner (the backbone, and SE's or CBAM's channel gate in a composition), "
+        "so a pair differs only by the attention added; the inference networks with batch-norm statistics of "
+        "random batches; random inputs prepared once.",
         "",
     ]
     worst = max(results.differences.values(), default=float("nan"))
@@ -861,6 +889,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def partner_of(network: str) -> str:
+    """The network an attended network is compared with (itself for a partner)."""
+    return network_name(PAIRS[network]) if network in PAIRS else network
+
+
 def networks_of(pairs: Sequence[str]) -> List[str]:
     """The networks the pairs need: each partner, then its attended network."""
     return list(dict.fromkeys(n for pair in pairs for n in (network_name(PAIRS[pair]), pair)))
@@ -875,7 +908,9 @@ def prepare(args: argparse.Namespace, workloads: Sequence[Workload], amp: Option
     built: Dict[Tuple[str, int, str], nn.Module] = {}  # (model, input size, network) -> eval network
     for workload in workloads:
         if workload.kind == "train":
-            models = {n: build_network(workload, n) for n in networks}
+            models: Dict[str, nn.Module] = {}
+            for n in networks:  # each partner is built before the networks compared with it
+                models[n] = build_network(workload, n, partner=models.get(partner_of(n)))
             for network, model in models.items():
                 results.differences[(workload.key, network)] = fused_unfused_difference(model, workload)
             for batch in workload.batch_sizes:
@@ -890,7 +925,8 @@ def prepare(args: argparse.Namespace, workloads: Sequence[Workload], amp: Option
         for network in networks:
             key = (workload.model, workload.input_size, network)
             if key not in built:
-                built[key] = build_network(workload, network)
+                partner = built.get((workload.model, workload.input_size, partner_of(network)))
+                built[key] = build_network(workload, network, partner=partner)
                 results.differences[(f"infer:{workload.model}", network)] = fused_unfused_difference(
                     built[key], workload
                 )
