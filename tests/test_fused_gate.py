@@ -220,3 +220,23 @@ def test_apply_gate_exports_as_mul_and_add_and_no_resize():
     torch.onnx.export(Block().eval(), (x,), buffer, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "b"}})
     ops = [node.op_type for node in onnx.load_from_string(buffer.getvalue()).graph.node]
     assert "Resize" not in ops and ops[-2:] == ["Mul", "Add"]  # the gate applied once, then the shortcut
+
+
+@pytest.mark.parametrize("existing", [None, "se"])
+def test_inserted_into_nlsam_blocks_the_gate_is_fused(existing):
+    """nlsam.insert into nlsam's own ResNet: the slot hands out its gate (after an attention
+    already there too), so the block fuses it, with the same values as the paper's sum."""
+    torch.manual_seed(0)
+    model = nlsam.create_model("resnet20", attention=existing, num_classes=10).double().train()
+    nlsam.insert(model, "nlsam")
+    slot = model.stages.layer3[0].attention
+    assert hasattr(slot, "split_gate") and isinstance(slot[-1] if existing else slot, NLSAM)
+    if existing:
+        assert isinstance(slot, AttentionSequence) and set(k.split(".")[0] for k in slot.state_dict()) == {"0", "1"}
+    calls = []
+    slot.split_gate = lambda x, _split=slot.split_gate: calls.append(1) or _split(x)  # type: ignore[method-assign]
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    out = model(x)
+    assert calls  # the block took the fused path
+    del slot.split_gate
+    torch.testing.assert_close(out, _reference_forward(copy.deepcopy(model))(x), rtol=1e-9, atol=1e-9)

@@ -54,6 +54,7 @@ from .._sizes import SizeLike, check_max_side, to_2tuple
 from ..attention import (
     INITS,
     AttentionPlan,
+    AttentionSequence,
     attention_option_keys,
     attention_parts,
     attention_placement,
@@ -182,14 +183,17 @@ def _wrap(parent: nn.Module, attr: str) -> Callable[[nn.Module], None]:
 
 def _fill_slot(parent: nn.Module, attr: str) -> Callable[[nn.Module], None]:
     """Install in an attention slot (timm's ``se``, nlsam's ``attention``); a module already
-    there runs first."""
+    there runs first. The pair is an :class:`~nlsam.attention.AttentionSequence` when the new
+    module hands out its gate, so an nlsam block still fuses it into the residual addition
+    (:func:`nlsam.attention.add_attended`); its state dict keys are ``0.``, ``1.`` either way."""
 
     def install(attention: nn.Module) -> None:
         old = getattr(parent, attr, None)
         if old is None or isinstance(old, nn.Identity):
             setattr(parent, attr, attention)
         else:
-            setattr(parent, attr, nn.Sequential(old, attention))
+            pair = AttentionSequence if hasattr(attention, "split_gate") else nn.Sequential
+            setattr(parent, attr, pair(old, attention))
 
     return install
 
