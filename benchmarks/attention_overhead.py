@@ -18,7 +18,7 @@ ways:
   and NL-SAM computes ``x * attention_map(x)`` with the upsampled map (``NLSAM._attend``). It is
   forced by patching ``nlsam.models.resnet.add_attended`` and ``NLSAM.forward`` for the duration
   of each timing (restored after it); before anything is timed, the logits of both ways are
-  checked to agree for every network (eval mode, float32).
+  checked to agree for every network (eval mode, float64).
 
 Workloads (``--only``):
 
@@ -57,7 +57,6 @@ import copy
 import importlib
 import json
 import math
-import platform
 import random
 import shlex
 import statistics
@@ -77,10 +76,12 @@ import torch
 from torch import nn
 
 import nlsam
-from nlsam.analysis.export import export_model
 from nlsam.attention.nlsam import NLSAM
-from nlsam.engine import resolve_amp
-from nlsam.engine.checkpoint import save_checkpoint
+from nlsam.engine import machine_name, resolve_amp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, also when imported by path
+from _common import export_onnx as _export_onnx  # noqa: E402
+from _common import onnx_session, onnxruntime_version, set_batchnorm_statistics, share_weights  # noqa: E402
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -103,7 +104,7 @@ INFERENCE_BATCH_SIZES = (1, 8)
 #: untimed calls of each variant before anything is measured (and before its timing length is set)
 WARMUP_CALLS = 3
 #: the fused and unfused logits of one network must agree within this share of the logits' scale
-AGREEMENT_TOLERANCE = 1e-4
+AGREEMENT_TOLERANCE = 1e-9
 BOOTSTRAP_RESAMPLES = 2000
 #: the issue's targets, by workload kind: (the largest median overhead in %, the value the upper end
 #: of its 95% interval must stay below, or None)
@@ -195,7 +196,7 @@ def make_workloads(args: argparse.Namespace) -> List[Workload]:
 def build_network(workload: Workload, network: str, partner: Optional[nn.Module] = None) -> nn.Module:
     """The network, with the same random weights every time it is built (seeded). With
     ``partner`` (the network it is compared with), every weight the two have in common is the
-    partner's (:func:`share_weights`), so that a pair differs only by the attention it adds.
+    partner's (``_common.share_weights``), so that a pair differs only by the attention it adds.
     Inference networks get batch-norm statistics from random batches and eval mode; training
     networks are in train mode. Contiguous memory layout, float32."""
     torch.manual_seed(0)
@@ -209,47 +210,8 @@ def build_network(workload: Workload, network: str, partner: Optional[nn.Module]
         share_weights(model, partner)
     if workload.kind == "train":
         return model.train()
-    set_batchnorm_statistics(model, workload.input_size)
+    set_batchnorm_statistics(model, (3, workload.input_size, workload.input_size))
     return model.eval()
-
-
-@torch.no_grad()
-def share_weights(model: nn.Module, partner: nn.Module) -> int:
-    """Copy into ``model`` every parameter and buffer of ``partner`` it has too: the same name
-    and shape, or the same shape where a block's one attention module became the first or only
-    part of a composition (``attention.X`` and ``attention.0.X``). Seeded construction alone
-    does not give a pair the same backbone weights: the attention modules built between its
-    layers draw from the random stream. Returns the number of tensors copied."""
-    source = partner.state_dict()
-    copied = 0
-    for name, tensor in model.state_dict().items():
-        candidates = (name, name.replace(".attention.0.", ".attention."), name.replace(".attention.", ".attention.0."))
-        for candidate in candidates:
-            if candidate in source and source[candidate].shape == tensor.shape:
-                tensor.copy_(source[candidate])
-                copied += 1
-                break
-    return copied
-
-
-@torch.no_grad()
-def set_batchnorm_statistics(model: nn.Module, input_size: int, batches: int = 2, batch_size: int = 4) -> None:
-    """Running statistics of every batch-norm layer from ``batches`` random batches (a
-    cumulative average), so that the logits have a trained network's scale rather than growing
-    through fresh statistics (mean 0, variance 1). The time of a forward pass does not depend
-    on these values."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(batches):
-        model(torch.randn(batch_size, 3, input_size, input_size, generator=generator))
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.eval()
 
 
 def random_images(workload: Workload, batch: int, channels_last: bool) -> torch.Tensor:
@@ -291,14 +253,6 @@ def eager_call(model: nn.Module, workload: Workload, batch: int) -> Call:
     return forward
 
 
-def onnx_session(path: Path, threads: int) -> "onnxruntime.InferenceSession":
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def onnx_call(session: "onnxruntime.InferenceSession", workload: Workload, batch: int) -> Call:
     """One ``session.run`` on a fixed random batch (a NumPy array made here, not timed)."""
     feed = {session.get_inputs()[0].name: random_images(workload, batch, channels_last=False).numpy()}
@@ -306,34 +260,13 @@ def onnx_call(session: "onnxruntime.InferenceSession", workload: Workload, batch
 
 
 def export_onnx(model: nn.Module, workload: Workload, network: str, path: str, directory: Path, exporter: str) -> Dict:
-    """Export ``model`` as ``nlsam export CHECKPOINT --format onnx`` does, with the fused or the
-    unfused path: saved as an nlsam checkpoint, then :func:`~nlsam.analysis.export.export_model`
-    (which rebuilds the network, exports it and checks the file against PyTorch with
-    onnxruntime). Returns export_model's result."""
-    stem = f"{workload.model}-{network}-{path}"
-    checkpoint = directory / f"{stem}.pt"
+    """Export ``model`` as ``nlsam export CHECKPOINT --format onnx`` does (``_common.export_onnx``),
+    with the fused or the unfused path. Returns export_model's result."""
     size = workload.input_size
-    save_checkpoint(
-        dict(
-            model=model.state_dict(),
-            config=dict(model=workload.model, attention=network_attention(network), model_options={}),
-            meta=dict(
-                classes=[str(i) for i in range(workload.num_classes)],
-                in_chans=3,
-                input_size=[size, size],
-                mean=[0.0] * 3,
-                std=[1.0] * 3,
-                data="random",
-            ),
-        ),
-        checkpoint,
-    )
-    try:
-        with path_context(path), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return export_model(checkpoint, "onnx", directory / f"{stem}.onnx", exporter=exporter)
-    finally:
-        checkpoint.unlink()  # the ONNX file holds the weights; free the disk
+    onnx_path = directory / f"{workload.model}-{network}-{path}.onnx"
+    with path_context(path), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _export_onnx(model, workload.model, network_attention(network), (3, size, size), onnx_path, exporter)
 
 
 def onnx_node_counts(path: Path) -> Counter:
@@ -350,14 +283,15 @@ def onnx_node_counts(path: Path) -> Counter:
 @torch.no_grad()
 def fused_unfused_difference(model: nn.Module, workload: Workload) -> float:
     """Largest difference between the logits of the fused and the unfused path on a random
-    batch of 2, eval mode, float32, divided by the logits' scale (max |logit|, at least 1)."""
-    was_training = model.training
-    model.eval()
-    images = random_images(workload, 2, channels_last=False)
+    batch of 2, eval mode, in a float64 copy of ``model``, divided by the logits' scale (max
+    |logit|, at least 1). In float32 the two differ by rounding alone, which a deep network with
+    random weights amplifies beyond any tolerance that would still catch a wrong path (3e-4 of
+    the logits' scale for SE on ResNet-110)."""
+    model = copy.deepcopy(model).double().eval()
+    images = random_images(workload, 2, channels_last=False).double()
     fused = model(images)
     with unfused_path():
         unfused = model(images)
-    model.train(was_training)
     scale = max(1.0, float(fused.abs().max()))
     return float((fused - unfused).abs().max()) / scale
 
@@ -550,30 +484,6 @@ def run_perf_child(spec: Dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def cpu_info() -> Tuple[str, List[str]]:
-    """The CPU model and which of the native-bf16 flags (avx512_bf16, amx_bf16) it has."""
-    name, flags = "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "Model", "Hardware") and not name:
-                name = value.strip()
-            elif key == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return name or platform.processor() or platform.machine(), [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-
-
-def onnxruntime_version() -> str:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return "not installed"
-    return ort.__version__
-
-
 def percent(value: float) -> str:
     return f"{value:+.2f}%"
 
@@ -638,7 +548,6 @@ def workload_title(workload: Workload, args: argparse.Namespace, amp: Optional[t
 
 
 def format_report(args: argparse.Namespace, argv: Sequence[str], results: Results, seconds_taken: float) -> str:
-    cpu, bf16_flags = cpu_info()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     precision = str(results.amp).replace("torch.", "") + " autocast" if results.amp is not None else "float32"
     lines = [
@@ -647,8 +556,7 @@ def format_report(args: argparse.Namespace, argv: Sequence[str], results: Result
         "",
         f"Command: `python {SCRIPT}{''.join(' ' + shlex.quote(a) for a in argv)}`",
         "",
-        f"Machine: {cpu} (native bf16 flags: {', '.join(bf16_flags) or 'none'}), "
-        f"{results.threads} thread{'s' if results.threads != 1 else ''}, torch {torch.__version__}, "
+        f"Machine: {machine_name(torch.device('cpu'))}, torch {torch.__version__}, "
         f"onnxruntime {onnxruntime_version()}; training precision {precision} (`resolve_amp('auto')`); "
         f"measured {now}, {seconds_taken / 60:.1f} min.",
         "",
@@ -679,7 +587,7 @@ def format_report(args: argparse.Namespace, argv: Sequence[str], results: Result
     worst = max(results.differences.values(), default=float("nan"))
     shown = ", ".join(f"{w} {n} {d:.1e}" for (w, n), d in results.differences.items())
     lines += [
-        f"Fused and unfused paths agree: largest difference of the logits (eval mode, float32, batch 2) divided "
+        f"Fused and unfused paths agree: largest difference of the logits (eval mode, float64, batch 2) divided "
         f"by the logits' scale, worst {worst:.1e} (tolerance {AGREEMENT_TOLERANCE:g}): {shown}.",
         "",
     ]

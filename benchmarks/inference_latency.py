@@ -5,10 +5,14 @@ network exported by ``nlsam export --format onnx`` and run in onnxruntime.
 
 Each network (``nlsam.create_model(NAME, attention=None)`` and ``attention="nlsam"``, random
 weights with batch-norm statistics taken on random batches, eval mode, its native input size and
-number of classes: 224x224 and 1000 for ``resnet50``) runs three ways on the same random batch:
+number of classes: 224x224 and 1000 for ``resnet50``; the NL-SAM network with the plain one's
+weights wherever they share one) runs three or four ways on the same random batch:
 
 * ``eager, contiguous``: the module under ``torch.inference_mode`` on an NCHW tensor;
 * ``eager, channels_last``: a channels_last copy of the module on a channels_last tensor;
+* ``eager, channels_last, bf16``: the same under bf16 autocast, where the CPU computes bf16
+  natively (AVX512-BF16 or AMX-BF16; there ``nlsam eval`` and ``nlsam predict --amp auto`` run
+  so); the page then also gives bf16's speed-up over float32;
 * ``onnxruntime``: the file that ``nlsam export`` writes (the network is saved as a checkpoint
   and exported by :func:`nlsam.analysis.export.export_model`, check included), in an
   onnxruntime session on the CPU execution provider with ``intra_op_num_threads`` = ``--threads``.
@@ -28,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import platform
 import re
 import shlex
 import statistics
@@ -43,8 +46,17 @@ import torch
 from torch import nn
 
 import nlsam
-from nlsam.analysis.export import export_model
-from nlsam.engine.checkpoint import save_checkpoint
+from nlsam.engine import cpu_has_native_bf16, machine_name
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, also when imported by path
+from _common import (  # noqa: E402
+    export_onnx,
+    onnx_session,
+    onnxruntime_version,
+    plural,
+    set_batchnorm_statistics,
+    share_weights,
+)
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -53,7 +65,9 @@ if TYPE_CHECKING:
 NETWORKS: Dict[str, Optional[str]] = {"plain": None, "nlsam": "nlsam"}
 NETWORK_LABELS = {"plain": "plain", "nlsam": "+ NL-SAM"}
 #: the runtimes, in the order they are timed (and shown)
-RUNTIMES = ("eager, contiguous", "eager, channels_last", "onnxruntime")
+RUNTIMES = ("eager, contiguous", "eager, channels_last", "eager, channels_last, bf16", "onnxruntime")
+#: the runtime measured only where the CPU computes bf16 natively (what ``--amp auto`` picks there)
+BF16_RUNTIME = "eager, channels_last, bf16"
 #: seconds a timing aims at when --reps is not given
 TARGET_SECONDS = 1.0
 #: untimed calls of each variant before anything is measured
@@ -68,37 +82,17 @@ Call = Callable[[], object]
 
 
 def build_networks(name: str) -> Dict[str, nn.Module]:
-    """``{"plain": ..., "nlsam": ...}``: the model without and with NL-SAM, with batch-norm
-    statistics set on random batches (:func:`set_batchnorm_statistics`), in eval mode."""
-    networks = {}
+    """``{"plain": ..., "nlsam": ...}``: the model without and with NL-SAM, the NL-SAM network
+    with every weight the plain one has (:func:`share_weights`), with batch-norm statistics set
+    on random batches (:func:`set_batchnorm_statistics`), in eval mode."""
+    networks: Dict[str, nn.Module] = {}
     for net, attention in NETWORKS.items():
         model = nlsam.create_model(name, attention=attention)
+        if networks:
+            share_weights(model, networks["plain"])
         set_batchnorm_statistics(model, input_shape(model))
         networks[net] = model.eval()
     return networks
-
-
-@torch.no_grad()
-def set_batchnorm_statistics(
-    model: nn.Module, shape: Tuple[int, int, int], batches: int = 2, batch_size: int = 8, seed: int = 0
-) -> None:
-    """Replace the running statistics of every batch-norm layer by those of ``batches`` random
-    batches (a cumulative average), so that activations and logits have the scale of a trained
-    network's. Fresh statistics (mean 0, variance 1) let the plain ResNet-50's logits grow to
-    about 100, where float32 rounding alone brings onnxruntime near ``nlsam export``'s check
-    tolerance (1e-4). The time of a forward pass does not depend on these values."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(batches):
-        model(torch.randn(batch_size, *shape, generator=g))
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.eval()
 
 
 def input_shape(model: nn.Module) -> Tuple[int, int, int]:
@@ -106,58 +100,23 @@ def input_shape(model: nn.Module) -> Tuple[int, int, int]:
     return (int(model.in_chans), *(int(v) for v in model.input_size))
 
 
-def export_onnx(model: nn.Module, name: str, attention: Optional[str], directory: Path) -> Tuple[Path, Dict]:
-    """Export ``model`` the way ``nlsam export CHECKPOINT --format onnx`` does: save it as an
-    nlsam checkpoint, then :func:`~nlsam.analysis.export.export_model` (which checks the file
-    against PyTorch with onnxruntime before writing it). Returns the ONNX path and the result
-    of ``export_model``."""
-    c, h, w = input_shape(model)
-    stem = f"{name}-{attention or 'plain'}"
-    checkpoint = directory / f"{stem}.pt"
-    save_checkpoint(
-        dict(
-            model=model.state_dict(),
-            config=dict(model=name, attention=attention, model_options={}),
-            meta=dict(
-                classes=[str(i) for i in range(model.num_classes)],
-                in_chans=c,
-                input_size=[h, w],
-                mean=[0.0] * c,
-                std=[1.0] * c,
-                data="random",
-            ),
-        ),
-        checkpoint,
-    )
-    result = export_model(checkpoint, "onnx", directory / f"{stem}.onnx")
-    checkpoint.unlink()  # the ONNX file holds the weights; free the disk
-    return Path(result["path"]), result
-
-
 def to_channels_last(model: nn.Module) -> nn.Module:
     """A channels_last copy of ``model`` (the original is left as it is)."""
     return copy.deepcopy(model).to(memory_format=torch.channels_last)
 
 
-def eager_call(model: nn.Module, x: torch.Tensor, channels_last: bool) -> Call:
-    """One forward pass of ``model`` under ``torch.inference_mode`` on a contiguous or
-    channels_last copy of ``x`` (made here, not timed); ``model`` is in that layout already."""
+def eager_call(model: nn.Module, x: torch.Tensor, channels_last: bool, amp: Optional[torch.dtype] = None) -> Call:
+    """One forward pass of ``model`` under ``torch.inference_mode`` (and autocast to ``amp``, as
+    ``nlsam predict`` and ``nlsam eval`` run with ``--amp``) on a contiguous or channels_last copy
+    of ``x`` (made here, not timed); ``model`` is in that layout already."""
     x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    autocast = torch.autocast("cpu", dtype=amp, enabled=amp is not None)
 
     def call() -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             return model(x)
 
     return call
-
-
-def onnx_session(path: Path, threads: int) -> "onnxruntime.InferenceSession":
-    """An onnxruntime session on the CPU execution provider with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_call(session: "onnxruntime.InferenceSession", x: torch.Tensor) -> Call:
@@ -235,30 +194,11 @@ def max_abs_diff(models: Dict[bool, nn.Module], session: "onnxruntime.InferenceS
 # ------------------------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one, else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def plural(n: int, word: str) -> str:
-    """``1 round``, ``7 rounds``."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def machine_line(threads: int) -> str:
-    import onnxruntime as ort
-
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"Machine: {cpu_name()}, {plural(threads, 'thread')}, torch {torch.__version__}, "
-        f"onnxruntime {ort.__version__} (CPUExecutionProvider, intra_op_num_threads {threads}); "
+        f"Machine: {machine_name(torch.device('cpu'))}, torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime_version()} (CPUExecutionProvider, intra_op_num_threads {threads}); "
         f"measured {now}."
     )
 
@@ -314,6 +254,7 @@ def format_report(
                 f"| {group.model} | {group.runtime} | {group.batch} | {NETWORK_LABELS[net]} | "
                 f"{1000 * latency:.2f} | {group.batch / latency:.1f} | {overhead} | {group.reps} |"
             )
+    lines += ["", *bf16_section(groups)]
     batch = max(args.batch_sizes)
     agreement = ", ".join(f"{m} {NETWORK_LABELS[n]} {d:.1e}" for (m, n), d in diffs.items())
     worst_check = max((max(c.values()) for c in checks.values() if c), default=float("nan"))
@@ -329,6 +270,35 @@ def format_report(
 
 
 # ------------------------------------------------------------------------------------------
+
+
+def bf16_section(groups: Sequence[Group]) -> List[str]:
+    """The speed-up of bf16 autocast over float32 in eager channels_last, per network and batch:
+    the median of the per-round ratios float32 time / bf16 time, lowest and highest round."""
+    fp32 = {(g.model, g.batch): g for g in groups if g.runtime == "eager, channels_last"}
+    pairs = [(fp32[(g.model, g.batch)], g) for g in groups if g.runtime == BF16_RUNTIME and (g.model, g.batch) in fp32]
+    if not pairs:
+        return [
+            "bf16 autocast: not measured; this CPU has no native bf16 (AVX512-BF16 or AMX-BF16), so "
+            "`--amp auto` runs float32 here.",
+        ]
+    lines = [
+        "bf16 autocast against float32, eager channels_last (as `nlsam eval` and `nlsam predict` run with "
+        "`--amp bf16`, or `--amp auto` on this CPU): speed-up = the median of the per-round ratios float32 "
+        "time / bf16 time (both timed in the same round), lowest and highest round in brackets.",
+        "",
+        "| model | batch | network | float32 ms | bf16 ms | bf16 speed-up [range] |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for full, half in pairs:
+        for net in half.calls:
+            ratios = [f / h for f, h in zip(full.seconds[net], half.seconds[net])]
+            lines.append(
+                f"| {half.model} | {half.batch} | {NETWORK_LABELS[net]} | "
+                f"{1000 * statistics.median(full.seconds[net]):.2f} | {1000 * statistics.median(half.seconds[net]):.2f} | "
+                f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}, {max(ratios):.2f}] |"
+            )
+    return lines
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -375,6 +345,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     except ImportError:
         raise SystemExit("this benchmark needs onnxruntime, onnx and onnxscript: pip install -e '.[inspect]'") from None
     torch.set_num_threads(args.threads)
+    runtimes = [r for r in RUNTIMES if r != BF16_RUNTIME or cpu_has_native_bf16()]
 
     groups: List[Group] = []
     shapes: Dict[str, Tuple[int, ...]] = {}
@@ -389,7 +360,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
             sessions = {}
             for net, model in networks.items():
                 start = time.perf_counter()
-                path, result = export_onnx(model, name, NETWORKS[net], Path(tmp))
+                result = export_onnx(model, name, NETWORKS[net], shape, Path(tmp) / f"{name}-{net}.onnx")
+                path = Path(result["path"])
                 sessions[net] = onnx_session(path, args.threads)
                 checks[(name, net)] = result["max_diff"]
                 print(
@@ -400,12 +372,13 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                 diffs[(name, net)] = max_abs_diff({cl: layouts[cl][net] for cl in layouts}, sessions[net], x)
             for batch in args.batch_sizes:
                 x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch))
-                for runtime in RUNTIMES:
+                for runtime in runtimes:
                     if runtime == "onnxruntime":
                         calls = {net: onnx_call(sessions[net], x) for net in networks}
                     else:
-                        cl = runtime.endswith("channels_last")
-                        calls = {net: eager_call(m, x, cl) for net, m in layouts[cl].items()}
+                        cl = "channels_last" in runtime
+                        amp = torch.bfloat16 if runtime == BF16_RUNTIME else None
+                        calls = {net: eager_call(m, x, cl, amp) for net, m in layouts[cl].items()}
                     group = Group(name, runtime, batch, calls)
                     warm_up(group, args.reps)
                     groups.append(group)

@@ -54,6 +54,7 @@ def test_pair_shares_every_common_weight(bench, attended):
     for source_name, target_name in GATE_NAMES[attended]:
         assert torch.equal(shared.state_dict()[target_name], source[source_name])
 
+
 def test_unfused_path_is_the_paper_formulation_and_is_restored(bench):
     import nlsam.models.resnet as resnet
     from nlsam.attention.nlsam import NLSAM

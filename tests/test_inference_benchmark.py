@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from nlsam.engine import cpu_has_native_bf16
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "inference_latency.py"
 OVERHEAD = re.compile(r"^[+-]\d+\.\d% \[[+-]\d+\.\d, [+-]\d+\.\d\]$")
+SPEEDUP = re.compile(r"^\d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\]$")
 
 
 def _load_script():
@@ -55,11 +58,11 @@ def test_inference_latency_tiny(tmp_path, capsys):
     assert ", 1 thread, " in machine and f"torch {torch.__version__}" in machine
     assert f"onnxruntime {ort.__version__}" in machine and "intra_op_num_threads 1" in machine
 
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| resnet20 |")]
-    assert {(r[1], r[3]) for r in rows} == {
-        (runtime, net) for runtime in bench.RUNTIMES for net in ("plain", "+ NL-SAM")
-    }
-    assert len(rows) == 6
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| resnet20 |")]
+    rows = [r for r in cells if len(r) == 8]  # the latency table
+    runtimes = [r for r in bench.RUNTIMES if r != bench.BF16_RUNTIME or cpu_has_native_bf16()]
+    assert {(r[1], r[3]) for r in rows} == {(runtime, net) for runtime in runtimes for net in ("plain", "+ NL-SAM")}
+    assert len(rows) == 2 * len(runtimes)
     for _model, _runtime, batch, network, ms, images_s, overhead, reps in rows:
         assert batch == "1" and reps == "1"
         ms, images_s = float(ms), float(images_s)
@@ -69,6 +72,17 @@ def test_inference_latency_tiny(tmp_path, capsys):
             assert overhead == "-"
         else:
             assert OVERHEAD.match(overhead), overhead
+
+    # bf16 against float32: one row per network where the CPU has native bf16, else a reason
+    speedups = [r for r in cells if len(r) == 6]
+    if cpu_has_native_bf16():
+        assert [r[2] for r in speedups] == ["plain", "+ NL-SAM"]
+        for _model, batch, _network, fp32_ms, bf16_ms, speedup in speedups:
+            assert batch == "1" and float(fp32_ms) > 0 and float(bf16_ms) > 0
+            assert SPEEDUP.match(speedup), speedup
+    else:
+        assert not speedups
+        assert any(line.startswith("bf16 autocast: not measured; this CPU has no native bf16") for line in lines)
 
     agree = next(line for line in lines if line.startswith("Outputs agree: "))
     diffs = re.findall(r"resnet20 (?:plain|\+ NL-SAM) (\d\.\de[+-]\d+)", agree)
