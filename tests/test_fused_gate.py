@@ -240,3 +240,26 @@ def test_inserted_into_nlsam_blocks_the_gate_is_fused(existing):
     assert calls  # the block took the fused path
     del slot.split_gate
     torch.testing.assert_close(out, _reference_forward(copy.deepcopy(model))(x), rtol=1e-9, atol=1e-9)
+
+
+def test_hooks_on_a_compositions_parts_fire_on_the_fused_path():
+    """A hook on the part whose forward the fused path would skip (the composition's last)
+    makes the module run its own forward; hooks on modules it calls anyway (an fc layer, an
+    earlier part) fire on the fused path."""
+    sequence = create_attention("se+nlsam", 16, (8, 8), se_reduction=4, nlsam_reduction=2)
+    x, shortcut = torch.randn(2, 16, 8, 8), torch.randn(2, 16, 8, 8)
+    seen = []
+    handles = [
+        sequence[0].register_forward_hook(lambda *args: seen.append("se")),
+        sequence[1].fc1.register_forward_hook(lambda *args: seen.append("fc1")),
+    ]
+    expected = _paper(sequence, x) + shortcut
+    seen.clear()
+    torch.testing.assert_close(add_attended(sequence, x, shortcut), expected)
+    assert seen == ["se", "fc1"]
+    for handle in handles:
+        handle.remove()
+    sequence[1].register_forward_hook(lambda *args: seen.append("nlsam"))
+    seen.clear()
+    torch.testing.assert_close(add_attended(sequence, x, shortcut), expected)
+    assert seen == ["nlsam"]

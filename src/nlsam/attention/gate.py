@@ -148,20 +148,27 @@ def apply_gate(x: torch.Tensor, gate: torch.Tensor, shortcut: Optional[torch.Ten
 
 
 def _runs_own_forward(module: nn.Module) -> bool:
-    """Whether ``module`` must run its own forward: hooks watch it or a module inside it, or a
-    module inside it runs a compiled forward (:func:`nlsam.attention.set_compiled_forward`)."""
+    """Whether ``module`` must run its own forward: hooks watch it, or a module whose forward
+    the fused path skips (the last part of a composition, whose gate it takes), or that module
+    runs a compiled forward (:func:`nlsam.attention.set_compiled_forward`). Modules the fused
+    path calls anyway (an fc layer, the earlier parts of a composition) keep their hooks
+    either way. A few attribute reads per block: it runs on every call."""
     from torch.nn.modules import module as module_base
 
     if module_base._global_forward_hooks or module_base._global_forward_pre_hooks:
         return True
-    return any(
-        m._forward_hooks
-        or m._forward_pre_hooks
-        or m._backward_hooks
-        or m._backward_pre_hooks
-        or getattr(m, "compiled_forward", False)
-        for m in module.modules()
-    )
+    part: Optional[nn.Module] = module
+    while part is not None:
+        if (
+            part._forward_hooks
+            or part._forward_pre_hooks
+            or part._backward_hooks
+            or part._backward_pre_hooks
+            or getattr(part, "compiled_forward", False)
+        ):
+            return True
+        part = next(reversed(part._modules.values()), None) if isinstance(part, nn.Sequential) else None
+    return False
 
 
 @torch.jit.unused
