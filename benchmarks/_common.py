@@ -1,5 +1,6 @@
-"""What the inference benchmarks share: random networks with a trained network's activation
-scale, their ONNX export the way ``nlsam export`` writes it, and onnxruntime sessions.
+"""What the benchmarks of NL-SAM's cost share: random networks with a trained network's activation
+scale, their ONNX export the way ``nlsam export`` writes it, onnxruntime sessions, the page's
+printing and writing.
 
 The benchmark scripts import it by name (``from _common import ...``): Python puts a script's
 folder first on ``sys.path`` when it runs, and each script adds it when it is imported by path.
@@ -121,3 +122,12 @@ def onnxruntime_version() -> str:
 def plural(n: int, word: str) -> str:
     """``1 round``, ``7 rounds``."""
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def publish(text: str, out: Optional[Path]) -> str:
+    """Print a benchmark's Markdown page, write it to ``out`` when given, and return it."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return text

@@ -81,7 +81,13 @@ from nlsam.engine import machine_name, resolve_amp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, also when imported by path
 from _common import export_onnx as _export_onnx  # noqa: E402
-from _common import onnx_session, onnxruntime_version, set_batchnorm_statistics, share_weights  # noqa: E402
+from _common import (  # noqa: E402
+    onnx_session,
+    onnxruntime_version,
+    publish,
+    set_batchnorm_statistics,
+    share_weights,
+)
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -930,11 +936,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         measure_counters(args, results, amp, Path(tmp))
     summarise(results, args.pairs, args.seed)
     text = format_report(args, argv, results, time.perf_counter() - started)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    return text
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

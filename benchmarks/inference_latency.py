@@ -54,6 +54,7 @@ from _common import (  # noqa: E402
     onnx_session,
     onnxruntime_version,
     plural,
+    publish,
     set_batchnorm_statistics,
     share_weights,
 )
@@ -390,11 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         measure(groups, args.rounds)
         print(f"measured in {time.perf_counter() - start:.0f} s", flush=True)
     text = format_report(args, argv, groups, shapes, diffs, checks)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    return text
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ import nlsam
 from nlsam.attention import NLSAM, add_attended
 from nlsam.engine import machine_name, resolve_amp
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, also when imported by path
+from _common import publish  # noqa: E402
+
 Call = Callable[[], object]
 VARIANTS = ("plain", "nlsam", "floor")
 BOOTSTRAP_RESAMPLES = 2000
@@ -311,11 +314,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     groups = {shape: variant_calls(shape, amp) for key in args.shapes for shape in SHAPE_SETS[key]()}
     seconds = measure(groups, args.rounds, args.calls, args.seed)
     text = format_report(args, argv, seconds, amp)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    return text
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":
