@@ -8,8 +8,9 @@ into the residual addition ("after") and without it ("before"), measured in one 
 64x64, the NL-SAM pair only (``--pairs`` adds the others). Its figures are not measurements.
 
 Pairs (attended network over its partner): NL-SAM over the plain ResNet, SE + NL-SAM over SE,
-CBAM with NL-SAM over CBAM (``nlsam.create_model(NAME, attention=...)``). Each network runs two
-ways:
+CBAM with NL-SAM over CBAM (``nlsam.create_model(NAME, attention=...)``); an attended network
+takes every weight it shares with its partner from it (``_common.share_weights``), so a pair
+differs only by the attention added. Each network runs two ways:
 
 * after (fused): nlsam as it is; a block computes ``shortcut + attention(x)`` in one pass
   (:func:`nlsam.attention.add_attended`, ``torch.addcmul``) from the gate the attention module
