@@ -352,6 +352,13 @@ class AttentionSequence(nn.Sequential):
     part's gate (:func:`nlsam.attention.add_attended`). A composition whose last part has no
     ``split_gate`` is built as a plain ``nn.Sequential``."""
 
+    @classmethod
+    def of(cls, *modules: nn.Module) -> nn.Sequential:
+        """``modules`` applied one after another: an :class:`AttentionSequence` when the last
+        hands out its gate (``split_gate``), else a plain ``nn.Sequential`` (the same state dict
+        keys either way)."""
+        return cls(*modules) if hasattr(modules[-1], "split_gate") else nn.Sequential(*modules)
+
     def split_gate(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(features, gate)``: every part but the last applied to ``x``, and the last part's
         gate on the result, so that ``self(x) == apply_gate(features, gate)``."""
@@ -440,7 +447,7 @@ class AttentionPlan:
             return nn.Identity()
         if len(modules) == 1:
             return modules[0]
-        return AttentionSequence(*modules) if hasattr(modules[-1], "split_gate") else nn.Sequential(*modules)
+        return AttentionSequence.of(*modules)
 
 
 def create_attention(

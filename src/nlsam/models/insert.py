@@ -183,8 +183,8 @@ def _wrap(parent: nn.Module, attr: str) -> Callable[[nn.Module], None]:
 
 def _fill_slot(parent: nn.Module, attr: str) -> Callable[[nn.Module], None]:
     """Install in an attention slot (timm's ``se``, nlsam's ``attention``); a module already
-    there runs first. The pair is an :class:`~nlsam.attention.AttentionSequence` when the new
-    module hands out its gate, so an nlsam block still fuses it into the residual addition
+    there runs first, the pair made by :meth:`~nlsam.attention.AttentionSequence.of`: when the new
+    module hands out its gate, an nlsam block still fuses it into the residual addition
     (:func:`nlsam.attention.add_attended`); its state dict keys are ``0.``, ``1.`` either way."""
 
     def install(attention: nn.Module) -> None:
@@ -192,8 +192,7 @@ def _fill_slot(parent: nn.Module, attr: str) -> Callable[[nn.Module], None]:
         if old is None or isinstance(old, nn.Identity):
             setattr(parent, attr, attention)
         else:
-            pair = AttentionSequence if hasattr(attention, "split_gate") else nn.Sequential
-            setattr(parent, attr, pair(old, attention))
+            setattr(parent, attr, AttentionSequence.of(old, attention))
 
     return install
 
