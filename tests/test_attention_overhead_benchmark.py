@@ -1,27 +1,13 @@
 """benchmarks/attention_overhead.py, imported by path: a pair of networks differs only by the
 attention the attended one adds, and the unfused path it times is the paper's formulation."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "attention_overhead.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("attention_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
-def bench():
-    return _load_script()
+def bench(load_script):
+    return load_script("benchmarks/attention_overhead.py")
 
 
 #: (partner's name, attended network's name) of channel-gate weights a composition shares

@@ -266,7 +266,6 @@ def test_timm_loads_akamaster_files_through_the_same_conversion(tmp_path):
 
 # --------------------------------------------------------------------------- the benchmark
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "akamaster_weights.py"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -320,16 +319,13 @@ def _tiny_cifar_zip(tmp_path) -> Path:
     return path
 
 
-def test_benchmark_compares_their_network_with_ours(tmp_path, monkeypatch, capsys):
-    import importlib.util
-
+def test_benchmark_compares_their_network_with_ours(load_script, run_script, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NLSAM_CACHE_DIR", str(tmp_path / "cache"))
     weights = _save_akamaster(_random_state(3), tmp_path / "resnet20-test.th")
-    spec = importlib.util.spec_from_file_location("akamaster_weights_benchmark", BENCHMARK)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_script("benchmarks/akamaster_weights.py")
     assert (
-        benchmark.main(
+        run_script(
+            benchmark,
             [
                 "--source-code",
                 str(_fake_their_code(tmp_path)),
@@ -339,7 +335,7 @@ def test_benchmark_compares_their_network_with_ours(tmp_path, monkeypatch, capsy
                 str(_tiny_cifar_zip(tmp_path)),
                 "--random-inputs",
                 "4",
-            ]
+            ],
         )
         == 0
     )

@@ -4,9 +4,7 @@ the next machine resumes them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
@@ -14,15 +12,7 @@ from nlsam.engine.checkpoint import load_checkpoint, save_checkpoint
 from nlsam.engine.config import save_yaml
 from nlsam.engine.study import load_study, run_state
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "docs/results/figure4_cifar10_resnet20_30ep/collect_runs.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("collect_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = "docs/results/figure4_cifar10_resnet20_30ep/collect_runs.py"
 
 
 def _make_run(run, data: str, epochs_done: int, checkpoint: bool) -> None:
@@ -37,7 +27,7 @@ def _make_run(run, data: str, epochs_done: int, checkpoint: bool) -> None:
         save_checkpoint(state, run.run_dir / "last.pt")
 
 
-def test_finished_runs_keep_their_weights_and_unfinished_ones_their_checkpoints(tmp_path):
+def test_finished_runs_keep_their_weights_and_unfinished_ones_their_checkpoints(load_script, tmp_path):
     machine_data = str(tmp_path / "machine" / "data" / "cifar10-jpg.zip")
     study_dir = tmp_path / "machine" / "studies" / "s"
     study_dir.mkdir(parents=True)
@@ -60,8 +50,9 @@ def test_finished_runs_keep_their_weights_and_unfinished_ones_their_checkpoints(
     (study_dir / "logs" / f"{partial.name}.log").write_text(f"epoch 1/2 ... {machine_data}\n")
     assert [run_state(r) for r in (done, partial, not_started)] == ["done", "partial", "todo"]
 
+    collect_runs = load_script(SCRIPT)
     page = tmp_path / "page"
-    _script().main(study_dir, here=page)
+    collect_runs.main(study_dir, here=page)
 
     assert sorted(p.name for p in (page / "runs" / done.name).iterdir()) == [
         "config.yaml",
@@ -90,7 +81,7 @@ def test_finished_runs_keep_their_weights_and_unfinished_ones_their_checkpoints(
     # the run finishes on the next machine: it moves to runs/ and unfinished/ is gone
     (partial.run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
     (partial.run_dir / "last.pt").unlink()
-    _script().main(study_dir, here=page)
+    collect_runs.main(study_dir, here=page)
     assert (page / "runs" / partial.name / "metrics.jsonl").is_file()
     assert not (page / "runs" / partial.name / "model.safetensors").exists()  # it kept no checkpoint
     assert not (page / "unfinished").exists()

@@ -3,27 +3,16 @@ ResNet-20, one round of two batches) with ``torch.compile`` replaced by the iden
 test checks the script's measuring, arithmetic and table, not the compiler (which the
 benchmark itself runs)."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compile_payoff.py"
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("compile_payoff", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_compile_payoff_tiny(tmp_path, monkeypatch, capsys):
+def test_compile_payoff_tiny(load_script, run_script, tmp_path, monkeypatch, capsys):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compiled.append(model) or model)
-    bench = _load_script()
+    bench = load_script("benchmarks/compile_payoff.py")
     out = tmp_path / "compile_payoff.md"
     argv = [
         "--data",
@@ -44,7 +33,7 @@ def test_compile_payoff_tiny(tmp_path, monkeypatch, capsys):
         "--out",
         str(out),
     ]
-    text = bench.main(argv)
+    text = run_script(bench, argv)
     assert out.read_text() == text and text in capsys.readouterr().out
     assert len(compiled) == 2  # one compiled copy per network
     lines = text.splitlines()
@@ -59,8 +48,8 @@ def test_compile_payoff_tiny(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("flag", ["--rounds", "--steps", "--epochs", "--batch-size"])
-def test_compile_payoff_rejects_non_positive_counts(flag, capsys):
-    bench = _load_script()
+def test_compile_payoff_rejects_non_positive_counts(load_script, flag, capsys):
+    bench = load_script("benchmarks/compile_payoff.py")
     with pytest.raises(SystemExit):
         bench.parse_args([flag, "0"])
     assert f"{flag} must be >= 1" in capsys.readouterr().err

@@ -1,33 +1,23 @@
 """benchmarks/inference_latency.py, imported by path and run on a tiny setting (resnet20 at its
 native 32x32, batch 1, one round of one call): every row of its table is there and parses."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
 from nlsam.engine import cpu_has_native_bf16
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "inference_latency.py"
 OVERHEAD = re.compile(r"^[+-]\d+\.\d% \[[+-]\d+\.\d, [+-]\d+\.\d\]$")
 SPEEDUP = re.compile(r"^\d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\]$")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("inference_latency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_inference_latency_tiny(tmp_path, capsys):
+def test_inference_latency_tiny(load_script, run_script, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime", reason="the benchmark runs the exported network in onnxruntime")
     pytest.importorskip("onnx", reason="nlsam export --format onnx needs onnx")
     pytest.importorskip("onnxscript", reason="nlsam export --format onnx needs onnxscript")
-    bench = _load_script()
+    bench = load_script("benchmarks/inference_latency.py")
     out = tmp_path / "docs" / "inference_latency.md"
     argv = [
         "--models",
@@ -43,11 +33,7 @@ def test_inference_latency_tiny(tmp_path, capsys):
         "--out",
         str(out),
     ]
-    threads = torch.get_num_threads()
-    try:
-        text = bench.main(argv)
-    finally:
-        torch.set_num_threads(threads)  # main sets it for the whole process
+    text = run_script(bench, argv)
     assert out.read_text() == text
     assert text in capsys.readouterr().out
 

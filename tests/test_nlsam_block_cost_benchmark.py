@@ -1,25 +1,16 @@
 """benchmarks/nlsam_block_cost.py, imported by path: it finds the blocks NL-SAM sits in, and a
 tiny run gives a row per block shape and a total per network."""
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
-import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nlsam_block_cost.py"
 EXTRA = re.compile(r"^[+-]\d+ \[[+-]\d+, [+-]\d+\]$")
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("nlsam_block_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("benchmarks/nlsam_block_cost.py")
 
 
 def test_finds_the_blocks_nlsam_sits_in(bench):
@@ -33,14 +24,10 @@ def test_finds_the_blocks_nlsam_sits_in(bench):
     ]
 
 
-def test_tiny_run(bench, tmp_path):
+def test_tiny_run(bench, run_script, tmp_path):
     out = tmp_path / "cost.md"
     argv = ["--shapes", "train:resnet20", "--rounds", "2", "--calls", "1", "--threads", "1", "--out", str(out)]
-    threads = torch.get_num_threads()
-    try:
-        text = bench.main(argv)
-    finally:
-        torch.set_num_threads(threads)  # main sets it for the whole process
+    text = run_script(bench, argv)
     assert out.read_text() == text
     rows = [
         [c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| train:")

@@ -3,34 +3,23 @@ ResNet-20, one round of two batches) with ``torch.compile`` replaced by the iden
 test checks the script's measuring, arithmetic and tables, not the compiler (which the
 benchmark itself runs, and tests/test_nlsam_compiled.py checks)."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
 from nlsam.attention import nlsam as nlsam_module
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nlsam_compiled.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("nlsam_compiled", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def _cells(text, prefix):
     return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith(prefix)]
 
 
-def test_nlsam_compiled_benchmark_tiny(tmp_path, monkeypatch, capsys):
+def test_nlsam_compiled_benchmark_tiny(load_script, run_script, tmp_path, monkeypatch, capsys):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(fn) or fn)
     monkeypatch.setattr(nlsam_module, "_COMPILED_ATTEND", None)
-    bench = _load_script()
+    bench = load_script("benchmarks/nlsam_compiled.py")
     out = tmp_path / "nlsam_compiled.md"
     argv = [
         "--data",
@@ -50,7 +39,7 @@ def test_nlsam_compiled_benchmark_tiny(tmp_path, monkeypatch, capsys):
         "--out",
         str(out),
     ]
-    text = bench.main(argv)
+    text = run_script(bench, argv)
     assert out.read_text() == text and text in capsys.readouterr().out
     assert compiled == [nlsam_module.NLSAM._attend]  # one compiled function, shared by every module
     assert f"Command: `python benchmarks/nlsam_compiled.py {' '.join(argv)}`" in text.splitlines()
@@ -74,8 +63,8 @@ def test_nlsam_compiled_benchmark_tiny(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("flag", ["--rounds", "--steps", "--module-reps", "--batch-size"])
-def test_nlsam_compiled_benchmark_rejects_non_positive_counts(flag, capsys):
-    bench = _load_script()
+def test_nlsam_compiled_benchmark_rejects_non_positive_counts(load_script, flag, capsys):
+    bench = load_script("benchmarks/nlsam_compiled.py")
     with pytest.raises(SystemExit):
         bench.parse_args([flag, "0"])
     assert f"{flag} must be >= 1" in capsys.readouterr().err

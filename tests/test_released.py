@@ -219,13 +219,9 @@ def test_timm_lists_and_loads_the_shipped_weights():
 
 
 @needs_shipped
-def test_torch_hub_loads_the_shipped_weights_from_the_checkout():
+def test_torch_hub_loads_the_shipped_weights_from_the_checkout(load_script):
     weight = SHIPPED[0]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
-    hubconf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hubconf)
+    hubconf = load_script("hubconf.py")
     entries = [name for name in dir(hubconf) if callable(getattr(hubconf, name)) and not name.startswith("_")]
     assert weight.model in entries and "nlsam_resnet110" in entries
     model = torch.hub.load(str(ROOT), weight.model, source="local", pretrained=True)

@@ -2,16 +2,12 @@
 contract of akamaster/pytorch_resnet_cifar10's (a ``parser`` and ``train(...)`` that calls
 ``.cuda()`` on its inputs)."""
 
-import importlib.util
 import multiprocessing
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
 
 FAKE_RESNET = """
 import torch.nn as nn
@@ -69,13 +65,6 @@ def train(train_loader, model, criterion, optimizer, epoch):
 """
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_speed_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def reference_dir(tmp_path):
     ref = tmp_path / "pytorch_resnet_cifar10"
@@ -85,9 +74,9 @@ def reference_dir(tmp_path):
     return ref
 
 
-def test_tiny_benchmark_table(tmp_path, reference_dir, monkeypatch, capsys):
+def test_tiny_benchmark_table(load_script, run_script, tmp_path, reference_dir, monkeypatch, capsys):
     monkeypatch.setenv("NLSAM_CACHE_DIR", str(tmp_path / "cache"))
-    bench = load_script()
+    bench = load_script("benchmarks/train_speed.py")
     loaded = []
     load_reference = bench.load_reference
     monkeypatch.setattr(bench, "load_reference", lambda d: loaded.append(load_reference(d)) or loaded[-1])
@@ -98,7 +87,8 @@ def test_tiny_benchmark_table(tmp_path, reference_dir, monkeypatch, capsys):
     # the fake reference's loader workers get our dataset class by fork only (the test loads the
     # script under a name that spawned workers could not import)
     workers = "2" if multiprocessing.get_start_method() == "fork" else "0"
-    text = bench.main(
+    text = run_script(
+        bench,
         [
             "--reference-dir",
             str(reference_dir),
@@ -122,7 +112,7 @@ def test_tiny_benchmark_table(tmp_path, reference_dir, monkeypatch, capsys):
             workers,
             "--out",
             str(out),
-        ]
+        ],
     )
     assert out.read_text() == text
     assert (torch.Tensor.cuda, torch.nn.Module.cuda, torch.cuda.is_available) == cuda  # restored
@@ -151,8 +141,8 @@ def test_tiny_benchmark_table(tmp_path, reference_dir, monkeypatch, capsys):
     assert "Epoch:" not in capsys.readouterr().out  # its prints are silenced
 
 
-def test_reference_dir_without_trainer(tmp_path, reference_dir):
-    bench = load_script()
+def test_reference_dir_without_trainer(load_script, tmp_path, reference_dir):
+    bench = load_script("benchmarks/train_speed.py")
     (reference_dir / "trainer.py").unlink()
     with pytest.raises(SystemExit) as exc:
         bench.main(["--reference-dir", str(reference_dir), "--data", "builtin:64:16:0"])
